@@ -1,0 +1,114 @@
+//! Real / protected / long mode: recognising the mode a vCPU is in, and the register state a
+//! guest starts with.
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+
+/// CR0.PE: protected mode enable.
+pub const CR0_PE: u64 = 1 << 0;
+/// EFER.LMA: long mode active.
+pub const EFER_LMA: u64 = 1 << 10;
+/// RFLAGS bit 1 is reserved and always reads as 1.
+pub const RFLAGS_RESERVED: u64 = 1 << 1;
+/// RFLAGS.IF: maskable interrupts enabled.
+pub const RFLAGS_IF: u64 = 1 << 9;
+
+/// The operating mode of a vCPU, as far as the width of its registers is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuMode {
+    /// 16-bit real mode (CR0.PE = 0).
+    Real,
+    /// Protected mode with a 16-bit code segment.
+    Protected16,
+    /// Protected mode with a 32-bit code segment.
+    Protected32,
+    /// Long mode with a 64-bit code segment.
+    Long64,
+}
+
+impl CpuMode {
+    /// Works out the mode from the control registers and the code segment.
+    pub fn of(sregs: &kvm_sregs) -> CpuMode {
+        if sregs.cr0 & CR0_PE == 0 {
+            CpuMode::Real
+        } else if sregs.efer & EFER_LMA != 0 && sregs.cs.l != 0 {
+            CpuMode::Long64
+        } else if sregs.cs.db != 0 {
+            CpuMode::Protected32
+        } else {
+            CpuMode::Protected16
+        }
+    }
+
+    /// Width of a general-purpose register in this mode, in bits.
+    pub fn bits(self) -> u32 {
+        match self {
+            CpuMode::Real | CpuMode::Protected16 => 16,
+            CpuMode::Protected32 => 32,
+            CpuMode::Long64 => 64,
+        }
+    }
+
+    /// Mask selecting a register's low `bits()` bits.
+    pub fn register_mask(self) -> u64 {
+        match self.bits() {
+            64 => u64::MAX,
+            bits => (1u64 << bits) - 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuMode::Real => "real mode (16-bit)",
+            CpuMode::Protected16 => "protected mode (16-bit code)",
+            CpuMode::Protected32 => "protected mode (32-bit)",
+            CpuMode::Long64 => "long mode (64-bit)",
+        }
+    }
+}
+
+/// A real-mode segment: base = selector × 16, 64 KiB limit, the attributes a CPU has after
+/// reset (present, read/write data or execute/read code, accessed).
+fn real_mode_segment(selector: u16, is_code: bool) -> kvm_segment {
+    kvm_segment {
+        base: u64::from(selector) << 4,
+        limit: 0xffff,
+        selector,
+        type_: if is_code { 0xb } else { 0x3 },
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// Sets up `sregs` and `regs` for a flat real-mode program: every segment register holds
+/// `segment`, execution starts at `segment:0000`, and the stack starts at `segment:0000` too, so
+/// the first push lands at offset 0xFFFE, the top of the 64 KiB segment.
+pub fn setup_real_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs, segment: u16) {
+    sregs.cs = real_mode_segment(segment, true);
+    for data_segment in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *data_segment = real_mode_segment(segment, false);
+    }
+    // Real mode: no protection, no paging, no long mode.
+    sregs.cr0 &= !CR0_PE;
+    sregs.efer = 0;
+
+    *regs = kvm_regs {
+        rip: 0,
+        rsp: 0,
+        // Interrupts off, as after reset: a `hlt` then ends the guest instead of waiting forever.
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    };
+}

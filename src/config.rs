@@ -1,0 +1,220 @@
+//! A validated run configuration: what to run and how, checked before any KVM call.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::loader::{BuiltinGuest, GuestMode, builtin_guest, builtin_guests};
+use crate::vmm::memory::{DEFAULT_MEMORY_SIZE, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE};
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "'{0}' is not a memory size: give a number with an optional K, M or G suffix (e.g. 1M, 64M, 512K)"
+    )]
+    BadMemorySize(String),
+    #[error(
+        "memory size {0} is out of range: it must be between {min} and {max}",
+        min = human_size(MIN_MEMORY_SIZE),
+        max = human_size(MAX_MEMORY_SIZE)
+    )]
+    MemoryOutOfRange(String),
+    #[error("memory size {0} is not a multiple of 4 KiB (the page size KVM maps memory in)")]
+    MemoryNotPageAligned(String),
+    #[error("'{0}' is not a timeout: give a positive number of seconds (e.g. 1, 2.5)")]
+    BadTimeout(String),
+    #[error(
+        "unknown guest '{name}': the built-in guests are {list}; to run a file, give its path (e.g. ./{name})",
+        list = builtin_names()
+    )]
+    UnknownGuest { name: String },
+}
+
+fn builtin_names() -> String {
+    builtin_guests()
+        .iter()
+        .map(|guest| guest.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `1048576` → "1M", `4096` → "4K".
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    for (unit, suffix) in UNITS {
+        if bytes >= unit && bytes % unit == 0 {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum GuestImage {
+    Builtin(&'static BuiltinGuest),
+    /// A flat real-mode binary on disk.
+    File(PathBuf),
+}
+
+impl GuestImage {
+    /// A built-in guest's name wins; anything else is taken as a path when it looks like one
+    /// (has a `/` or a `.`). `./hello` runs a file called `hello`.
+    pub fn resolve(argument: &str) -> Result<GuestImage, ConfigError> {
+        if let Some(guest) = builtin_guest(argument) {
+            return Ok(GuestImage::Builtin(guest));
+        }
+        if argument.contains('/') || argument.contains('.') {
+            return Ok(GuestImage::File(PathBuf::from(argument)));
+        }
+        Err(ConfigError::UnknownGuest {
+            name: argument.to_string(),
+        })
+    }
+
+    /// The name shown in messages: the built-in name or the file name.
+    pub fn name(&self) -> String {
+        match self {
+            GuestImage::Builtin(guest) => guest.name.to_string(),
+            GuestImage::File(path) => path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+        }
+    }
+
+    pub fn mode(&self) -> GuestMode {
+        match self {
+            GuestImage::Builtin(guest) => guest.mode,
+            GuestImage::File(_) => GuestMode::Real,
+        }
+    }
+}
+
+/// One run of one guest.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub guest: GuestImage,
+    /// Guest RAM in bytes.
+    pub memory_size: u64,
+    pub timeout: Option<Duration>,
+    /// Trace every VM exit and hypercall on stderr.
+    pub verbose: bool,
+    /// Print exit statistics on stderr at the end.
+    pub stats: bool,
+}
+
+impl RunConfig {
+    pub fn new(guest: GuestImage) -> RunConfig {
+        RunConfig {
+            guest,
+            memory_size: DEFAULT_MEMORY_SIZE,
+            timeout: None,
+            verbose: false,
+            stats: false,
+        }
+    }
+}
+
+/// Parses `--mem`: bytes, or a number with a K, M or G suffix (powers of 1024).
+pub fn parse_memory_size(text: &str) -> Result<u64, ConfigError> {
+    let bad = || ConfigError::BadMemorySize(text.to_string());
+    let trimmed = text.trim();
+    let (digits, multiplier) = match trimmed.char_indices().last() {
+        Some((at, 'k' | 'K')) => (&trimmed[..at], 1u64 << 10),
+        Some((at, 'm' | 'M')) => (&trimmed[..at], 1 << 20),
+        Some((at, 'g' | 'G')) => (&trimmed[..at], 1 << 30),
+        Some(_) => (trimmed, 1),
+        None => return Err(bad()),
+    };
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| ConfigError::MemoryOutOfRange(text.to_string()))?;
+    if !(MIN_MEMORY_SIZE..=MAX_MEMORY_SIZE).contains(&bytes) {
+        return Err(ConfigError::MemoryOutOfRange(text.to_string()));
+    }
+    if bytes % 4096 != 0 {
+        return Err(ConfigError::MemoryNotPageAligned(text.to_string()));
+    }
+    Ok(bytes)
+}
+
+/// Parses `--timeout`: a positive number of seconds, fractions allowed.
+pub fn parse_timeout(text: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::BadTimeout(text.to_string());
+    let seconds: f64 = text.trim().parse().map_err(|_| bad())?;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_memory_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_memory_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_memory_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_memory_size("1048576"), Ok(1 << 20));
+        assert_eq!(
+            parse_memory_size("12Q"),
+            Err(ConfigError::BadMemorySize("12Q".into()))
+        );
+        assert_eq!(
+            parse_memory_size(""),
+            Err(ConfigError::BadMemorySize("".into()))
+        );
+        assert_eq!(
+            parse_memory_size("64K"),
+            Err(ConfigError::MemoryOutOfRange("64K".into()))
+        );
+        assert_eq!(
+            parse_memory_size("1000G"),
+            Err(ConfigError::MemoryOutOfRange("1000G".into()))
+        );
+        assert_eq!(
+            parse_memory_size("99999999999999999999G"),
+            Err(ConfigError::BadMemorySize("99999999999999999999G".into()))
+        );
+        assert_eq!(
+            parse_memory_size("1000001"),
+            Err(ConfigError::MemoryNotPageAligned("1000001".into()))
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("inf").is_err());
+    }
+
+    #[test]
+    fn guest_names_and_paths() {
+        assert!(matches!(
+            GuestImage::resolve("hello"),
+            Ok(GuestImage::Builtin(g)) if g.name == "hello"
+        ));
+        assert!(matches!(
+            GuestImage::resolve("./hello"),
+            Ok(GuestImage::File(_))
+        ));
+        assert!(matches!(
+            GuestImage::resolve("x.bin"),
+            Ok(GuestImage::File(_))
+        ));
+        assert!(matches!(
+            GuestImage::resolve("nosuch"),
+            Err(ConfigError::UnknownGuest { .. })
+        ));
+    }
+}

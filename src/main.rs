@@ -1,0 +1,138 @@
+//! The `mini-kvm` command line: parse, build a configuration, call the library, and turn the
+//! result into an exit status (README: "Exit statuses").
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use mini_kvm::config::{GuestImage, RunConfig, parse_memory_size, parse_timeout};
+use mini_kvm::console::{GuestInput, GuestOutput};
+use mini_kvm::loader::builtin_guests;
+use mini_kvm::vmm::exit::exit_code;
+use mini_kvm::vmm::vm::GuestIo;
+
+#[derive(Parser)]
+#[command(
+    name = "mini-kvm",
+    version,
+    about = "A small, readable x86 virtual machine monitor on the Linux KVM API",
+    after_help = "Examples:\n  mini-kvm list\n  mini-kvm run hello\n  mini-kvm run --stats multiplication\n  echo hi | mini-kvm run echo\n  mini-kvm run --mem 2M --timeout 5 ./my-guest.bin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a guest: a built-in one by name, or a flat real-mode binary by path.
+    #[command(after_help = "\
+Examples:
+  mini-kvm run hello                       a built-in guest (see `mini-kvm list`)
+  mini-kvm run ./guest.bin                 a flat binary, loaded at 0x10000 in real mode
+  mini-kvm run --verbose counter           trace every VM exit on stderr
+  mini-kvm run --stats matrix              exit statistics on stderr at the end
+  mini-kvm run --mem 4M --timeout 2.5 x.bin
+
+The guest's EXIT status becomes mini-kvm's exit status; see the README for the others
+(124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled exit).")]
+    Run {
+        /// A built-in guest's name, or the path of a flat binary (e.g. ./guest.bin).
+        guest: String,
+
+        /// Guest RAM: bytes, or a number with K, M or G (e.g. --mem 1M, --mem 64M).
+        #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_memory_size)]
+        mem: u64,
+
+        /// Stop the guest if it is still running after SECONDS (e.g. --timeout 1, --timeout 0.5);
+        /// mini-kvm then exits with status 124.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+        timeout: Option<Duration>,
+
+        /// Trace every VM exit on stderr: reason, CS:IP/RIP, the instruction decoded, and for
+        /// port I/O the port, direction, size and data (e.g. mini-kvm run --verbose hello).
+        #[arg(short, long)]
+        verbose: bool,
+
+        /// At the end, print on stderr a table of VM exits by reason and by port, and the time in
+        /// the guest vs in the VMM (e.g. mini-kvm run --stats hello).
+        #[arg(long)]
+        stats: bool,
+    },
+    /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::List => {
+            list();
+            ExitCode::SUCCESS
+        }
+        Command::Run {
+            guest,
+            mem,
+            timeout,
+            verbose,
+            stats,
+        } => {
+            let guest = match GuestImage::resolve(&guest) {
+                Ok(guest) => guest,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let config = RunConfig {
+                memory_size: mem,
+                timeout,
+                verbose,
+                stats,
+                ..RunConfig::new(guest)
+            };
+            run(&config)
+        }
+    }
+}
+
+fn list() {
+    let width = builtin_guests()
+        .iter()
+        .map(|g| g.name.len())
+        .max()
+        .unwrap_or(0);
+    for guest in builtin_guests() {
+        println!("{:<width$}  {}", guest.name, guest.summary);
+    }
+}
+
+fn run(config: &RunConfig) -> ExitCode {
+    let io = GuestIo {
+        output: GuestOutput::stdout(),
+        input: GuestInput::stdin(),
+    };
+    let name = config.guest.name();
+    let report = match mini_kvm::run_guest(config, io) {
+        Ok(report) => report,
+        Err(error) => return fail(&error.to_string()),
+    };
+    if let Some(message) = report.outcome.report(&name) {
+        eprintln!("{message}");
+    }
+    if config.verbose {
+        let unclaimed = &report.unclaimed;
+        for (direction, counts) in [("reads", &unclaimed.reads), ("writes", &unclaimed.writes)] {
+            for (port, count) in counts {
+                eprintln!("unclaimed port {port:#06x}: {count} {direction}");
+            }
+        }
+    }
+    if config.stats {
+        eprint!("{}", report.stats.table(&name));
+    }
+    ExitCode::from(report.outcome.exit_code())
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("mini-kvm: error: {message}");
+    ExitCode::from(exit_code::SETUP_ERROR)
+}

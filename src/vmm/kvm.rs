@@ -1,0 +1,93 @@
+//! Opening `/dev/kvm`, with errors that tell the user how to fix their machine, and naming the
+//! host's KVM module (kvm_intel, kvm_amd, or kvm_pvm, a software KVM without VT-x/AMD-V).
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{FromRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+
+use kvm_ioctls::Kvm;
+use thiserror::Error;
+
+/// The KVM device. `MINI_KVM_DEVICE` overrides it (the tests use it to check the error messages).
+pub const DEFAULT_KVM_DEVICE: &str = "/dev/kvm";
+pub const KVM_DEVICE_ENV: &str = "MINI_KVM_DEVICE";
+
+#[derive(Debug, Error)]
+pub enum KvmError {
+    #[error(
+        "{path} does not exist: this machine has no KVM.\n\
+         To fix: enable hardware virtualization (Intel VT-x or AMD-V / SVM) in the firmware setup, \
+         then load the module for your CPU (`sudo modprobe kvm_intel` or `sudo modprobe kvm_amd`). \
+         Inside a virtual machine, enable nested virtualization on the host."
+    )]
+    NoDevice { path: PathBuf },
+    #[error(
+        "permission denied opening {path}: your user may not use KVM.\n\
+         To fix: add yourself to the group that owns {path} (usually `kvm`): \
+         `sudo usermod -aG kvm $USER`, then log out and back in; check with `ls -l {path}` \
+         (it should be `crw-rw---- root kvm`)."
+    )]
+    PermissionDenied { path: PathBuf },
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path} is not a KVM device: {source}")]
+    NotKvm {
+        path: PathBuf,
+        source: kvm_ioctls::Error,
+    },
+    #[error("KVM API version {found} is not supported (mini-kvm needs version 12)")]
+    ApiVersion { found: i32 },
+}
+
+/// The KVM device path in use: `$MINI_KVM_DEVICE`, or `/dev/kvm`.
+pub fn kvm_device_path() -> PathBuf {
+    std::env::var_os(KVM_DEVICE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_KVM_DEVICE))
+}
+
+/// Opens the KVM device (step 1 of docs/kvm-api.md) and checks its API version.
+pub fn open_kvm() -> Result<Kvm, KvmError> {
+    let path = kvm_device_path();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => KvmError::NoDevice { path: path.clone() },
+            io::ErrorKind::PermissionDenied => KvmError::PermissionDenied { path: path.clone() },
+            _ => KvmError::Open {
+                path: path.clone(),
+                source,
+            },
+        })?;
+    // SAFETY: the descriptor was just opened by us and its ownership moves into `Kvm`.
+    let kvm = unsafe { Kvm::from_raw_fd(file.into_raw_fd()) };
+    let version = kvm.get_api_version();
+    if version < 0 {
+        return Err(KvmError::NotKvm {
+            path,
+            source: kvm_ioctls::Error::last(),
+        });
+    }
+    if version != 12 {
+        return Err(KvmError::ApiVersion { found: version });
+    }
+    Ok(kvm)
+}
+
+/// The host's KVM vendor module, read from /sys/module: `kvm_intel`, `kvm_amd`, `kvm_pvm`, or
+/// `unknown`. kvm_pvm runs guests through KVM's instruction emulator (docs/testing.md).
+pub fn host_kvm_module() -> &'static str {
+    host_kvm_module_in(Path::new("/sys/module"))
+}
+
+fn host_kvm_module_in(sys_module: &Path) -> &'static str {
+    ["kvm_pvm", "kvm_intel", "kvm_amd"]
+        .into_iter()
+        .find(|module| sys_module.join(module).exists())
+        .unwrap_or("unknown")
+}

@@ -1,0 +1,7 @@
+//! The machine: one [`vm::Vm`] per guest, with its memory, its vCPU and its devices.
+
+pub mod exit;
+pub mod kvm;
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,406 @@
+//! The vCPU run loop: `KVM_RUN`, then hand the exit to the bus, until the guest ends.
+//!
+//! The loop knows no port numbers and no devices: every `in`/`out` goes to the [`PortBus`].
+//! Registers travel through `kvm_run`'s shared `sync_regs` area (KVM_CAP_SYNC_REGS): KVM stores
+//! them there at every exit, and loads RAX back from there when a hypercall has set it, so the
+//! hypercall path makes no KVM_GET_REGS / KVM_SET_REGS ioctls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, kvm_regs, kvm_sregs};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use vm_memory::GuestMemoryMmap;
+
+use super::exit::{CpuSnapshot, ExitStats, Fault};
+use super::memory::read_prefix;
+use crate::arch::CpuMode;
+use crate::arch::modes::RFLAGS_IF;
+use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};
+
+/// KVM hands `in`/`out` data over in one page of `kvm_run` at most.
+const MAX_PIO_DATA: usize = 4096;
+/// CR0.PG: paging enabled.
+const CR0_PG: u64 = 1 << 31;
+
+/// Why the run loop returned.
+pub enum VcpuEnd {
+    /// A device stopped the guest (EXIT hypercall, reboot).
+    Stopped(GuestStop),
+    /// `hlt` with interrupts off.
+    Halted,
+    Faulted(Fault, Box<CpuSnapshot>),
+    /// Another thread asked the loop to stop (`--timeout`); where the guest was.
+    Interrupted(Box<CpuSnapshot>),
+}
+
+/// An exit, copied out of `kvm_run` so the loop can use the vCPU again while handling it.
+enum Exit {
+    IoIn {
+        port: u16,
+        data: u64,
+        len: usize,
+    },
+    IoOut {
+        port: u16,
+        len: usize,
+    },
+    Hlt,
+    Shutdown,
+    InternalError {
+        suberror: u32,
+    },
+    Mmio {
+        address: u64,
+        write: bool,
+        len: usize,
+    },
+    FailEntry {
+        reason: u64,
+    },
+    /// KVM_RUN returned EINTR: a signal kicked the vCPU out (see `Vm::run`).
+    Interrupted,
+    Other {
+        reason: String,
+    },
+    RunFailed {
+        error: String,
+    },
+}
+
+impl Exit {
+    fn reason(&self) -> &'static str {
+        match self {
+            Exit::IoIn { .. } => "IO_IN",
+            Exit::IoOut { .. } => "IO_OUT",
+            Exit::Hlt => "HLT",
+            Exit::Shutdown => "SHUTDOWN",
+            Exit::InternalError { .. } => "INTERNAL_ERROR",
+            Exit::Mmio { .. } => "MMIO",
+            Exit::FailEntry { .. } => "FAIL_ENTRY",
+            Exit::Interrupted => "INTR",
+            Exit::Other { .. } => "OTHER",
+            Exit::RunFailed { .. } => "RUN_FAILED",
+        }
+    }
+}
+
+pub struct Vcpu {
+    fd: VcpuFd,
+    memory: GuestMemoryMmap,
+    bus: PortBus,
+    /// `--verbose`: one line per exit on stderr.
+    trace: bool,
+    stats: ExitStats,
+    /// The data of the current `out`, copied out of `kvm_run`.
+    out_data: Box<[u8; MAX_PIO_DATA]>,
+}
+
+impl Vcpu {
+    pub fn new(fd: VcpuFd, memory: GuestMemoryMmap, bus: PortBus, trace: bool) -> Vcpu {
+        Vcpu {
+            fd,
+            memory,
+            bus,
+            trace,
+            stats: ExitStats::default(),
+            out_data: Box::new([0; MAX_PIO_DATA]),
+        }
+    }
+
+    pub fn stats(&self) -> &ExitStats {
+        &self.stats
+    }
+
+    pub fn bus(&self) -> &PortBus {
+        &self.bus
+    }
+
+    /// Runs the guest until it ends, faults, or `stop` is set and the thread is kicked.
+    pub fn run(&mut self, stop: &Arc<AtomicBool>) -> VcpuEnd {
+        // Ask KVM to store the registers in kvm_run at every exit (KVM_CAP_SYNC_REGS).
+        self.fd.set_sync_valid_reg(SyncReg::Register);
+        self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
+        let started = Instant::now();
+        let end = self.run_loop(stop);
+        self.bus.flush();
+        self.stats.total = started.elapsed();
+        end
+    }
+
+    fn run_loop(&mut self, stop: &Arc<AtomicBool>) -> VcpuEnd {
+        let mut exit_number: u64 = 0;
+        loop {
+            if stop.load(Ordering::Acquire) {
+                return VcpuEnd::Interrupted(Box::new(self.snapshot()));
+            }
+            let entered = Instant::now();
+            let exit = self.enter_guest();
+            self.stats.in_guest += entered.elapsed();
+            if matches!(exit, Exit::Interrupted) {
+                continue;
+            }
+            exit_number += 1;
+            self.stats.count(exit.reason());
+            if self.trace {
+                self.trace_exit(exit_number, &exit);
+            }
+            match exit {
+                Exit::IoIn { .. } => {}
+                Exit::IoOut { port, len } => {
+                    self.stats
+                        .count_port(port, "out", self.bus.device_name(port));
+                    let mut cpu = ExitCpu { fd: &mut self.fd };
+                    let data = &self.out_data[..len];
+                    if let IoAction::Stop(stop) = self.bus.write(port, data, &mut cpu) {
+                        return VcpuEnd::Stopped(stop);
+                    }
+                }
+                Exit::Hlt => {
+                    let snapshot = self.snapshot();
+                    if snapshot.regs.rflags & RFLAGS_IF == 0 {
+                        return VcpuEnd::Halted;
+                    }
+                    return VcpuEnd::Faulted(Fault::HaltedForever, Box::new(snapshot));
+                }
+                Exit::Shutdown => return self.fault(Fault::TripleFault),
+                Exit::InternalError { suberror } => {
+                    return self.fault(if suberror == KVM_INTERNAL_ERROR_EMULATION {
+                        Fault::EmulationFailure
+                    } else {
+                        Fault::InternalError { suberror }
+                    });
+                }
+                Exit::Mmio {
+                    address,
+                    write,
+                    len,
+                } => {
+                    return self.fault(Fault::UnhandledMmio {
+                        address,
+                        write,
+                        len,
+                    });
+                }
+                Exit::FailEntry { reason } => return self.fault(Fault::FailedEntry { reason }),
+                Exit::Other { reason } => return self.fault(Fault::UnhandledExit { reason }),
+                Exit::RunFailed { error } => return self.fault(Fault::RunFailed { error }),
+                Exit::Interrupted => unreachable!("handled above"),
+            }
+        }
+    }
+
+    /// One KVM_RUN. `in` exits are answered right here, while KVM's data buffer is borrowed;
+    /// `out` data is copied out so that the device may look at the vCPU's registers.
+    fn enter_guest(&mut self) -> Exit {
+        match self.fd.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                self.bus.read(port, data);
+                self.stats
+                    .count_port(port, "in", self.bus.device_name(port));
+                let mut value = [0u8; 8];
+                let shown = data.len().min(8);
+                value[..shown].copy_from_slice(&data[..shown]);
+                Exit::IoIn {
+                    port,
+                    data: u64::from_le_bytes(value),
+                    len: data.len(),
+                }
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                let len = data.len().min(MAX_PIO_DATA);
+                self.out_data[..len].copy_from_slice(&data[..len]);
+                Exit::IoOut { port, len }
+            }
+            Ok(VcpuExit::Hlt) => Exit::Hlt,
+            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
+                // union member KVM filled in.
+                let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                Exit::InternalError { suberror }
+            }
+            Ok(VcpuExit::MmioRead(address, data)) => Exit::Mmio {
+                address,
+                write: false,
+                len: data.len(),
+            },
+            Ok(VcpuExit::MmioWrite(address, data)) => Exit::Mmio {
+                address,
+                write: true,
+                len: data.len(),
+            },
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => Exit::FailEntry { reason },
+            Ok(other) => Exit::Other {
+                reason: format!("{other:?}"),
+            },
+            Err(error) if error.errno() == libc::EINTR || error.errno() == libc::EAGAIN => {
+                Exit::Interrupted
+            }
+            Err(error) => Exit::RunFailed {
+                error: error.to_string(),
+            },
+        }
+    }
+
+    fn fault(&mut self, fault: Fault) -> VcpuEnd {
+        VcpuEnd::Faulted(fault, Box::new(self.snapshot()))
+    }
+
+    /// The registers (as KVM stored them at the last exit) and the code bytes at RIP.
+    pub fn snapshot(&mut self) -> CpuSnapshot {
+        let sync = self.fd.sync_regs();
+        let (regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(regs), Ok(sregs)) => (regs, sregs),
+            _ => (sync.regs, sync.sregs),
+        };
+        snapshot_of(&mut self.fd, &self.memory, regs, sregs)
+    }
+
+    /// The `--verbose` line for one exit.
+    fn trace_exit(&mut self, number: u64, exit: &Exit) {
+        let sync = self.fd.sync_regs();
+        let cpu = snapshot_of(&mut self.fd, &self.memory, sync.regs, sync.sregs);
+        let detail = match exit {
+            Exit::IoIn { port, data, len } => format!(
+                "port {port:#06x} ({}) in, size {len}, data {}",
+                self.bus.device_name(*port),
+                hex_value(*data, *len)
+            ),
+            Exit::IoOut { port, len } => {
+                let data = &self.out_data[..*len];
+                let mut value = [0u8; 8];
+                let shown = data.len().min(8);
+                value[..shown].copy_from_slice(&data[..shown]);
+                let value = u64::from_le_bytes(value);
+                let printable = if *len == 1 && (0x20..0x7f).contains(&data[0]) {
+                    format!(" '{}'", data[0] as char)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "port {port:#06x} ({}) out, size {len}, data {}{printable}",
+                    self.bus.device_name(*port),
+                    hex_value(value, *len)
+                )
+            }
+            Exit::InternalError { suberror } => format!("suberror {suberror}"),
+            Exit::Mmio {
+                address,
+                write,
+                len,
+            } => format!(
+                "{} {len} bytes at {address:#x}",
+                if *write { "write" } else { "read" }
+            ),
+            Exit::FailEntry { reason } => format!("hardware reason {reason:#x}"),
+            Exit::Other { reason } => reason.clone(),
+            Exit::RunFailed { error } => error.clone(),
+            Exit::Hlt | Exit::Shutdown | Exit::Interrupted => String::new(),
+        };
+        let instruction = match exit {
+            Exit::IoIn { .. } | Exit::IoOut { .. } => cpu.io_instruction(),
+            _ => cpu.instruction(),
+        };
+        eprintln!(
+            "exit #{number} {:<8} at {}  {instruction}  {detail}",
+            exit.reason(),
+            cpu.location(),
+        );
+    }
+}
+
+fn hex_value(value: u64, len: usize) -> String {
+    match len {
+        1 => format!("{:#04x}", value as u8),
+        2 => format!("{:#06x}", value as u16),
+        4 => format!("{:#010x}", value as u32),
+        _ => format!("{value:#x} ({len} bytes)"),
+    }
+}
+
+/// Builds a snapshot, reading the code at CS.base + RIP through the guest's page tables.
+fn snapshot_of(
+    fd: &mut VcpuFd,
+    memory: &GuestMemoryMmap,
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+) -> CpuSnapshot {
+    let linear = if CpuMode::of(&sregs) == CpuMode::Long64 {
+        regs.rip
+    } else {
+        sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff
+    };
+    let mut code = [0u8; 15];
+    let mut preceding = [0u8; 4];
+    let (code_len, preceding_len) = match linear_to_physical(fd, &sregs, linear) {
+        // Stay inside RIP's page: the pages around it may map elsewhere.
+        Some(physical) => {
+            let in_page = (4096 - (linear % 4096)) as usize;
+            let len = code.len().min(in_page);
+            let before = preceding.len().min((linear % 4096) as usize);
+            (
+                read_prefix(memory, physical, &mut code[..len]),
+                read_prefix(memory, physical - before as u64, &mut preceding[..before]),
+            )
+        }
+        None => (0, 0),
+    };
+    CpuSnapshot {
+        regs,
+        sregs,
+        code,
+        code_len,
+        preceding,
+        preceding_len,
+    }
+}
+
+/// Guest-linear to guest-physical: identity without paging, KVM_TRANSLATE with it.
+fn linear_to_physical(fd: &VcpuFd, sregs: &kvm_sregs, linear: u64) -> Option<u64> {
+    if sregs.cr0 & CR0_PG == 0 {
+        return Some(linear);
+    }
+    match fd.translate_gva(linear) {
+        Ok(translation) if translation.valid != 0 => Some(translation.physical_address),
+        _ => None,
+    }
+}
+
+/// The vCPU as the device handling an `out` sees it, through the sync_regs area.
+struct ExitCpu<'a> {
+    fd: &'a mut VcpuFd,
+}
+
+impl GuestCpu for ExitCpu<'_> {
+    fn mode(&self) -> CpuMode {
+        CpuMode::of(&self.fd.sync_regs().sregs)
+    }
+
+    fn hypercall_args(&self) -> [u64; 3] {
+        let regs = self.fd.sync_regs().regs;
+        [regs.rbx, regs.rcx, regs.rsi]
+    }
+
+    fn set_result(&mut self, value: u64) {
+        let mode = self.mode();
+        let regs = &mut self.fd.sync_regs_mut().regs;
+        regs.rax = match mode.bits() {
+            16 => (regs.rax & !0xffff) | (value & 0xffff),
+            32 => value & 0xffff_ffff,
+            _ => value,
+        };
+        // Tell KVM to load the registers from kvm_run at the next KVM_RUN.
+        self.fd.set_sync_dirty_reg(SyncReg::Register);
+    }
+
+    fn data_segment_base(&self) -> u64 {
+        self.fd.sync_regs().sregs.ds.base
+    }
+
+    fn translate(&mut self, linear: u64) -> Option<u64> {
+        let sregs = self.fd.sync_regs().sregs;
+        linear_to_physical(self.fd, &sregs, linear)
+    }
+}
