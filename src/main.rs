@@ -10,6 +10,7 @@ use mini_kvm::config::{GuestImage, RunConfig, parse_memory_size, parse_timeout};
 use mini_kvm::console::{GuestInput, GuestOutput};
 use mini_kvm::loader::builtin_guests;
 use mini_kvm::vmm::exit::exit_code;
+use mini_kvm::vmm::kvm;
 use mini_kvm::vmm::vm::GuestIo;
 
 #[derive(Parser)]
@@ -122,12 +123,14 @@ fn run(config: &RunConfig) -> ExitCode {
         let unclaimed = &report.unclaimed;
         for (direction, counts) in [("reads", &unclaimed.reads), ("writes", &unclaimed.writes)] {
             for (port, count) in counts {
-                eprintln!("unclaimed port {port:#06x}: {count} {direction}");
+                eprintln!("unclaimed port {port:#06x}: {direction}: {count}");
             }
         }
     }
     if config.stats {
-        eprint!("{}", report.stats.table(&name));
+        let module = kvm::host_kvm_module();
+        let host = format!("{module} ({})", kvm::describe_kvm_module(module));
+        eprint!("{}", report.stats.table(&name, &host));
     }
     ExitCode::from(report.outcome.exit_code())
 }

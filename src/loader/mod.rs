@@ -36,7 +36,7 @@ pub enum LoaderError {
         limit_what: &'static str,
         hint: &'static str,
     },
-    #[error("{name} is {format}: mini-kvm runs flat binaries in this version, not {format} images")]
+    #[error("{name} is {format}: this version of mini-kvm runs only flat binaries")]
     UnsupportedFormat { name: String, format: &'static str },
     #[error("cannot write the image into guest memory: {0}")]
     Write(#[from] vm_memory::GuestMemoryError),

@@ -19,10 +19,12 @@ pub struct CpuSnapshot {
     /// near the end of RAM or unmapped.
     pub code: [u8; 15],
     pub code_len: usize,
-    /// The 4 bytes just before RIP (fewer at a page start): an `in`/`out` that KVM has
+    /// The 15 bytes just before RIP (fewer at a page start): an instruction that KVM has
     /// already completed is there.
-    pub preceding: [u8; 4],
+    pub preceding: [u8; 15],
     pub preceding_len: usize,
+    /// For exits caused by an instruction RIP may have moved past: that instruction.
+    pub caused_by: Option<String>,
 }
 
 impl CpuSnapshot {
@@ -51,29 +53,38 @@ impl CpuSnapshot {
         }
     }
 
-    /// The `in`/`out` instruction behind a port-I/O exit. Hardware KVM exits with RIP on the
-    /// instruction; KVM's instruction emulator (kvm_pvm) has already completed it and RIP is on
-    /// the next one. In that case the instruction ending exactly at RIP is shown, as "after ...".
-    pub fn io_instruction(&self) -> String {
+    /// The instruction that caused an exit. KVM leaves RIP *after* a `hlt` and after an
+    /// emulated MMIO write; for `in`/`out`, hardware KVM exits with RIP on the instruction, while
+    /// KVM's instruction emulator (kvm_pvm) has already completed it (`io_completed`). When the
+    /// cause is the instruction ending exactly at RIP, it is shown as "after ...".
+    pub fn exit_instruction(&self, cause: ExitCause, io_completed: bool) -> String {
         let at_rip = &self.code[..self.code_len];
-        if self
+        let rip_matches = self
             .decode(at_rip, self.regs.rip)
-            .is_some_and(|i| is_port_io(&i))
-        {
-            return self.instruction();
+            .is_some_and(|i| cause.matches(&i));
+        let before = self.instruction_ending_at_rip(cause);
+        let prefer_before = match cause {
+            ExitCause::PortIn | ExitCause::PortOut => io_completed,
+            ExitCause::Halt | ExitCause::MemoryWrite => true,
+        };
+        match (prefer_before, before, rip_matches) {
+            (true, Some(before), _) => before,
+            (_, _, true) => self.instruction(),
+            (false, Some(before), false) => before,
+            _ => self.instruction(),
         }
+    }
+
+    /// The instruction of kind `cause` that ends exactly at RIP, if the bytes before RIP hold one.
+    fn instruction_ending_at_rip(&self, cause: ExitCause) -> Option<String> {
         let before = &self.preceding[..self.preceding_len];
-        for start in 0..before.len() {
+        (0..before.len()).find_map(|start| {
             let bytes = &before[start..];
             let ip = self.regs.rip.wrapping_sub(bytes.len() as u64);
-            if let Some(instruction) = self.decode(bytes, ip)
-                && is_port_io(&instruction)
-                && instruction.len() == bytes.len()
-            {
-                return format!("after {}", format_instruction(&instruction, bytes));
-            }
-        }
-        self.instruction()
+            let instruction = self.decode(bytes, ip)?;
+            (cause.matches(&instruction) && instruction.len() == bytes.len())
+                .then(|| format!("after {}", format_instruction(&instruction, bytes)))
+        })
     }
 
     fn decode(&self, bytes: &[u8], ip: u64) -> Option<Instruction> {
@@ -84,12 +95,27 @@ impl CpuSnapshot {
     }
 }
 
-fn is_port_io(instruction: &Instruction) -> bool {
-    use iced_x86::Mnemonic::*;
-    matches!(
-        instruction.mnemonic(),
-        In | Out | Insb | Insw | Insd | Outsb | Outsw | Outsd
-    )
+/// The kind of instruction behind an exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCause {
+    PortIn,
+    PortOut,
+    Halt,
+    MemoryWrite,
+}
+
+impl ExitCause {
+    fn matches(self, instruction: &Instruction) -> bool {
+        use iced_x86::Mnemonic::*;
+        let mnemonic = instruction.mnemonic();
+        match self {
+            ExitCause::PortIn => matches!(mnemonic, In | Insb | Insw | Insd),
+            ExitCause::PortOut => matches!(mnemonic, Out | Outsb | Outsw | Outsd),
+            ExitCause::Halt => mnemonic == Hlt,
+            ExitCause::MemoryWrite => (0..instruction.op_count())
+                .any(|i| instruction.op_kind(i) == iced_x86::OpKind::Memory),
+        }
+    }
 }
 
 fn format_instruction(instruction: &Instruction, bytes: &[u8]) -> String {
@@ -159,7 +185,11 @@ impl fmt::Display for CpuSnapshot {
             "  gdt base={:#x} limit={:#x}  idt base={:#x} limit={:#x}",
             s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit
         )?;
-        write!(f, "  at {}: {}", self.location(), self.instruction())
+        write!(f, "  at {}: {}", self.location(), self.instruction())?;
+        if let Some(cause) = &self.caused_by {
+            write!(f, "\n  exit caused by: {cause}")?;
+        }
+        Ok(())
     }
 }
 
@@ -334,11 +364,13 @@ impl ExitStats {
             .1 += 1;
     }
 
-    /// The `--stats` table.
-    pub fn table(&self, guest: &str) -> String {
+    /// The `--stats` table. `host` names the host's KVM module: the figures mean very different
+    /// things under hardware virtualization and under KVM's instruction emulator.
+    pub fn table(&self, guest: &str, host: &str) -> String {
         let mut out = String::new();
         let total = self.total_exits();
         let _ = writeln!(out, "VM exits of '{guest}': {total}");
+        let _ = writeln!(out, "  host KVM: {host}");
         let _ = writeln!(out, "  {:<20} {:>10}", "by reason", "exits");
         for (reason, count) in &self.by_reason {
             let _ = writeln!(out, "  {reason:<20} {count:>10}");

@@ -85,6 +85,16 @@ pub fn host_kvm_module() -> &'static str {
     host_kvm_module_in(Path::new("/sys/module"))
 }
 
+/// What the host KVM module means for guests, in a few words.
+pub fn describe_kvm_module(module: &str) -> &'static str {
+    match module {
+        "kvm_pvm" => "software KVM: every guest instruction runs in KVM's instruction emulator",
+        "kvm_intel" => "hardware virtualization (Intel VT-x)",
+        "kvm_amd" => "hardware virtualization (AMD-V)",
+        _ => "unknown KVM module",
+    }
+}
+
 fn host_kvm_module_in(sys_module: &Path) -> &'static str {
     ["kvm_pvm", "kvm_intel", "kvm_amd"]
         .into_iter()

@@ -13,7 +13,7 @@ use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, kvm_regs, kvm_sregs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
-use super::exit::{CpuSnapshot, ExitStats, Fault};
+use super::exit::{CpuSnapshot, ExitCause, ExitStats, Fault};
 use super::memory::read_prefix;
 use crate::arch::CpuMode;
 use crate::arch::modes::RFLAGS_IF;
@@ -95,6 +95,9 @@ pub struct Vcpu {
     stats: ExitStats,
     /// The data of the current `out`, copied out of `kvm_run`.
     out_data: Box<[u8; MAX_PIO_DATA]>,
+    /// Does this host's KVM complete an `in`/`out` before exiting (RIP already past it)?
+    /// KVM's instruction emulator does (kvm_pvm); hardware KVM exits with RIP on it.
+    io_completed_at_exit: bool,
 }
 
 impl Vcpu {
@@ -106,6 +109,7 @@ impl Vcpu {
             trace,
             stats: ExitStats::default(),
             out_data: Box::new([0; MAX_PIO_DATA]),
+            io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
         }
     }
 
@@ -135,9 +139,7 @@ impl Vcpu {
             if stop.load(Ordering::Acquire) {
                 return VcpuEnd::Interrupted(Box::new(self.snapshot()));
             }
-            let entered = Instant::now();
             let exit = self.enter_guest();
-            self.stats.in_guest += entered.elapsed();
             if matches!(exit, Exit::Interrupted) {
                 continue;
             }
@@ -158,10 +160,11 @@ impl Vcpu {
                     }
                 }
                 Exit::Hlt => {
-                    let snapshot = self.snapshot();
+                    let mut snapshot = self.snapshot();
                     if snapshot.regs.rflags & RFLAGS_IF == 0 {
                         return VcpuEnd::Halted;
                     }
+                    snapshot.caused_by = Some(snapshot.exit_instruction(ExitCause::Halt, true));
                     return VcpuEnd::Faulted(Fault::HaltedForever, Box::new(snapshot));
                 }
                 Exit::Shutdown => return self.fault(Fault::TripleFault),
@@ -177,11 +180,17 @@ impl Vcpu {
                     write,
                     len,
                 } => {
-                    return self.fault(Fault::UnhandledMmio {
+                    let mut snapshot = self.snapshot();
+                    if write {
+                        snapshot.caused_by =
+                            Some(snapshot.exit_instruction(ExitCause::MemoryWrite, true));
+                    }
+                    let fault = Fault::UnhandledMmio {
                         address,
                         write,
                         len,
-                    });
+                    };
+                    return VcpuEnd::Faulted(fault, Box::new(snapshot));
                 }
                 Exit::FailEntry { reason } => return self.fault(Fault::FailedEntry { reason }),
                 Exit::Other { reason } => return self.fault(Fault::UnhandledExit { reason }),
@@ -194,7 +203,10 @@ impl Vcpu {
     /// One KVM_RUN. `in` exits are answered right here, while KVM's data buffer is borrowed;
     /// `out` data is copied out so that the device may look at the vCPU's registers.
     fn enter_guest(&mut self) -> Exit {
-        match self.fd.run() {
+        let entered = Instant::now();
+        let result = self.fd.run();
+        self.stats.in_guest += entered.elapsed();
+        match result {
             Ok(VcpuExit::IoIn(port, data)) => {
                 self.bus.read(port, data);
                 self.stats
@@ -251,10 +263,14 @@ impl Vcpu {
     /// The registers (as KVM stored them at the last exit) and the code bytes at RIP.
     pub fn snapshot(&mut self) -> CpuSnapshot {
         let sync = self.fd.sync_regs();
-        let (regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
+        let (mut regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
             (Ok(regs), Ok(sregs)) => (regs, sregs),
             _ => (sync.regs, sync.sregs),
         };
+        // A hypercall result not yet loaded by KVM (it is, at the next KVM_RUN) is the truth.
+        if self.fd.get_kvm_run().kvm_dirty_regs & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0 {
+            regs = sync.regs;
+        }
         snapshot_of(&mut self.fd, &self.memory, regs, sregs)
     }
 
@@ -299,15 +315,22 @@ impl Vcpu {
             Exit::RunFailed { error } => error.clone(),
             Exit::Hlt | Exit::Shutdown | Exit::Interrupted => String::new(),
         };
+        let completed = self.io_completed_at_exit;
         let instruction = match exit {
-            Exit::IoIn { .. } | Exit::IoOut { .. } => cpu.io_instruction(),
+            Exit::IoIn { .. } => cpu.exit_instruction(ExitCause::PortIn, completed),
+            Exit::IoOut { .. } => cpu.exit_instruction(ExitCause::PortOut, completed),
+            Exit::Hlt => cpu.exit_instruction(ExitCause::Halt, completed),
+            Exit::Mmio { write: true, .. } => {
+                cpu.exit_instruction(ExitCause::MemoryWrite, completed)
+            }
             _ => cpu.instruction(),
         };
-        eprintln!(
+        let line = format!(
             "exit #{number} {:<8} at {}  {instruction}  {detail}",
             exit.reason(),
             cpu.location(),
         );
+        eprintln!("{}", line.trim_end());
     }
 }
 
@@ -333,7 +356,7 @@ fn snapshot_of(
         sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff
     };
     let mut code = [0u8; 15];
-    let mut preceding = [0u8; 4];
+    let mut preceding = [0u8; 15];
     let (code_len, preceding_len) = match linear_to_physical(fd, &sregs, linear) {
         // Stay inside RIP's page: the pages around it may map elsewhere.
         Some(physical) => {
@@ -354,6 +377,7 @@ fn snapshot_of(
         code_len,
         preceding,
         preceding_len,
+        caused_by: None,
     }
 }
 

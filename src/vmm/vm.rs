@@ -89,16 +89,16 @@ pub struct Vm {
 impl Vm {
     /// Creates the VM, its memory, its devices and its vCPU, and loads the image.
     pub fn create(kvm: &Kvm, setup: &GuestSetup, io: GuestIo) -> Result<Vm, VmError> {
-        // The hypercall path reads and writes registers through kvm_run (see vcpu.rs).
+        // 2. The hypercall path reads and writes registers through kvm_run (see vcpu.rs).
         let sync_regs = kvm.check_extension_int(Cap::SyncRegs);
         if sync_regs & 0b11 != 0b11 {
             return Err(VmError::MissingCapability("KVM_CAP_SYNC_REGS"));
         }
 
-        // 1. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
+        // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
         let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
 
-        // 2. Guest RAM: map it in our process, copy the image in, give it to KVM as slot 0.
+        // 4. Guest RAM: map it in our process, copy the image in, give it to KVM as slot 0.
         let memory = create_guest_memory(setup.memory_size)?;
         match setup.mode {
             GuestMode::Real => {
@@ -120,7 +120,7 @@ impl Vm {
         unsafe { vm_fd.set_user_memory_region(region) }
             .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
 
-        // 3. KVM_CREATE_VCPU, then its registers: the CPU mode the guest starts in.
+        // 5-6. KVM_CREATE_VCPU, then its registers: the CPU mode the guest starts in.
         let vcpu_fd = vm_fd.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
         let mut sregs = vcpu_fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
         let mut regs = vcpu_fd.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
@@ -130,7 +130,7 @@ impl Vm {
         vcpu_fd.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
         vcpu_fd.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))?;
 
-        // 4. Devices on the port-I/O bus.
+        // 7. Devices on the port-I/O bus.
         let mut bus = PortBus::new();
         bus.register(
             &[(COM1_PORT, COM1_LAST_PORT)],

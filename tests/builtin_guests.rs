@@ -1,0 +1,125 @@
+//! Every built-in real-mode guest: exact output bytes, exit status, and exit counts
+//! (shared/spec/guest-outputs.md), run on the real /dev/kvm.
+
+mod common;
+
+use common::{mini_kvm, require_kvm, total_exits};
+
+/// Runs a built-in guest with `--stats`; checks the status is 0 and stdout is exactly `expected`.
+/// Returns the number of VM exits.
+fn check_guest(name: &str, input: &[u8], expected: &[u8]) -> u64 {
+    require_kvm();
+    let run = mini_kvm(&["run", "--stats", name], input);
+    assert_eq!(run.status, 0, "{name}: {run:?}");
+    assert_eq!(
+        run.stdout,
+        expected,
+        "{name} printed {:?}, expected {:?}",
+        run.stdout_text(),
+        String::from_utf8_lossy(expected)
+    );
+    total_exits(&run.stderr)
+}
+
+#[test]
+fn minimal_is_one_hlt_exit() {
+    let exits = check_guest("minimal", b"", b"");
+    assert_eq!(exits, 1);
+}
+
+#[test]
+fn hello_prints_over_the_uart_in_at_most_13_exits() {
+    let exits = check_guest("hello", b"", b"Hello, KVM!\n");
+    assert!(exits <= 13, "hello took {exits} exits");
+}
+
+#[test]
+fn counter() {
+    check_guest("counter", b"", b"0123456789\n");
+}
+
+#[test]
+fn hctest_uses_every_basic_hypercall() {
+    check_guest("hctest", b"", b"Hello!\n42\n1234\nwritten in one exit\n");
+}
+
+#[test]
+fn multiplication() {
+    let mut expected = String::new();
+    for a in 2..=9 {
+        let row: Vec<String> = (1..=9).map(|b| format!("{a}x{b}={}", a * b)).collect();
+        expected.push_str(&row.join(" "));
+        expected.push('\n');
+    }
+    check_guest("multiplication", b"", expected.as_bytes());
+}
+
+#[test]
+fn multiplication_short() {
+    check_guest(
+        "multiplication_short",
+        b"",
+        b"2x1=2 2x2=4 2x3=6 2x4=8 2x5=10 2x6=12 2x7=14 2x8=16 2x9=18\n",
+    );
+}
+
+#[test]
+fn fibonacci() {
+    check_guest(
+        "fibonacci",
+        b"",
+        b"Fibonacci: 0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377\n",
+    );
+}
+
+#[test]
+fn matrix() {
+    check_guest(
+        "matrix",
+        b"",
+        b"Matrix 8x8 multiplication\nC[0][0] = 162\nC[7][7] = 198\nsum = 16632\n",
+    );
+}
+
+#[test]
+fn echo_returns_its_input_unchanged() {
+    // Every byte value, including 0xFF (which must not be taken for end of input).
+    let input: Vec<u8> = (0..=255u8).chain(b"end\n".iter().copied()).collect();
+    check_guest("echo", &input, &input);
+}
+
+#[test]
+fn echo_with_no_input_prints_nothing() {
+    check_guest("echo", b"", b"");
+}
+
+#[test]
+fn list_names_every_builtin_guest() {
+    let run = mini_kvm(&["list"], b"");
+    assert_eq!(run.status, 0);
+    let names: Vec<String> = run
+        .stdout_text()
+        .lines()
+        .map(|line| line.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    for name in [
+        "counter",
+        "echo",
+        "fibonacci",
+        "hctest",
+        "hello",
+        "matrix",
+        "minimal",
+        "multiplication",
+        "multiplication_short",
+    ] {
+        assert!(
+            names.contains(&name.to_string()),
+            "{name} missing: {names:?}"
+        );
+    }
+    // Each line says what the guest demonstrates.
+    for line in run.stdout_text().lines() {
+        assert!(line.split_whitespace().count() > 2, "no summary: {line:?}");
+    }
+}

@@ -1,0 +1,142 @@
+//! Shared helpers for the integration tests: run the real `mini-kvm` binary on the real
+//! `/dev/kvm`, with a watchdog so that a hung guest fails the test instead of hanging CI.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// No single mini-kvm run in the tests should take anywhere near this long.
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// What a run printed and how it ended.
+pub struct Run {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        )
+    }
+}
+
+/// The tests run guests on the real KVM: without it they fail, loudly, rather than skip.
+pub fn require_kvm() {
+    let path = Path::new("/dev/kvm");
+    assert!(
+        path.exists(),
+        "these tests run guests on the real /dev/kvm, and this machine has none: \
+         enable hardware virtualization (or nested virtualization) and load kvm_intel/kvm_amd"
+    );
+    assert!(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .is_ok(),
+        "these tests need read/write access to /dev/kvm: add your user to the kvm group"
+    );
+}
+
+/// The mini-kvm binary under test. `MINI_KVM_BIN` overrides the path cargo built it at (the
+/// hardware-KVM rig copies the binaries elsewhere).
+pub fn mini_kvm_binary() -> String {
+    std::env::var("MINI_KVM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mini-kvm").to_string())
+}
+
+/// A test-only guest built by build.rs from tests/guests/NAME.S. `MINI_KVM_TEST_GUESTS`
+/// overrides the directory they are in.
+pub fn test_guest(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MINI_KVM_TEST_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("OUT_DIR")).join("test-guests"));
+    let path = dir.join(format!("{name}.bin"));
+    assert!(path.exists(), "test guest {} was not built", path.display());
+    path
+}
+
+/// Runs `mini-kvm ARGS` with `stdin` as its standard input.
+pub fn mini_kvm(args: &[&str], stdin: &[u8]) -> Run {
+    mini_kvm_with(Command::new(mini_kvm_binary()).args(args), stdin)
+}
+
+/// Runs a prepared command (extra environment, another user...) with `stdin` as input.
+pub fn mini_kvm_with(command: &mut Command, stdin: &[u8]) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mini-kvm");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = thread::spawn(move || {
+        // The guest may end without reading everything: a broken pipe is fine.
+        let _ = input.write_all(&stdin);
+    });
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stdout_reader = thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout_pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for mini-kvm") {
+            break status;
+        }
+        if started.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            panic!("mini-kvm {command:?} hung for {WATCHDOG:?}: killed");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    feeder.join().unwrap();
+    Run {
+        status: status
+            .code()
+            .unwrap_or_else(|| panic!("mini-kvm killed by {status}")),
+        stdout: stdout_reader.join().unwrap(),
+        stderr: stderr_reader.join().unwrap(),
+    }
+}
+
+/// The host's KVM module: kvm_pvm (emulated, our CI), kvm_intel or kvm_amd (hardware).
+pub fn host_kvm_module() -> &'static str {
+    ["kvm_pvm", "kvm_intel", "kvm_amd"]
+        .into_iter()
+        .find(|m| Path::new("/sys/module").join(m).exists())
+        .unwrap_or("unknown")
+}
+
+/// The total from `--stats` ("VM exits of 'NAME': N").
+pub fn total_exits(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("VM exits of ")?.split(": ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no exit total in --stats output:\n{stderr}"))
+}

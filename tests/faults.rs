@@ -1,0 +1,148 @@
+//! Guests that misbehave: each is reported on stderr (what happened, the registers, the
+//! instruction) with its own exit status, and none hangs or panics the VMM.
+
+mod common;
+
+use common::{Run, host_kvm_module, mini_kvm, require_kvm, test_guest};
+
+fn run_test_guest(name: &str, extra: &[&str], input: &[u8]) -> Run {
+    require_kvm();
+    let guest = test_guest(name);
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra);
+    args.push(guest.to_str().unwrap());
+    mini_kvm(&args, input)
+}
+
+fn assert_report(run: &Run, status: i32, lines: &[&str]) {
+    assert_eq!(run.status, status, "{run:?}");
+    for line in lines {
+        assert!(run.stderr.contains(line), "stderr lacks {line:?}: {run:?}");
+    }
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+}
+
+#[test]
+fn exit_status_reaches_the_process() {
+    let run = run_test_guest("exit42", &[], b"");
+    assert_eq!(run.status, 42, "{run:?}");
+    assert!(run.stdout.is_empty() && run.stderr.is_empty(), "{run:?}");
+}
+
+#[test]
+fn triple_fault_is_reported() {
+    let run = run_test_guest("triple_fault", &[], b"");
+    assert_eq!(run.stdout, b"before\n", "{run:?}");
+    assert_report(
+        &run,
+        125,
+        &[
+            "mini-kvm: guest 'triple_fault.bin' faulted: triple fault (KVM_EXIT_SHUTDOWN)",
+            "  mode: real mode (16-bit)",
+            "  idt base=0x200000 limit=0x0",
+            "  at 1000:0013: div %cx",
+            "  rip=",
+            "  at 1000:",
+        ],
+    );
+}
+
+#[test]
+fn endless_loop_is_stopped_by_the_timeout() {
+    let run = run_test_guest("forever", &["--timeout", "1"], b"");
+    assert_eq!(run.stdout, b"looping\n", "{run:?}");
+    assert_report(
+        &run,
+        124,
+        &[
+            "mini-kvm: guest 'forever.bin' was still running after 1.0 s (--timeout): stopped",
+            "  mode: real mode (16-bit)",
+            "jmp",
+        ],
+    );
+}
+
+#[test]
+fn a_guest_waiting_for_input_is_stopped_by_the_timeout() {
+    // `echo` blocks in GETCHAR; its stdin is a pipe that stays open and never delivers a byte.
+    require_kvm();
+    let mut child = std::process::Command::new(common::mini_kvm_binary())
+        .args(["run", "--timeout", "0.5", "echo"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _open_stdin = child.stdin.take();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed().as_secs() < 60, "mini-kvm hung");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(124), "{stderr}");
+    assert!(
+        stderr
+            .contains("mini-kvm: guest 'echo' was still running after 0.5 s (--timeout): stopped"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn access_outside_ram_is_an_unhandled_mmio_exit() {
+    let run = run_test_guest("beyond_ram", &[], b"");
+    assert_eq!(run.stdout, b"poke\n", "{run:?}");
+    assert_report(
+        &run,
+        127,
+        &[
+            "mini-kvm: guest 'beyond_ram.bin' faulted: unhandled MMIO (KVM_EXIT_MMIO): a 1-byte \
+             write at guest-physical 0x100000, which is neither RAM nor a device",
+            "  mode: real mode (16-bit)",
+        ],
+    );
+}
+
+/// `popcnt` and `pxor` run natively on hardware KVM, but KVM's instruction emulator (all that
+/// kvm_pvm has) cannot execute them: there the VMM must report an emulation failure.
+fn check_unemulatable(name: &str, mnemonic: &str, hardware_output: &[u8]) {
+    let run = run_test_guest(name, &[], b"");
+    let module = host_kvm_module();
+    match module {
+        "kvm_pvm" => {
+            assert_report(
+                &run,
+                126,
+                &[
+                    &format!(
+                        "mini-kvm: guest '{name}.bin' faulted: emulation failure \
+                         (KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION): the host KVM \
+                         could not emulate this instruction"
+                    ),
+                    &format!(": {mnemonic} "),
+                ],
+            );
+            assert_eq!(
+                run.stdout,
+                format!("{name}:").as_bytes(),
+                "the partial line before the fault is flushed: {run:?}"
+            );
+        }
+        "kvm_intel" | "kvm_amd" => {
+            assert_eq!(run.status, 0, "{run:?}");
+            assert_eq!(run.stdout, hardware_output, "{run:?}");
+        }
+        other => panic!("unknown host KVM module {other}: cannot say what {name} should do"),
+    }
+}
+
+#[test]
+fn popcnt_is_reported_where_kvm_cannot_emulate_it() {
+    check_unemulatable("popcnt", "popcnt", b"popcnt:4\n");
+}
+
+#[test]
+fn pxor_is_reported_where_kvm_cannot_emulate_it() {
+    check_unemulatable("pxor", "pxor", b"pxor:ok\n");
+}
