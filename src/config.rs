@@ -24,6 +24,10 @@ pub enum ConfigError {
     MemoryNotPageAligned(String),
     #[error("'{0}' is not a timeout: give a positive number of seconds (e.g. 1, 2.5)")]
     BadTimeout(String),
+    #[error("{0} guests is too many: mini-kvm runs at most {MAX_GUESTS} at once")]
+    TooManyGuests(usize),
+    #[error("--input {number}: there is no guest {number} (this run has {guests})")]
+    NoSuchInputGuest { number: usize, guests: usize },
     #[error(
         "unknown guest '{name}': the built-in guests are {list}; to run a file, give its path (e.g. ./{name})",
         list = builtin_names()
@@ -92,29 +96,82 @@ impl GuestImage {
     }
 }
 
-/// One run of one guest.
+/// The most guests one run may hold. Each is a KVM VM with its own RAM, a vCPU thread and a
+/// watcher thread; past a few dozen, a 2-core host only time-slices them.
+pub const MAX_GUESTS: usize = 64;
+
+/// How the output of the guests is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStyle {
+    /// One guest: its bytes as they come. Several: whole lines, each with the guest's label.
+    Lines,
+    /// Bytes as they come, from every guest, no labels (`--raw`, the original Mini-KVM's way).
+    Raw,
+    /// The split-screen terminal view (`--tui`).
+    Tui,
+}
+
+/// One run of one or more guests, each in its own VM.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub guest: GuestImage,
-    /// Guest RAM in bytes.
+    pub guests: Vec<GuestImage>,
+    /// Guest RAM in bytes, for each guest.
     pub memory_size: u64,
+    /// For each guest.
     pub timeout: Option<Duration>,
     /// Trace every VM exit and hypercall on stderr.
     pub verbose: bool,
     /// Print exit statistics on stderr at the end.
     pub stats: bool,
+    pub output: OutputStyle,
+    /// Colour the labels (stdout is a terminal, no `--no-color`, no `NO_COLOR`).
+    pub colour: bool,
+    /// The guest (0-based) that gets stdin; the others see end of input at once.
+    pub input_guest: usize,
 }
 
 impl RunConfig {
-    pub fn new(guest: GuestImage) -> RunConfig {
+    pub fn new(guests: Vec<GuestImage>) -> RunConfig {
         RunConfig {
-            guest,
+            guests,
             memory_size: DEFAULT_MEMORY_SIZE,
             timeout: None,
             verbose: false,
             stats: false,
+            output: OutputStyle::Lines,
+            colour: false,
+            input_guest: 0,
         }
     }
+
+    /// Checks what the command line alone cannot: the number of guests and `--input`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.guests.len() > MAX_GUESTS {
+            return Err(ConfigError::TooManyGuests(self.guests.len()));
+        }
+        if self.input_guest >= self.guests.len() {
+            return Err(ConfigError::NoSuchInputGuest {
+                number: self.input_guest + 1,
+                guests: self.guests.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Are lines labelled with their guest? Only when several guests share stdout.
+    pub fn labelled(&self) -> bool {
+        self.output == OutputStyle::Lines && self.guests.len() > 1
+    }
+}
+
+/// Whether to colour labels: only on a terminal, unless `--no-color` or `NO_COLOR` says no
+/// (https://no-color.org: any non-empty value).
+pub fn use_colour(
+    stdout_is_terminal: bool,
+    no_color_flag: bool,
+    no_color_env: Option<&str>,
+) -> bool {
+    stdout_is_terminal && !no_color_flag && no_color_env.is_none_or(str::is_empty)
 }
 
 /// Parses `--mem`: bytes, or a number with a K, M or G suffix (powers of 1024).
@@ -196,6 +253,37 @@ mod tests {
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("soon").is_err());
         assert!(parse_timeout("inf").is_err());
+    }
+
+    #[test]
+    fn colour_rules() {
+        assert!(use_colour(true, false, None));
+        assert!(use_colour(true, false, Some("")));
+        assert!(!use_colour(false, false, None));
+        assert!(!use_colour(true, true, None));
+        assert!(!use_colour(true, false, Some("1")));
+    }
+
+    #[test]
+    fn guest_count_and_input_guest() {
+        let hello = || GuestImage::resolve("hello").unwrap();
+        let mut config = RunConfig::new(vec![hello(), hello()]);
+        assert_eq!(config.validate(), Ok(()));
+        assert!(config.labelled());
+        config.input_guest = 2;
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::NoSuchInputGuest {
+                number: 3,
+                guests: 2
+            })
+        );
+        let config = RunConfig::new((0..=MAX_GUESTS).map(|_| hello()).collect());
+        assert_eq!(
+            config.validate(),
+            Err(ConfigError::TooManyGuests(MAX_GUESTS + 1))
+        );
+        assert!(!RunConfig::new(vec![hello()]).labelled());
     }
 
     #[test]

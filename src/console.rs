@@ -14,10 +14,56 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Locks a mutex even if another thread panicked while holding it: console state stays usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where the output of one or more guests goes. Shared by the guests of a run, so that each
+/// guest's write is one `write_all` on it and lines of different guests never mix.
+pub type SharedSink = Arc<Mutex<dyn Write + Send>>;
+
+/// The process's standard output, as a [`SharedSink`].
+pub fn stdout_sink() -> SharedSink {
+    Arc::new(Mutex::new(io::stdout()))
+}
+
+/// The label put before each line of a guest when several guests share a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineLabel {
+    /// `[1:hello] `.
+    pub text: String,
+    /// An ANSI SGR colour code (e.g. "36" for cyan) when colour is on.
+    pub colour: Option<&'static str>,
+}
+
+/// Colours for guest labels, in guest order (ANSI: cyan, yellow, magenta, green, blue, red and
+/// their bright variants).
+const LABEL_COLOURS: [&str; 12] = [
+    "36", "33", "35", "32", "34", "31", "96", "93", "95", "92", "94", "91",
+];
+
+impl LineLabel {
+    /// The label of guest number `index` (0-based) called `name`.
+    pub fn for_guest(index: usize, name: &str, colour: bool) -> LineLabel {
+        LineLabel {
+            text: format!("[{}:{name}] ", index + 1),
+            colour: colour.then(|| LABEL_COLOURS[index % LABEL_COLOURS.len()]),
+        }
+    }
+
+    /// Appends `line` (without its newline) to `out`, labelled, with a newline.
+    fn write_line(&self, line: &[u8], out: &mut Vec<u8>) {
+        match self.colour {
+            Some(code) => {
+                out.extend_from_slice(format!("\x1b[{code}m{}\x1b[0m", self.text).as_bytes())
+            }
+            None => out.extend_from_slice(self.text.as_bytes()),
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
 }
 
 /// One guest's output stream. Cloning gives another handle to the same stream.
@@ -27,22 +73,34 @@ pub struct GuestOutput {
 }
 
 struct OutputState {
-    /// Bytes of the current, unfinished line.
+    /// Bytes of the current, unfinished line (or, unlabelled, not yet written).
     pending: Vec<u8>,
-    sink: Box<dyn Write + Send>,
+    sink: SharedSink,
+    /// With a label, only whole lines are written, each with the label in front.
+    label: Option<LineLabel>,
+    /// The labelled lines being assembled for one write.
+    assembled: Vec<u8>,
 }
 
 impl GuestOutput {
-    /// Output to the process's standard output.
+    /// Output to the process's standard output, bytes as the guest wrote them.
     pub fn stdout() -> GuestOutput {
-        GuestOutput::to_writer(Box::new(io::stdout()))
+        GuestOutput::to_sink(stdout_sink(), None)
     }
 
+    /// Output to a writer of its own, bytes as the guest wrote them.
     pub fn to_writer(sink: Box<dyn Write + Send>) -> GuestOutput {
+        GuestOutput::to_sink(Arc::new(Mutex::new(sink)), None)
+    }
+
+    /// Output to a shared sink, each line labelled when `label` is given.
+    pub fn to_sink(sink: SharedSink, label: Option<LineLabel>) -> GuestOutput {
         GuestOutput {
             shared: Arc::new(Mutex::new(OutputState {
                 pending: Vec::with_capacity(256),
                 sink,
+                label,
+                assembled: Vec::new(),
             })),
         }
     }
@@ -50,33 +108,60 @@ impl GuestOutput {
     /// Appends guest bytes; every complete line goes out at once.
     pub fn write_bytes(&self, bytes: &[u8]) {
         let mut state = lock(&self.shared);
-        match bytes.iter().rposition(|&b| b == b'\n') {
-            None => state.pending.extend_from_slice(bytes),
-            Some(last_newline) => {
-                let (lines, rest) = bytes.split_at(last_newline + 1);
-                state.pending.extend_from_slice(lines);
-                state.write_out();
-                state.pending.extend_from_slice(rest);
-            }
+        state.pending.extend_from_slice(bytes);
+        if bytes.contains(&b'\n') {
+            state.write_out(false);
         }
     }
 
-    /// Writes out a partial line (before the guest waits for input, and when it ends).
+    /// Writes out what may go out before the line is complete: everything when unlabelled (a
+    /// prompt before the guest waits for input), nothing more when labelled (a labelled line is
+    /// written whole, or at the guest's end).
     pub fn flush(&self) {
-        lock(&self.shared).write_out();
+        let mut state = lock(&self.shared);
+        if state.label.is_none() {
+            state.write_out(true);
+        }
+    }
+
+    /// The guest has ended: writes out everything, a labelled partial line with a newline.
+    pub fn finish(&self) {
+        lock(&self.shared).write_out(true);
     }
 }
 
 impl OutputState {
-    fn write_out(&mut self) {
-        if self.pending.is_empty() {
+    /// Writes the complete lines (and with `all`, the partial line too) in one write.
+    fn write_out(&mut self, all: bool) {
+        let end = if all {
+            self.pending.len()
+        } else {
+            match self.pending.iter().rposition(|&b| b == b'\n') {
+                Some(last_newline) => last_newline + 1,
+                None => return,
+            }
+        };
+        if end == 0 {
             return;
         }
+        let bytes: &[u8] = match &self.label {
+            None => &self.pending[..end],
+            Some(label) => {
+                self.assembled.clear();
+                for line in self.pending[..end].split_inclusive(|&b| b == b'\n') {
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    label.write_line(line, &mut self.assembled);
+                }
+                &self.assembled
+            }
+        };
         // The guest cannot be told that its console is gone (a closed pipe, a full disk): its
         // output is dropped and the guest runs on, as with a disconnected serial line.
-        let _ = self.sink.write_all(&self.pending);
-        let _ = self.sink.flush();
-        self.pending.clear();
+        let mut sink = lock(&self.sink);
+        let _ = sink.write_all(bytes);
+        let _ = sink.flush();
+        drop(sink);
+        self.pending.drain(..end);
     }
 }
 
@@ -91,6 +176,12 @@ impl Write for GuestOutput {
         // Flushing per byte would undo the line buffering: lines go out on `\n`.
         Ok(())
     }
+}
+
+/// A guest's console: its output stream and its input.
+pub struct GuestIo {
+    pub output: GuestOutput,
+    pub input: GuestInput,
 }
 
 /// The answer to a blocking read of guest input.
@@ -147,6 +238,25 @@ impl GuestInput {
                 changed: Condvar::new(),
             }),
         }
+    }
+
+    /// Input that the VMM feeds itself (the `--tui` view sends the focused guest its keys).
+    pub fn fed() -> (GuestInput, InputFeeder) {
+        let input = GuestInput {
+            shared: Arc::new(InputShared {
+                state: Mutex::new(InputState {
+                    buffered: VecDeque::new(),
+                    ended: false,
+                    cancelled: false,
+                    source: None,
+                }),
+                changed: Condvar::new(),
+            }),
+        };
+        let feeder = InputFeeder {
+            shared: Arc::clone(&input.shared),
+        };
+        (input, feeder)
     }
 
     /// Copies up to `buf.len()` available bytes without waiting; 0 when none are there (yet).
@@ -220,6 +330,25 @@ impl GuestInput {
             // No thread, no input: the guest sees end of input rather than waiting forever.
             state.ended = true;
         }
+    }
+}
+
+/// The sending end of a [`GuestInput::fed`] input.
+#[derive(Clone)]
+pub struct InputFeeder {
+    shared: Arc<InputShared>,
+}
+
+impl InputFeeder {
+    pub fn send(&self, bytes: &[u8]) {
+        lock(&self.shared.state).buffered.extend(bytes);
+        self.shared.changed.notify_all();
+    }
+
+    /// Ends the input: readers see end of input once the buffer is empty.
+    pub fn close(&self) {
+        lock(&self.shared.state).ended = true;
+        self.shared.changed.notify_all();
     }
 }
 

@@ -9,35 +9,47 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod loader;
+pub mod tui;
 pub mod vmm;
 
-use std::borrow::Cow;
+use std::sync::atomic::AtomicBool;
 
-use config::{GuestImage, RunConfig};
-use vmm::vm::{GuestIo, GuestSetup, RunReport, Vm, VmError};
+use config::RunConfig;
+use console::{GuestInput, GuestIo, GuestOutput, LineLabel, SharedSink};
+use vmm::group::{Group, GuestResult};
+use vmm::vm::VmError;
 
-/// Runs one guest from start to end: read its image, open KVM, build the VM, run it.
-pub fn run_guest(config: &RunConfig, io: GuestIo) -> Result<RunReport, VmError> {
-    let image: Cow<'static, [u8]> = match &config.guest {
-        GuestImage::Builtin(guest) => Cow::Borrowed(guest.image),
-        GuestImage::File(path) => Cow::Owned(loader::read_image_file(path)?),
-    };
-    let name = config.guest.name();
-    let format = loader::ImageFormat::detect(&image);
-    if format != loader::ImageFormat::Flat {
-        return Err(loader::LoaderError::UnsupportedFormat {
-            name,
-            format: format.name(),
-        }
-        .into());
-    }
-    let kvm = vmm::kvm::open_kvm()?;
-    let setup = GuestSetup {
-        name: &name,
-        image: &image,
-        mode: config.guest.mode(),
-        memory_size: config.memory_size,
-        verbose: config.verbose,
-    };
-    Vm::create(&kvm, &setup, io)?.run(config.timeout)
+/// The consoles of a run whose guests share one output `sink` (stdout): whole lines labelled
+/// with their guest when several guests run (unless `--raw`); `input` goes to the input guest,
+/// the others see end of input at once.
+pub fn shared_consoles(config: &RunConfig, sink: SharedSink, input: GuestInput) -> Vec<GuestIo> {
+    config
+        .guests
+        .iter()
+        .enumerate()
+        .map(|(index, guest)| {
+            let label = config
+                .labelled()
+                .then(|| LineLabel::for_guest(index, &guest.name(), config.colour));
+            GuestIo {
+                output: GuestOutput::to_sink(sink.clone(), label),
+                input: if index == config.input_guest {
+                    input.clone()
+                } else {
+                    GuestInput::none()
+                },
+            }
+        })
+        .collect()
+}
+
+/// Runs every guest of `config`, each in its own VM, all at once, to their end. `cancel` stops
+/// the guests still running.
+pub fn run_guests(
+    config: &RunConfig,
+    consoles: Vec<GuestIo>,
+    cancel: &AtomicBool,
+) -> Result<Vec<GuestResult>, VmError> {
+    let group = Group::create(config, consoles)?;
+    Ok(group.run(config.timeout, cancel))
 }

@@ -1,24 +1,28 @@
 //! The `mini-kvm` command line: parse, build a configuration, call the library, and turn the
 //! result into an exit status (README: "Exit statuses").
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use mini_kvm::config::{GuestImage, RunConfig, parse_memory_size, parse_timeout};
-use mini_kvm::console::{GuestInput, GuestOutput};
+use mini_kvm::config::{
+    GuestImage, OutputStyle, RunConfig, parse_memory_size, parse_timeout, use_colour,
+};
+use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
 use mini_kvm::vmm::exit::exit_code;
+use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm;
-use mini_kvm::vmm::vm::GuestIo;
 
 #[derive(Parser)]
 #[command(
     name = "mini-kvm",
     version,
     about = "A small, readable x86 virtual machine monitor on the Linux KVM API",
-    after_help = "Examples:\n  mini-kvm list\n  mini-kvm run hello\n  mini-kvm run --stats multiplication\n  echo hi | mini-kvm run echo\n  mini-kvm run --mem 2M --timeout 5 ./my-guest.bin"
+    after_help = "Examples:\n  mini-kvm list\n  mini-kvm run hello\n  mini-kvm run --stats multiplication\n  echo hi | mini-kvm run echo\n  mini-kvm run hello counter fibonacci matrix\n  mini-kvm run --tui hello counter multiplication fibonacci\n  mini-kvm run --mem 2M --timeout 5 ./my-guest.bin"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,27 +31,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest: a built-in one by name, or a flat real-mode binary by path.
+    /// Run guests: built-in ones by name, flat real-mode binaries by path. Several guests run at
+    /// once, each in its own VM.
     #[command(after_help = "\
 Examples:
   mini-kvm run hello                       a built-in guest (see `mini-kvm list`)
   mini-kvm run ./guest.bin                 a flat binary, loaded at 0x10000 in real mode
+  mini-kvm run hello counter fibonacci     three guests at once, lines labelled [1:hello] ...
+  mini-kvm run --tui hello matrix echo     a split-screen view, one pane per guest
+  mini-kvm run --input 2 hello echo        stdin goes to guest 2 (echo)
   mini-kvm run --verbose counter           trace every VM exit on stderr
   mini-kvm run --stats matrix              exit statistics on stderr at the end
   mini-kvm run --mem 4M --timeout 2.5 x.bin
 
-The guest's EXIT status becomes mini-kvm's exit status; see the README for the others
-(124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled exit).")]
+The exit status is the guest's EXIT status (with several guests: the first non-zero one); see
+the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
+exit, 130 stopped from the --tui view).")]
     Run {
-        /// A built-in guest's name, or the path of a flat binary (e.g. ./guest.bin).
-        guest: String,
+        /// Built-in guest names or paths of flat binaries (e.g. hello ./guest.bin); up to 64.
+        #[arg(required = true, value_name = "GUEST")]
+        guests: Vec<String>,
 
-        /// Guest RAM: bytes, or a number with K, M or G (e.g. --mem 1M, --mem 64M).
+        /// Guest RAM for each guest: bytes, or a number with K, M or G (e.g. --mem 1M, --mem 64M).
         #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_memory_size)]
         mem: u64,
 
-        /// Stop the guest if it is still running after SECONDS (e.g. --timeout 1, --timeout 0.5);
-        /// mini-kvm then exits with status 124.
+        /// Stop a guest still running after SECONDS (e.g. --timeout 1, --timeout 0.5); its
+        /// status is then 124.
         #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
         timeout: Option<Duration>,
 
@@ -60,6 +70,27 @@ The guest's EXIT status becomes mini-kvm's exit status; see the README for the o
         /// the guest vs in the VMM (e.g. mini-kvm run --stats hello).
         #[arg(long)]
         stats: bool,
+
+        /// With several guests, print their output as it comes, without labels, as the original
+        /// Mini-KVM did (e.g. mini-kvm run --raw hello counter).
+        #[arg(long, conflicts_with = "tui")]
+        raw: bool,
+
+        /// Show a split-screen view: one pane per guest with its output, state and VM exits
+        /// (e.g. mini-kvm run --tui hello counter). Keys: Tab/arrows move, PgUp/PgDn scroll,
+        /// Ctrl-Q quits; other keys go to the focused guest.
+        #[arg(long)]
+        tui: bool,
+
+        /// Never colour the guest labels (e.g. mini-kvm run --no-color hello counter); the
+        /// NO_COLOR environment variable does the same.
+        #[arg(long = "no-color")]
+        no_color: bool,
+
+        /// Give stdin to guest N, counting from 1 (e.g. mini-kvm run --input 2 hello echo); the
+        /// others see end of input at once. Default: the first guest.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        input: u16,
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
@@ -73,23 +104,47 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run {
-            guest,
+            guests,
             mem,
             timeout,
             verbose,
             stats,
+            raw,
+            tui,
+            no_color,
+            input,
         } => {
-            let guest = match GuestImage::resolve(&guest) {
-                Ok(guest) => guest,
+            let guests = match guests
+                .iter()
+                .map(|guest| GuestImage::resolve(guest))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(guests) => guests,
                 Err(error) => return fail(&error.to_string()),
             };
+            let output = match (raw, tui) {
+                (_, true) => OutputStyle::Tui,
+                (true, false) => OutputStyle::Raw,
+                (false, false) => OutputStyle::Lines,
+            };
+            let no_color_env = std::env::var("NO_COLOR").ok();
             let config = RunConfig {
                 memory_size: mem,
                 timeout,
                 verbose,
                 stats,
-                ..RunConfig::new(guest)
+                output,
+                colour: use_colour(
+                    std::io::stdout().is_terminal(),
+                    no_color,
+                    no_color_env.as_deref(),
+                ),
+                input_guest: usize::from(input) - 1,
+                ..RunConfig::new(guests)
             };
+            if let Err(error) = config.validate() {
+                return fail(&error.to_string());
+            }
             run(&config)
         }
     }
@@ -107,32 +162,59 @@ fn list() {
 }
 
 fn run(config: &RunConfig) -> ExitCode {
-    let io = GuestIo {
-        output: GuestOutput::stdout(),
-        input: GuestInput::stdin(),
+    let cancel = AtomicBool::new(false);
+    let results = if config.output == OutputStyle::Tui {
+        mini_kvm::tui::run(config)
+    } else {
+        let consoles = mini_kvm::shared_consoles(config, stdout_sink(), GuestInput::stdin());
+        mini_kvm::run_guests(config, consoles, &cancel)
     };
-    let name = config.guest.name();
-    let report = match mini_kvm::run_guest(config, io) {
-        Ok(report) => report,
+    let results = match results {
+        Ok(results) => results,
         Err(error) => return fail(&error.to_string()),
     };
-    if let Some(message) = report.outcome.report(&name) {
-        eprintln!("{message}");
-    }
-    if config.verbose {
-        let unclaimed = &report.unclaimed;
-        for (direction, counts) in [("reads", &unclaimed.reads), ("writes", &unclaimed.writes)] {
-            for (port, count) in counts {
-                eprintln!("unclaimed port {port:#06x}: {direction}: {count}");
+    report(config, &results);
+    ExitCode::from(group_exit_code(&results))
+}
+
+/// Everything printed on stderr after the run: fault reports, unclaimed ports (--verbose),
+/// statistics (--stats), and with several guests a summary table.
+fn report(config: &RunConfig, results: &[GuestResult]) {
+    let several = results.len() > 1;
+    for (index, result) in results.iter().enumerate() {
+        let label = if several {
+            format!("[{}:{}] ", index + 1, result.name)
+        } else {
+            String::new()
+        };
+        let report = match &result.report {
+            Ok(report) => report,
+            Err(error) => {
+                eprintln!("{label}mini-kvm: error: {error}");
+                continue;
+            }
+        };
+        if let Some(message) = report.outcome.report(&result.name) {
+            eprintln!("{message}");
+        }
+        if config.verbose {
+            let unclaimed = &report.unclaimed;
+            for (direction, counts) in [("reads", &unclaimed.reads), ("writes", &unclaimed.writes)]
+            {
+                for (port, count) in counts {
+                    eprintln!("{label}unclaimed port {port:#06x}: {direction}: {count}");
+                }
             }
         }
+        if config.stats {
+            let module = kvm::host_kvm_module();
+            let host = format!("{module} ({})", kvm::describe_kvm_module(module));
+            eprint!("{}", report.stats.table(&result.name, &host));
+        }
     }
-    if config.stats {
-        let module = kvm::host_kvm_module();
-        let host = format!("{module} ({})", kvm::describe_kvm_module(module));
-        eprint!("{}", report.stats.table(&name, &host));
+    if several {
+        eprint!("{}", summary_table(results, config.stats));
     }
-    ExitCode::from(report.outcome.exit_code())
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -83,8 +83,9 @@ pub struct HypercallDevice {
     output: GuestOutput,
     input: GuestInput,
     started: Instant,
-    /// Print a line per call on stderr (`--verbose`).
-    trace: bool,
+    /// Print a line per call on stderr (`--verbose`), after this label (the guest's label when
+    /// several guests run, or "").
+    trace: Option<String>,
     /// Reused for WRITE and READ, so a call does not allocate once they have grown.
     buffer: Vec<u8>,
     pieces: Vec<(u64, u64)>,
@@ -95,7 +96,7 @@ impl HypercallDevice {
         memory: GuestMemoryMmap,
         output: GuestOutput,
         input: GuestInput,
-        trace: bool,
+        trace: Option<String>,
     ) -> HypercallDevice {
         HypercallDevice {
             memory,
@@ -272,8 +273,8 @@ impl PortIoDevice for HypercallDevice {
         let mask = cpu.mode().register_mask();
         let args = cpu.hypercall_args().map(|arg| arg & mask);
         let outcome = self.call(number, args, cpu);
-        if self.trace {
-            trace_call(number, args, &outcome, mask);
+        if let Some(label) = &self.trace {
+            trace_call(label, number, args, &outcome, mask);
         }
         match outcome {
             Ok(Outcome::Result(value)) => {
@@ -296,7 +297,13 @@ impl PortIoDevice for HypercallDevice {
     }
 }
 
-fn trace_call(number: u8, args: [u64; 3], outcome: &Result<Outcome, HypercallError>, mask: u64) {
+fn trace_call(
+    label: &str,
+    number: u8,
+    args: [u64; 3],
+    outcome: &Result<Outcome, HypercallError>,
+    mask: u64,
+) {
     let [a0, a1, a2] = args;
     let what = match outcome {
         Ok(Outcome::Result(value)) => format!("-> {}", value & mask),
@@ -307,7 +314,7 @@ fn trace_call(number: u8, args: [u64; 3], outcome: &Result<Outcome, HypercallErr
         Err(error) => format!("-> {} ({})", error.code(), error.describe()),
     };
     eprintln!(
-        "    hypercall {number:#04x} {}(arg0={a0:#x}, arg1={a1:#x}, arg2={a2:#x}) {what}",
+        "{label}    hypercall {number:#04x} {}(arg0={a0:#x}, arg1={a1:#x}, arg2={a2:#x}) {what}",
         call_name(number)
     );
 }

@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod detect;
 pub mod flat;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -40,6 +41,14 @@ pub enum LoaderError {
     UnsupportedFormat { name: String, format: &'static str },
     #[error("cannot write the image into guest memory: {0}")]
     Write(#[from] vm_memory::GuestMemoryError),
+}
+
+/// The bytes of a guest: embedded for a built-in one, read from disk for a file.
+pub fn guest_image(guest: &crate::config::GuestImage) -> Result<Cow<'static, [u8]>, LoaderError> {
+    match guest {
+        crate::config::GuestImage::Builtin(builtin) => Ok(Cow::Borrowed(builtin.image)),
+        crate::config::GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path)?)),
+    }
 }
 
 /// Reads a guest image from disk, with errors that name the file.

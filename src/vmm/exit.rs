@@ -229,6 +229,22 @@ impl Fault {
     }
 }
 
+impl Fault {
+    /// A name for summaries.
+    pub fn short_name(&self) -> &'static str {
+        match self {
+            Fault::TripleFault => "triple fault",
+            Fault::EmulationFailure => "emulation failure",
+            Fault::InternalError { .. } => "KVM internal error",
+            Fault::UnhandledMmio { .. } => "unhandled MMIO",
+            Fault::FailedEntry { .. } => "failed entry",
+            Fault::HaltedForever => "halted forever",
+            Fault::UnhandledExit { .. } => "unhandled exit",
+            Fault::RunFailed { .. } => "KVM_RUN failed",
+        }
+    }
+}
+
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -287,6 +303,9 @@ pub mod exit_code {
     pub const KVM_INTERNAL_ERROR: u8 = 126;
     /// Any other VM exit mini-kvm cannot handle (MMIO outside RAM, failed entry, ...).
     pub const UNHANDLED_EXIT: u8 = 127;
+    /// The user stopped the guest (quit the `--tui` view) while it was running: 128 + SIGINT,
+    /// as a shell reports a program ended by Ctrl-C.
+    pub const CANCELLED: u8 = 130;
 }
 
 /// How one guest's run ended.
@@ -304,6 +323,8 @@ pub enum GuestOutcome {
     },
     /// Stopped by a fault; where it was.
     Faulted { fault: Fault, cpu: Box<CpuSnapshot> },
+    /// Stopped by the user (quitting the `--tui` view, Ctrl-C) while still running.
+    Cancelled { cpu: Box<CpuSnapshot> },
 }
 
 impl GuestOutcome {
@@ -314,6 +335,19 @@ impl GuestOutcome {
             GuestOutcome::Halted | GuestOutcome::Rebooted => 0,
             GuestOutcome::TimedOut { .. } => exit_code::TIMEOUT,
             GuestOutcome::Faulted { fault, .. } => fault.exit_code(),
+            GuestOutcome::Cancelled { .. } => exit_code::CANCELLED,
+        }
+    }
+
+    /// A few words for summaries: "exited 0", "timed out", "faulted: triple fault", ...
+    pub fn short_description(&self) -> String {
+        match self {
+            GuestOutcome::Exited(status) => format!("exited {status}"),
+            GuestOutcome::Halted => "halted".to_string(),
+            GuestOutcome::Rebooted => "rebooted".to_string(),
+            GuestOutcome::TimedOut { .. } => "timed out".to_string(),
+            GuestOutcome::Faulted { fault, .. } => format!("faulted: {}", fault.short_name()),
+            GuestOutcome::Cancelled { .. } => "stopped".to_string(),
         }
     }
 
@@ -331,7 +365,37 @@ impl GuestOutcome {
             GuestOutcome::Faulted { fault, cpu } => {
                 Some(format!("mini-kvm: guest '{guest}' faulted: {fault}\n{cpu}"))
             }
+            GuestOutcome::Cancelled { cpu } => Some(format!(
+                "mini-kvm: guest '{guest}' was stopped while still running\n{cpu}"
+            )),
         }
+    }
+}
+
+/// What other threads may watch while a guest runs: its exit count, and how it ended.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    exits: std::sync::atomic::AtomicU64,
+    ended: std::sync::Mutex<Option<(u8, String)>>,
+}
+
+impl LiveCounters {
+    pub fn count_exit(&self) {
+        self.exits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn exits(&self) -> u64 {
+        self.exits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn finish(&self, status: u8, description: String) {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some((status, description));
+    }
+
+    /// `None` while the guest runs; then its exit status and a short description.
+    pub fn ended(&self) -> Option<(u8, String)> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -13,7 +13,7 @@ use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, kvm_regs, kvm_sregs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
-use super::exit::{CpuSnapshot, ExitCause, ExitStats, Fault};
+use super::exit::{CpuSnapshot, ExitCause, ExitStats, Fault, LiveCounters};
 use super::memory::read_prefix;
 use crate::arch::CpuMode;
 use crate::arch::modes::RFLAGS_IF;
@@ -98,10 +98,20 @@ pub struct Vcpu {
     /// Does this host's KVM complete an `in`/`out` before exiting (RIP already past it)?
     /// KVM's instruction emulator does (kvm_pvm); hardware KVM exits with RIP on it.
     io_completed_at_exit: bool,
+    /// Put before each trace line: the guest's label when several guests run.
+    trace_label: String,
+    live: Arc<LiveCounters>,
 }
 
 impl Vcpu {
-    pub fn new(fd: VcpuFd, memory: GuestMemoryMmap, bus: PortBus, trace: bool) -> Vcpu {
+    pub fn new(
+        fd: VcpuFd,
+        memory: GuestMemoryMmap,
+        bus: PortBus,
+        trace: bool,
+        trace_label: String,
+        live: Arc<LiveCounters>,
+    ) -> Vcpu {
         Vcpu {
             fd,
             memory,
@@ -110,6 +120,8 @@ impl Vcpu {
             stats: ExitStats::default(),
             out_data: Box::new([0; MAX_PIO_DATA]),
             io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
+            trace_label,
+            live,
         }
     }
 
@@ -144,6 +156,7 @@ impl Vcpu {
                 continue;
             }
             exit_number += 1;
+            self.live.count_exit();
             self.stats.count(exit.reason());
             if self.trace {
                 self.trace_exit(exit_number, &exit);
@@ -326,7 +339,8 @@ impl Vcpu {
             _ => cpu.instruction(),
         };
         let line = format!(
-            "exit #{number} {:<8} at {}  {instruction}  {detail}",
+            "{}exit #{number} {:<8} at {}  {instruction}  {detail}",
+            self.trace_label,
             exit.reason(),
             cpu.location(),
         );

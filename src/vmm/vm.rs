@@ -14,12 +14,12 @@ use thiserror::Error;
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
-use super::exit::{ExitStats, GuestOutcome};
+use super::exit::{ExitStats, GuestOutcome, LiveCounters};
 use super::kvm::KvmError;
 use super::memory::{MemoryError, REAL_MODE_SEGMENT, create_guest_memory};
 use super::vcpu::{Vcpu, VcpuEnd};
 use crate::arch::modes::setup_real_mode;
-use crate::console::{GuestInput, GuestOutput};
+use crate::console::{GuestInput, GuestIo, GuestOutput};
 use crate::devices::bus::UnclaimedPorts;
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugConsole};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDevice};
@@ -47,6 +47,8 @@ pub enum VmError {
     Thread(std::io::Error),
     #[error("the vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
     VcpuPanicked(String),
+    #[error("the terminal view failed: {0}")]
+    Terminal(std::io::Error),
 }
 
 fn ioctl(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -62,12 +64,8 @@ pub struct GuestSetup<'a> {
     pub memory_size: u64,
     /// `--verbose`: trace every exit and hypercall on stderr.
     pub verbose: bool,
-}
-
-/// The guest's console.
-pub struct GuestIo {
-    pub output: GuestOutput,
-    pub input: GuestInput,
+    /// Put before each trace line (the guest's label when several guests run), or "".
+    pub trace_label: &'a str,
 }
 
 /// How a run went.
@@ -84,6 +82,7 @@ pub struct Vm {
     vcpu: Vcpu,
     output: GuestOutput,
     input: GuestInput,
+    live: Arc<LiveCounters>,
 }
 
 impl Vm {
@@ -154,22 +153,42 @@ impl Vm {
                 memory.clone(),
                 io.output.clone(),
                 io.input.clone(),
-                setup.verbose,
+                setup.verbose.then(|| setup.trace_label.to_string()),
             )),
         );
 
+        let live = Arc::new(LiveCounters::default());
+        let trace_label = setup.trace_label.to_string();
         Ok(Vm {
             name: setup.name.to_string(),
             _vm_fd: vm_fd,
-            vcpu: Vcpu::new(vcpu_fd, memory, bus, setup.verbose),
+            vcpu: Vcpu::new(
+                vcpu_fd,
+                memory,
+                bus,
+                setup.verbose,
+                trace_label,
+                Arc::clone(&live),
+            ),
             output: io.output,
             input: io.input,
+            live,
         })
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counters that other threads may read while the guest runs (the `--tui` view).
+    pub fn live_counters(&self) -> Arc<LiveCounters> {
+        Arc::clone(&self.live)
+    }
+
     /// Runs the guest to its end on a vCPU thread. With a `timeout`, a guest still running then
-    /// is stopped: a signal kicks the vCPU thread out of KVM_RUN (docs/kvm-api.md, "Stopping").
-    pub fn run(self, timeout: Option<Duration>) -> Result<RunReport, VmError> {
+    /// is stopped; so is a guest still running when another thread sets `cancel`. A signal kicks
+    /// the vCPU thread out of KVM_RUN (docs/kvm-api.md, "Stopping").
+    pub fn run(self, timeout: Option<Duration>, cancel: &AtomicBool) -> Result<RunReport, VmError> {
         install_kick_handler();
         let Vm {
             name,
@@ -177,6 +196,7 @@ impl Vm {
             mut vcpu,
             output,
             input,
+            live,
         } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -195,7 +215,12 @@ impl Vm {
         // or a progress line shows up even before its newline.
         const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
         let mut timed_out = false;
+        let mut cancelled = false;
         loop {
+            if cancel.load(Ordering::Acquire) {
+                cancelled = true;
+                break;
+            }
             let wait = match timeout {
                 Some(limit) => match limit.checked_sub(started.elapsed()) {
                     Some(left) => left.min(FLUSH_INTERVAL),
@@ -211,7 +236,7 @@ impl Vm {
                 Err(mpsc::RecvTimeoutError::Timeout) => output.flush(),
             }
         }
-        if timed_out {
+        if timed_out || cancelled {
             stop.store(true, Ordering::Release);
             input.cancel();
             // The signal may land just before the thread enters KVM_RUN, where it would be
@@ -224,18 +249,20 @@ impl Vm {
         let (end, vcpu) = thread
             .join()
             .map_err(|_| VmError::VcpuPanicked(name.clone()))?;
-        output.flush();
+        output.finish();
 
         let outcome = match end {
             VcpuEnd::Stopped(GuestStop::Exit(status)) => GuestOutcome::Exited(status),
             VcpuEnd::Stopped(GuestStop::Reboot) => GuestOutcome::Rebooted,
             VcpuEnd::Halted => GuestOutcome::Halted,
             VcpuEnd::Faulted(fault, cpu) => GuestOutcome::Faulted { fault, cpu },
+            VcpuEnd::Interrupted(cpu) if cancelled => GuestOutcome::Cancelled { cpu },
             VcpuEnd::Interrupted(cpu) => GuestOutcome::TimedOut {
                 after: started.elapsed(),
                 cpu,
             },
         };
+        live.finish(outcome.exit_code(), outcome.short_description());
         Ok(RunReport {
             outcome,
             stats: vcpu.stats().clone(),

@@ -1,0 +1,149 @@
+//! Several guests at once. Each is its own KVM VM (its own memory, devices and vCPU thread), so
+//! one guest can never see another's memory: the isolation is KVM's, not address arithmetic.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread;
+use std::time::Duration;
+
+use super::exit::LiveCounters;
+use super::vm::{GuestSetup, RunReport, Vm, VmError};
+use crate::config::RunConfig;
+use crate::console::GuestIo;
+use crate::loader::{self, ImageFormat, LoaderError};
+
+/// How one guest of a group ended.
+pub struct GuestResult {
+    pub name: String,
+    /// `Err` only when mini-kvm itself failed for this guest (a thread that could not start).
+    pub report: Result<RunReport, VmError>,
+}
+
+/// The VMs of one run, created and ready.
+pub struct Group {
+    vms: Vec<Vm>,
+}
+
+impl Group {
+    /// Reads every image and creates every VM before any guest runs: a bad image or a KVM
+    /// error stops the whole run before a guest has printed anything.
+    pub fn create(config: &RunConfig, consoles: Vec<GuestIo>) -> Result<Group, VmError> {
+        // Images first: a typo in a path is reported before anything about KVM.
+        let mut images = Vec::with_capacity(config.guests.len());
+        for guest in &config.guests {
+            let image = loader::guest_image(guest)?;
+            let format = ImageFormat::detect(&image);
+            if format != ImageFormat::Flat {
+                return Err(LoaderError::UnsupportedFormat {
+                    name: guest.name(),
+                    format: format.name(),
+                }
+                .into());
+            }
+            images.push(image);
+        }
+        let labelled = config.guests.len() > 1;
+        let kvm = super::kvm::open_kvm()?;
+        let mut vms = Vec::with_capacity(config.guests.len());
+        for (index, ((guest, image), io)) in
+            config.guests.iter().zip(&images).zip(consoles).enumerate()
+        {
+            let name = guest.name();
+            let trace_label = if labelled {
+                format!("[{}:{name}] ", index + 1)
+            } else {
+                String::new()
+            };
+            let setup = GuestSetup {
+                name: &name,
+                image,
+                mode: guest.mode(),
+                memory_size: config.memory_size,
+                verbose: config.verbose,
+                trace_label: &trace_label,
+            };
+            vms.push(Vm::create(&kvm, &setup, io)?);
+        }
+        Ok(Group { vms })
+    }
+
+    /// Each guest's name and live counters, for a view that watches the run.
+    pub fn live_counters(&self) -> Vec<(String, Arc<LiveCounters>)> {
+        self.vms
+            .iter()
+            .map(|vm| (vm.name().to_string(), vm.live_counters()))
+            .collect()
+    }
+
+    /// Runs every guest at once, each on its own threads, until all have ended. A guest that
+    /// faults or times out ends alone; the others go on. Setting `cancel` stops them all.
+    pub fn run(self, timeout: Option<Duration>, cancel: &AtomicBool) -> Vec<GuestResult> {
+        thread::scope(|scope| {
+            let running: Vec<_> = self
+                .vms
+                .into_iter()
+                .map(|vm| {
+                    let name = vm.name().to_string();
+                    (name, scope.spawn(move || vm.run(timeout, cancel)))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|(name, thread)| GuestResult {
+                    report: thread
+                        .join()
+                        .unwrap_or_else(|_| Err(VmError::VcpuPanicked(name.clone()))),
+                    name,
+                })
+                .collect()
+        })
+    }
+}
+
+/// The status of a whole run: 0 when every guest ended with 0, otherwise the first non-zero
+/// status in guest order (a guest mini-kvm failed to run counts as 1).
+pub fn group_exit_code(results: &[GuestResult]) -> u8 {
+    results
+        .iter()
+        .map(|result| match &result.report {
+            Ok(report) => report.outcome.exit_code(),
+            Err(_) => super::exit::exit_code::SETUP_ERROR,
+        })
+        .find(|&status| status != 0)
+        .unwrap_or(0)
+}
+
+/// The end-of-run table of a multi-guest run: each guest's status, and with `stats` its exits.
+pub fn summary_table(results: &[GuestResult], stats: bool) -> String {
+    let labels: Vec<String> = results
+        .iter()
+        .enumerate()
+        .map(|(index, result)| format!("[{}:{}]", index + 1, result.name))
+        .collect();
+    let width = labels.iter().map(String::len).max().unwrap_or(5).max(5);
+    let mut table = format!("{:<width$}  {:>6}", "guest", "status");
+    if stats {
+        table.push_str(&format!("  {:>10}", "VM exits"));
+    }
+    table.push_str("  how it ended\n");
+    for (label, result) in labels.iter().zip(results) {
+        let (status, description, exits) = match &result.report {
+            Ok(report) => (
+                report.outcome.exit_code(),
+                report.outcome.short_description(),
+                report.stats.total_exits().to_string(),
+            ),
+            Err(error) => (
+                super::exit::exit_code::SETUP_ERROR,
+                format!("mini-kvm error: {error}"),
+                "-".to_string(),
+            ),
+        };
+        table.push_str(&format!("{label:<width$}  {status:>6}"));
+        if stats {
+            table.push_str(&format!("  {exits:>10}"));
+        }
+        table.push_str(&format!("  {description}\n"));
+    }
+    table
+}

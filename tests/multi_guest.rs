@@ -1,0 +1,276 @@
+//! Several guests in one run: each in its own VM, labelled lines, input routing, exit statuses.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm, test_guest};
+
+/// The lines of guest `label` (e.g. "[2:counter]"), label stripped, each with its newline.
+fn lines_of(stdout: &str, label: &str) -> String {
+    let prefix = format!("{label} ");
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+#[test]
+fn four_guests_each_print_exactly_their_single_run_output() {
+    require_kvm();
+    let names = ["hello", "counter", "multiplication", "fibonacci"];
+    let run = mini_kvm(&["run", names[0], names[1], names[2], names[3]], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    // Not a terminal: no colour.
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
+    let mut labelled_lines = 0;
+    for (index, name) in names.iter().enumerate() {
+        let single = mini_kvm(&["run", name], b"");
+        assert_eq!(single.status, 0);
+        let label = format!("[{}:{name}]", index + 1);
+        let mine = lines_of(&stdout, &label);
+        assert_eq!(mine, single.stdout_text(), "{label} in:\n{stdout}");
+        labelled_lines += mine.lines().count();
+    }
+    // Every line belongs to exactly one guest: nothing mixed, nothing extra.
+    assert_eq!(stdout.lines().count(), labelled_lines, "{stdout}");
+    // The summary on stderr.
+    for row in [
+        "[1:hello]                0  exited 0",
+        "[2:counter]              0  exited 0",
+        "[3:multiplication]       0  exited 0",
+        "[4:fibonacci]            0  exited 0",
+    ] {
+        assert!(run.stderr.contains(row), "no {row:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn the_same_guest_twice_and_files_mixed_with_names() {
+    require_kvm();
+    let exit42 = test_guest("exit42");
+    let run = mini_kvm(&["run", "hello", exit42.to_str().unwrap(), "hello"], b"");
+    assert_eq!(run.status, 42, "{run:?}");
+    assert_eq!(
+        lines_of(&run.stdout_text(), "[1:hello]"),
+        "Hello, KVM!\n",
+        "{run:?}"
+    );
+    assert_eq!(lines_of(&run.stdout_text(), "[3:hello]"), "Hello, KVM!\n");
+    assert!(
+        run.stderr.contains("[2:exit42.bin]      42  exited 42"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn first_non_zero_status_wins_and_a_faulting_guest_ends_alone() {
+    require_kvm();
+    let triple = test_guest("triple_fault");
+    let exit42 = test_guest("exit42");
+    let forever = test_guest("forever");
+    let run = mini_kvm(
+        &[
+            "run",
+            "--timeout",
+            "2",
+            "counter",
+            triple.to_str().unwrap(),
+            forever.to_str().unwrap(),
+            exit42.to_str().unwrap(),
+            "matrix",
+        ],
+        b"",
+    );
+    // In guest order: counter 0, triple_fault 125 (first non-zero), forever 124, exit42 42.
+    assert_eq!(run.status, 125, "{run:?}");
+    let stdout = run.stdout_text();
+    assert_eq!(lines_of(&stdout, "[1:counter]"), "0123456789\n");
+    assert_eq!(lines_of(&stdout, "[2:triple_fault.bin]"), "before\n");
+    assert_eq!(lines_of(&stdout, "[3:forever.bin]"), "looping\n");
+    assert_eq!(
+        lines_of(&stdout, "[5:matrix]"),
+        "Matrix 8x8 multiplication\nC[0][0] = 162\nC[7][7] = 198\nsum = 16632\n"
+    );
+    for row in [
+        "[1:counter]                0  exited 0",
+        "[2:triple_fault.bin]     125  faulted: triple fault",
+        "[3:forever.bin]          124  timed out",
+        "[4:exit42.bin]            42  exited 42",
+        "[5:matrix]                 0  exited 0",
+        "mini-kvm: guest 'triple_fault.bin' faulted: triple fault (KVM_EXIT_SHUTDOWN)",
+        "mini-kvm: guest 'forever.bin' was still running after 2.0 s (--timeout): stopped",
+    ] {
+        assert!(run.stderr.contains(row), "no {row:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn stats_add_exit_counts_to_the_summary() {
+    require_kvm();
+    let run = mini_kvm(&["run", "--stats", "hello", "minimal"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    for row in [
+        "guest        status    VM exits  how it ended",
+        "[1:hello]         0          13  exited 0",
+        "[2:minimal]       0           1  halted",
+        "VM exits of 'hello': 13",
+        "VM exits of 'minimal': 1",
+    ] {
+        assert!(run.stderr.contains(row), "no {row:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn raw_output_has_no_labels() {
+    require_kvm();
+    let run = mini_kvm(&["run", "--raw", "hello", "counter"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let mut lines: Vec<&str> = run.stdout_text().leak().lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["0123456789", "Hello, KVM!"], "{run:?}");
+}
+
+#[test]
+fn stdin_goes_to_the_first_guest_or_to_the_one_input_names() {
+    require_kvm();
+    let run = mini_kvm(&["run", "echo", "echo"], b"to the first\n");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(lines_of(&run.stdout_text(), "[1:echo]"), "to the first\n");
+    assert_eq!(lines_of(&run.stdout_text(), "[2:echo]"), "", "{run:?}");
+
+    let run = mini_kvm(&["run", "--input", "2", "hello", "echo"], b"abc\n");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(lines_of(&run.stdout_text(), "[2:echo]"), "abc\n", "{run:?}");
+
+    let run = mini_kvm(&["run", "--input", "3", "hello", "echo"], b"");
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("mini-kvm: error: --input 3: there is no guest 3 (this run has 2)"),
+        "{run:?}"
+    );
+    let run = mini_kvm(&["run", "--input", "0", "hello"], b"");
+    assert_eq!(run.status, 2, "{run:?}");
+}
+
+#[test]
+fn a_partial_last_line_is_flushed_with_its_label() {
+    require_kvm();
+    // `echo` prints its input unchanged: here a line without a newline.
+    let run = mini_kvm(&["run", "echo", "hello"], b"no newline");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(lines_of(&run.stdout_text(), "[1:echo]"), "no newline\n");
+}
+
+#[test]
+fn more_than_the_limit_is_refused() {
+    let mut args = vec!["run"];
+    args.extend(std::iter::repeat_n("minimal", 65));
+    let run = mini_kvm(&args, b"");
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("mini-kvm: error: 65 guests is too many: mini-kvm runs at most 64 at once"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_guest_cannot_see_another_guests_memory() {
+    // mark_ram fills its whole first MiB with a marker and spins; scan_ram, once told to go,
+    // counts markers in its whole first MiB: it must find only the one it wrote itself.
+    require_kvm();
+    let mut child = Command::new(mini_kvm_binary())
+        .args(["run", "--timeout", "8", "--input", "2"])
+        .arg(test_guest("mark_ram"))
+        .arg(test_guest("scan_ram"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let started = Instant::now();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "[1:mark_ram.bin] marked\n");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    stdin.write_all(b"g").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "[2:scan_ram.bin] markers seen: 1\n");
+    let status = child.wait().unwrap();
+    // mark_ram spins until the timeout: 124.
+    assert_eq!(status.code(), Some(124));
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    require_kvm();
+    assert!(
+        Command::new("tmux").arg("-V").output().is_ok(),
+        "this test drives a real terminal with tmux: install it (Debian: apt-get install tmux)"
+    );
+    // tmux shows the screen with its colours as SGR sequences of its own.
+    let colour = tmux_screen(&["run", "hello", "counter"], &[]);
+    assert!(
+        colour.contains("\x1b[36m[1:hello] \x1b[39mHello, KVM!"),
+        "{colour:?}"
+    );
+    assert!(
+        colour.contains("\x1b[33m[2:counter] \x1b[39m0123456789"),
+        "{colour:?}"
+    );
+    let plain = tmux_screen(&["run", "--no-color", "hello", "counter"], &[]);
+    assert!(
+        plain.contains("[1:hello] Hello, KVM!") && !plain.contains("\x1b["),
+        "{plain:?}"
+    );
+    let plain = tmux_screen(&["run", "hello", "counter"], &[("NO_COLOR", "1")]);
+    assert!(
+        plain.contains("[1:hello] Hello, KVM!") && !plain.contains("\x1b["),
+        "{plain:?}"
+    );
+    // Not a terminal: no colour (the other tests' runs all check this too).
+    let piped = mini_kvm_with(
+        Command::new(mini_kvm_binary()).args(["run", "hello", "counter"]),
+        b"",
+    );
+    assert!(!piped.stdout_text().contains('\x1b'));
+}
+
+/// Runs mini-kvm on a real terminal (a tmux pane) and returns the screen, with its colours as
+/// escape sequences (stdout only: stderr goes to /dev/null).
+fn tmux_screen(args: &[&str], env: &[(&str, &str)]) -> String {
+    let session = format!("colour{}", std::process::id());
+    let env: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    let command = format!(
+        "{env}{} {} 2>/dev/null; tmux wait-for -S {session}; sleep 60",
+        mini_kvm_binary(),
+        args.join(" ")
+    );
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "20"])
+        .arg(&command)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Command::new("tmux")
+        .args(["wait-for", &session])
+        .status()
+        .unwrap();
+    let screen = Command::new("tmux")
+        .args(["capture-pane", "-e", "-p", "-t", &session])
+        .output()
+        .unwrap();
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    String::from_utf8_lossy(&screen.stdout).into_owned()
+}
