@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{mini_kvm, require_kvm, test_guest, total_exits};
+use common::{assert_contains_all, mini_kvm, require_kvm, stats_value, test_guest, total_exits};
 
 #[test]
 fn verbose_traces_every_exit_with_its_instruction_and_port_data() {
@@ -35,14 +35,12 @@ fn verbose_traces_every_exit_with_its_instruction_and_port_data() {
         last.contains("port 0x0500 (hypercall) out, size 1, data 0x00"),
         "{last}"
     );
-    assert!(
-        run.stderr
-            .contains("    hypercall 0x00 EXIT(arg0=0x0, arg1=0x0, arg2="),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("-> guest exits with status 0"),
-        "{run:?}"
+    assert_contains_all(
+        &run.stderr,
+        &[
+            "    hypercall 0x00 EXIT(arg0=0x0, arg1=0x0, arg2=",
+            "-> guest exits with status 0",
+        ],
     );
 }
 
@@ -62,27 +60,15 @@ fn verbose_shows_hlt_and_unclaimed_ports() {
     let run = mini_kvm(&["run", "--verbose", guest.to_str().unwrap()], b"");
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(run.stdout, b"255\n65535\n", "{run:?}");
-    assert!(
-        run.stderr
-            .contains("port 0x1234 (unclaimed) in, size 1, data 0xff"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr
-            .contains("port 0x1234 (unclaimed) in, size 2, data 0xffff"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("unclaimed port 0x1234: reads: 2"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("unclaimed port 0x1234: writes: 1"),
-        "{run:?}"
-    );
-    assert!(
-        run.stderr.contains("unclaimed port 0x0080: writes: 1"),
-        "{run:?}"
+    assert_contains_all(
+        &run.stderr,
+        &[
+            "port 0x1234 (unclaimed) in, size 1, data 0xff",
+            "port 0x1234 (unclaimed) in, size 2, data 0xffff",
+            "unclaimed port 0x1234: reads: 2",
+            "unclaimed port 0x1234: writes: 1",
+            "unclaimed port 0x0080: writes: 1",
+        ],
     );
 }
 
@@ -92,48 +78,23 @@ fn stats_table_counts_exits_by_reason_and_port_and_splits_the_time() {
     let run = mini_kvm(&["run", "--stats", "multiplication"], b"");
     assert_eq!(run.status, 0, "{run:?}");
     let stats = &run.stderr;
-    let total = total_exits(stats);
-    let row = |label: &str| -> u64 {
-        stats
-            .lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .unwrap_or_else(|| panic!("no {label:?} row:\n{stats}"))
-            .trim_start()[label.len()..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let total = total_exits(stats) as f64;
     // Every exit of this guest is an `out` to the hypercall port: 8 rows of 9 entries, each a
     // few hypercalls, plus EXIT.
-    assert_eq!(row("IO_OUT"), total, "{stats}");
-    assert_eq!(row("0x0500 out"), total, "{stats}");
-    assert!(
-        stats.contains("0x0500 out") && stats.contains("hypercall"),
-        "{stats}"
+    assert_eq!(stats_value(stats, "IO_OUT"), total, "{stats}");
+    assert_eq!(stats_value(stats, "0x0500 out"), total, "{stats}");
+    assert_contains_all(
+        stats,
+        &[
+            "  host KVM: ",
+            "0x0500 out",
+            "hypercall",
+            "per exit (avg, us)",
+        ],
     );
-    for label in [
-        "in guest (KVM_RUN)",
-        "in VMM",
-        "total run time",
-        "per exit (avg, us)",
-    ] {
-        assert!(stats.contains(label), "no {label:?}:\n{stats}");
-    }
-    let ms = |label: &str| -> f64 {
-        stats
-            .lines()
-            .find(|l| l.trim_start().starts_with(label))
-            .unwrap()
-            .trim_start()[label.len()..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (guest, vmm, all) = (ms("in guest (KVM_RUN)"), ms("in VMM"), ms("total run time"));
+    let guest = stats_value(stats, "in guest (KVM_RUN)");
+    let vmm = stats_value(stats, "in VMM");
+    let all = stats_value(stats, "total run time");
     assert!((guest + vmm - all).abs() < 0.01, "{stats}");
     assert!(guest > 0.0 && all > 0.0, "{stats}");
 }

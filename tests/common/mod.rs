@@ -140,3 +140,20 @@ pub fn total_exits(stderr: &str) -> u64 {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no exit total in --stats output:\n{stderr}"))
 }
+
+/// Fails, showing `text`, unless it contains every one of `needles`.
+pub fn assert_contains_all(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+}
+
+/// The first number after `label` on the `--stats` line that starts with it.
+pub fn stats_value(stats: &str, label: &str) -> f64 {
+    stats
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no number for {label:?} in:\n{stats}"))
+}

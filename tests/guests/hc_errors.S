@@ -26,17 +26,6 @@
 
 .include "hypercall.inc"
 
-# say "text": WRITE a constant string (kept in .rodata). Clobbers AX, BX, CX, DX.
-.macro say text
-    .pushsection .rodata
-9:  .ascii "\text"
-8:
-    .popsection
-    mov $9b, %bx
-    mov $(8b - 9b), %cx
-    hypercall HC_WRITE
-.endm
-
 # result "label=": print the label, then the result of the previous call (AX) and a newline.
 .macro result text
     push %ax                    # the WRITE of the label overwrites AX

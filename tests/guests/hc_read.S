@@ -18,17 +18,6 @@
 
     .equ CAPACITY, 16
 
-# say "text": WRITE a constant string (kept in .rodata). Clobbers AX, BX, CX, DX.
-.macro say text
-    .pushsection .rodata
-9:  .ascii "\text"
-8:
-    .popsection
-    mov $9b, %bx
-    mov $(8b - 9b), %cx
-    hypercall HC_WRITE
-.endm
-
     .code16
     .text
     .globl _start
