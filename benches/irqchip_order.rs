@@ -39,7 +39,9 @@ fn one_run(irqchip: Irqchip) -> Duration {
     }
     let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
     // out %al,$0x80 : one exit to user space, with or without an irqchip.
-    memory.write_slice(&[0xe6, 0x80], GuestAddress(0x10000)).unwrap();
+    memory
+        .write_slice(&[0xe6, 0x80], GuestAddress(0x10000))
+        .unwrap();
     let region = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
@@ -54,12 +56,7 @@ fn one_run(irqchip: Irqchip) -> Duration {
     }
     let mut vcpu = vm.create_vcpu(0).expect("KVM_CREATE_VCPU");
     let mut sregs = vcpu.get_sregs().unwrap();
-    for segment in [
-        &mut sregs.cs,
-        &mut sregs.ds,
-        &mut sregs.es,
-        &mut sregs.ss,
-    ] {
+    for segment in [&mut sregs.cs, &mut sregs.ds, &mut sregs.es, &mut sregs.ss] {
         segment.base = 0x10000;
         segment.selector = 0x1000;
     }
@@ -81,7 +78,10 @@ fn one_run(irqchip: Irqchip) -> Duration {
 
 fn main() {
     println!("open(/dev/kvm) -> first KVM_RUN returned, {RUNS} runs each, 1 MiB RAM");
-    println!("{:<40} {:>10} {:>10}", "irqchip + PIT2", "median ms", "min ms");
+    println!(
+        "{:<40} {:>10} {:>10}",
+        "irqchip + PIT2", "median ms", "min ms"
+    );
     for (name, irqchip) in [
         ("none", Irqchip::None),
         ("after KVM_SET_USER_MEMORY_REGION", Irqchip::AfterMemory),

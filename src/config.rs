@@ -29,6 +29,15 @@ pub enum ConfigError {
         list = builtin_names()
     )]
     UnknownGuest { name: String },
+    #[error("'{0}' is not a CPU mode: give real, protected or long")]
+    BadMode(String),
+    #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
+    PagingWithoutProtected,
+    #[error(
+        "'{name}' is a built-in guest that starts in {mode}: --mode and --paging apply to flat \
+         binaries from disk"
+    )]
+    ModeForBuiltin { name: String, mode: &'static str },
 }
 
 fn builtin_names() -> String {
@@ -84,11 +93,41 @@ impl GuestImage {
         }
     }
 
-    pub fn mode(&self) -> GuestMode {
+    /// The built-in guest's own mode; `None` for a file (its format or `--mode` decides).
+    pub fn builtin_mode(&self) -> Option<GuestMode> {
         match self {
-            GuestImage::Builtin(guest) => guest.mode,
-            GuestImage::File(_) => GuestMode::Real,
+            GuestImage::Builtin(guest) => Some(guest.mode),
+            GuestImage::File(_) => None,
         }
+    }
+}
+
+/// `--mode` as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    Real,
+    Protected,
+    Long,
+}
+
+/// Parses `--mode`.
+pub fn parse_mode(text: &str) -> Result<ModeArg, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "real" => Ok(ModeArg::Real),
+        "protected" => Ok(ModeArg::Protected),
+        "long" => Ok(ModeArg::Long),
+        _ => Err(ConfigError::BadMode(text.to_string())),
+    }
+}
+
+/// `--mode` and `--paging` together: the mode a flat binary starts in (`None`: not given).
+pub fn flat_mode(mode: Option<ModeArg>, paging: bool) -> Result<Option<GuestMode>, ConfigError> {
+    match (mode, paging) {
+        (None, false) => Ok(None),
+        (Some(ModeArg::Real), false) => Ok(Some(GuestMode::Real)),
+        (Some(ModeArg::Protected), paging) => Ok(Some(GuestMode::Protected { paging })),
+        (Some(ModeArg::Long), false) => Ok(Some(GuestMode::Long)),
+        (_, true) => Err(ConfigError::PagingWithoutProtected),
     }
 }
 
@@ -103,6 +142,14 @@ pub struct RunConfig {
     pub verbose: bool,
     /// Print exit statistics on stderr at the end.
     pub stats: bool,
+    /// `--mode`/`--paging`: the mode of a flat binary from disk.
+    pub mode: Option<GuestMode>,
+    /// `--irqchip`: the in-kernel interrupt controller and PIT for a real-mode guest too.
+    pub irqchip: bool,
+    /// `--cmdline`: the command line of a multiboot or PVH kernel.
+    pub cmdline: Option<String>,
+    /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
+    pub terminal: bool,
 }
 
 impl RunConfig {
@@ -113,6 +160,23 @@ impl RunConfig {
             timeout: None,
             verbose: false,
             stats: false,
+            mode: None,
+            irqchip: false,
+            cmdline: None,
+            terminal: false,
+        }
+    }
+
+    /// The mode a flat binary starts in: the built-in guest's own, or `--mode`. A built-in guest
+    /// with `--mode` is an error.
+    pub fn flat_mode(&self) -> Result<Option<GuestMode>, ConfigError> {
+        match (self.guest.builtin_mode(), self.mode) {
+            (Some(own), None) => Ok(Some(own)),
+            (Some(own), Some(_)) => Err(ConfigError::ModeForBuiltin {
+                name: self.guest.name(),
+                mode: own.name(),
+            }),
+            (None, mode) => Ok(mode),
         }
     }
 }
@@ -196,6 +260,26 @@ mod tests {
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("soon").is_err());
         assert!(parse_timeout("inf").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("protected"), Ok(ModeArg::Protected));
+        assert_eq!(parse_mode("LONG"), Ok(ModeArg::Long));
+        assert!(parse_mode("unreal").is_err());
+        assert_eq!(flat_mode(None, false), Ok(None));
+        assert_eq!(
+            flat_mode(Some(ModeArg::Protected), true),
+            Ok(Some(GuestMode::Protected { paging: true }))
+        );
+        assert_eq!(
+            flat_mode(Some(ModeArg::Long), true),
+            Err(ConfigError::PagingWithoutProtected)
+        );
+        assert_eq!(
+            flat_mode(None, true),
+            Err(ConfigError::PagingWithoutProtected)
+        );
     }
 
     #[test]

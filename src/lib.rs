@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod loader;
+pub mod terminal;
 pub mod vmm;
 
 use std::borrow::Cow;
@@ -23,21 +24,19 @@ pub fn run_guest(config: &RunConfig, io: GuestIo) -> Result<RunReport, VmError> 
         GuestImage::File(path) => Cow::Owned(loader::read_image_file(path)?),
     };
     let name = config.guest.name();
-    let format = loader::ImageFormat::detect(&image);
-    if format != loader::ImageFormat::Flat {
-        return Err(loader::LoaderError::UnsupportedFormat {
-            name,
-            format: format.name(),
-        }
-        .into());
-    }
+    let flat_mode = config.flat_mode()?;
     let kvm = vmm::kvm::open_kvm()?;
     let setup = GuestSetup {
         name: &name,
         image: &image,
-        mode: config.guest.mode(),
+        load: loader::LoadOptions {
+            flat_mode,
+            cmdline: config.cmdline.as_deref(),
+        },
         memory_size: config.memory_size,
+        irqchip: config.irqchip,
         verbose: config.verbose,
+        terminal: config.terminal,
     };
     Vm::create(&kvm, &setup, io)?.run(config.timeout)
 }

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use mini_kvm::config::{GuestImage, RunConfig, parse_memory_size, parse_timeout};
+use mini_kvm::config::{
+    GuestImage, ModeArg, RunConfig, flat_mode, parse_memory_size, parse_mode, parse_timeout,
+};
 use mini_kvm::console::{GuestInput, GuestOutput};
 use mini_kvm::loader::builtin_guests;
+use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::exit::exit_code;
 use mini_kvm::vmm::kvm;
 use mini_kvm::vmm::vm::GuestIo;
@@ -60,6 +63,30 @@ The guest's EXIT status becomes mini-kvm's exit status; see the README for the o
         /// the guest vs in the VMM (e.g. mini-kvm run --stats hello).
         #[arg(long)]
         stats: bool,
+
+        /// The CPU mode a flat binary starts in: real (16-bit, the default), protected (32-bit,
+        /// flat segments) or long (64-bit, identity-mapped); loaded at 0x10000 in every mode
+        /// (e.g. mini-kvm run --mode protected ./pm.bin). Kernels (ELF, multiboot) start in the
+        /// mode their format defines.
+        #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+        mode: Option<ModeArg>,
+
+        /// With --mode protected: turn paging on, with 4 MiB pages mapping RAM at 0 and again at
+        /// 0x80000000 (e.g. mini-kvm run --mode protected --paging ./pg.bin). Needs a host KVM
+        /// with 32-bit paging: kvm_intel or kvm_amd, not kvm_pvm.
+        #[arg(long)]
+        paging: bool,
+
+        /// Give a real-mode flat binary the in-kernel interrupt controller (PIC, IOAPIC, local
+        /// APIC) and the PIT timer; every other guest has them anyway (e.g. mini-kvm run
+        /// --irqchip ./timer.bin).
+        #[arg(long)]
+        irqchip: bool,
+
+        /// The command line of a multiboot or PVH kernel, handed over in its boot information
+        /// (e.g. mini-kvm run --mem 4M --cmdline "console=ttyS0 debug" ./kernel.elf).
+        #[arg(long, value_name = "TEXT")]
+        cmdline: Option<String>,
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
@@ -78,9 +105,17 @@ fn main() -> ExitCode {
             timeout,
             verbose,
             stats,
+            mode,
+            paging,
+            irqchip,
+            cmdline,
         } => {
             let guest = match GuestImage::resolve(&guest) {
                 Ok(guest) => guest,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let mode = match flat_mode(mode, paging) {
+                Ok(mode) => mode,
                 Err(error) => return fail(&error.to_string()),
             };
             let config = RunConfig {
@@ -88,9 +123,16 @@ fn main() -> ExitCode {
                 timeout,
                 verbose,
                 stats,
+                mode,
+                irqchip,
+                cmdline,
+                terminal: terminal::stdin_is_terminal(),
                 ..RunConfig::new(guest)
             };
-            run(&config)
+            let status = run(&config);
+            // Whatever happened, the user's terminal leaves as it came.
+            terminal::restore();
+            status
         }
     }
 }
@@ -107,15 +149,25 @@ fn list() {
 }
 
 fn run(config: &RunConfig) -> ExitCode {
+    // From a terminal, the input goes through the Ctrl-A key filter (src/terminal.rs).
+    let input = if config.terminal {
+        GuestInput::from_reader(Box::new(TerminalInput::stdin()))
+    } else {
+        GuestInput::stdin()
+    };
     let io = GuestIo {
         output: GuestOutput::stdout(),
-        input: GuestInput::stdin(),
+        input,
     };
     let name = config.guest.name();
     let report = match mini_kvm::run_guest(config, io) {
         Ok(report) => report,
-        Err(error) => return fail(&error.to_string()),
+        Err(error) => {
+            terminal::restore();
+            return fail(&error.to_string());
+        }
     };
+    terminal::restore();
     if let Some(message) = report.outcome.report(&name) {
         eprintln!("{message}");
     }
