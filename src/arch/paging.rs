@@ -34,7 +34,7 @@ pub fn write_pse_tables(memory: &GuestMemoryMmap, ram_size: u64) -> Result<u64, 
     let mut directory = [0u32; 1024];
     let alias_first = (HIGH_ALIAS / PAGE_4M) as usize;
     for (index, page) in (0..mapped.div_ceil(PAGE_4M)).enumerate() {
-        let entry = (page * PAGE_4M | LARGE_PAGE | WRITABLE | PRESENT) as u32;
+        let entry = ((page * PAGE_4M) | LARGE_PAGE | WRITABLE | PRESENT) as u32;
         directory[index] = entry;
         directory[alias_first + index] = entry;
     }

@@ -127,7 +127,8 @@ impl Vm {
         // 4. Guest RAM: map it in our process, load the image, give it to KVM as slot 0.
         let memory = create_guest_memory(setup.memory_size)?;
         let entry = loader::load(&memory, setup.name, setup.image, &setup.load)?;
-        if setup.verbose {
+        // (Real mode, the default, goes unmentioned: its traces stay as they were.)
+        if setup.verbose && entry.mode != GuestMode::Real {
             eprintln!(
                 "mini-kvm: '{}' is a {}: starting in {}",
                 setup.name,
