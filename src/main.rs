@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest: a built-in one by name, or a flat real-mode binary by path.
+    /// Run a guest: a built-in one by name, or an image file by path (a flat binary, an ELF32 or
+    /// ELF64 kernel, a PVH or multiboot kernel; told apart by content).
     #[command(after_help = "\
 Examples:
   mini-kvm run hello                       a built-in guest (see `mini-kvm list`)
@@ -38,11 +39,16 @@ Examples:
   mini-kvm run --verbose counter           trace every VM exit on stderr
   mini-kvm run --stats matrix              exit statistics on stderr at the end
   mini-kvm run --mem 4M --timeout 2.5 x.bin
+  mini-kvm run interrupts                  timer ticks, then type a line (Ctrl-A x quits)
+  mini-kvm run --mode protected ./pm.bin   a flat binary in 32-bit protected mode
+  mini-kvm run --mode long ./lm.bin        a flat binary in 64-bit long mode
+  mini-kvm run --irqchip ./timer.bin       real mode with the PIC and the PIT
+  mini-kvm run --mem 4M --cmdline \"debug\" ./kernel.elf   a multiboot or PVH kernel
 
 The guest's EXIT status becomes mini-kvm's exit status; see the README for the others
 (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled exit).")]
     Run {
-        /// A built-in guest's name, or the path of a flat binary (e.g. ./guest.bin).
+        /// A built-in guest's name, or the path of an image file (e.g. ./guest.bin, ./kernel.elf).
         guest: String,
 
         /// Guest RAM: bytes, or a number with K, M or G (e.g. --mem 1M, --mem 64M).
