@@ -33,6 +33,15 @@ pub enum ConfigError {
         list = builtin_names()
     )]
     UnknownGuest { name: String },
+    #[error("'{0}' is not a CPU mode: give real, protected or long")]
+    BadMode(String),
+    #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
+    PagingWithoutProtected,
+    #[error(
+        "'{name}' is a built-in guest that starts in {mode}: --mode and --paging apply to flat \
+         binaries from disk"
+    )]
+    ModeForBuiltin { name: String, mode: &'static str },
 }
 
 fn builtin_names() -> String {
@@ -88,10 +97,11 @@ impl GuestImage {
         }
     }
 
-    pub fn mode(&self) -> GuestMode {
+    /// The built-in guest's own mode; `None` for a file (its format or `--mode` decides).
+    pub fn builtin_mode(&self) -> Option<GuestMode> {
         match self {
-            GuestImage::Builtin(guest) => guest.mode,
-            GuestImage::File(_) => GuestMode::Real,
+            GuestImage::Builtin(guest) => Some(guest.mode),
+            GuestImage::File(_) => None,
         }
     }
 }
@@ -111,6 +121,35 @@ pub enum OutputStyle {
     Tui,
 }
 
+/// `--mode` as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeArg {
+    Real,
+    Protected,
+    Long,
+}
+
+/// Parses `--mode`.
+pub fn parse_mode(text: &str) -> Result<ModeArg, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "real" => Ok(ModeArg::Real),
+        "protected" => Ok(ModeArg::Protected),
+        "long" => Ok(ModeArg::Long),
+        _ => Err(ConfigError::BadMode(text.to_string())),
+    }
+}
+
+/// `--mode` and `--paging` together: the mode a flat binary starts in (`None`: not given).
+pub fn flat_mode(mode: Option<ModeArg>, paging: bool) -> Result<Option<GuestMode>, ConfigError> {
+    match (mode, paging) {
+        (None, false) => Ok(None),
+        (Some(ModeArg::Real), false) => Ok(Some(GuestMode::Real)),
+        (Some(ModeArg::Protected), paging) => Ok(Some(GuestMode::Protected { paging })),
+        (Some(ModeArg::Long), false) => Ok(Some(GuestMode::Long)),
+        (_, true) => Err(ConfigError::PagingWithoutProtected),
+    }
+}
+
 /// One run of one or more guests, each in its own VM.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -128,6 +167,14 @@ pub struct RunConfig {
     pub colour: bool,
     /// The guest (0-based) that gets stdin; the others see end of input at once.
     pub input_guest: usize,
+    /// `--mode`/`--paging`: the mode of a flat binary from disk.
+    pub mode: Option<GuestMode>,
+    /// `--irqchip`: the in-kernel interrupt controller and PIT for a real-mode guest too.
+    pub irqchip: bool,
+    /// `--cmdline`: the command line of a multiboot or PVH kernel.
+    pub cmdline: Option<String>,
+    /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
+    pub terminal: bool,
 }
 
 impl RunConfig {
@@ -141,6 +188,23 @@ impl RunConfig {
             output: OutputStyle::Lines,
             colour: false,
             input_guest: 0,
+            mode: None,
+            irqchip: false,
+            cmdline: None,
+            terminal: false,
+        }
+    }
+
+    /// The mode a flat binary starts in: the built-in guest's own, or `--mode`. A built-in guest
+    /// with `--mode` is an error.
+    pub fn flat_mode(&self, guest: &GuestImage) -> Result<Option<GuestMode>, ConfigError> {
+        match (guest.builtin_mode(), self.mode) {
+            (Some(own), None) => Ok(Some(own)),
+            (Some(own), Some(_)) => Err(ConfigError::ModeForBuiltin {
+                name: guest.name(),
+                mode: own.name(),
+            }),
+            (None, mode) => Ok(mode),
         }
     }
 
@@ -284,6 +348,26 @@ mod tests {
             Err(ConfigError::TooManyGuests(MAX_GUESTS + 1))
         );
         assert!(!RunConfig::new(vec![hello()]).labelled());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("protected"), Ok(ModeArg::Protected));
+        assert_eq!(parse_mode("LONG"), Ok(ModeArg::Long));
+        assert!(parse_mode("unreal").is_err());
+        assert_eq!(flat_mode(None, false), Ok(None));
+        assert_eq!(
+            flat_mode(Some(ModeArg::Protected), true),
+            Ok(Some(GuestMode::Protected { paging: true }))
+        );
+        assert_eq!(
+            flat_mode(Some(ModeArg::Long), true),
+            Err(ConfigError::PagingWithoutProtected)
+        );
+        assert_eq!(
+            flat_mode(None, true),
+            Err(ConfigError::PagingWithoutProtected)
+        );
     }
 
     #[test]

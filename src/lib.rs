@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod devices;
 pub mod loader;
+pub mod terminal;
 pub mod tui;
 pub mod vmm;
 

@@ -9,10 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use mini_kvm::config::{
-    GuestImage, OutputStyle, RunConfig, parse_memory_size, parse_timeout, use_colour,
+    GuestImage, ModeArg, OutputStyle, RunConfig, flat_mode, parse_memory_size, parse_mode,
+    parse_timeout, use_colour,
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
+use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::exit::exit_code;
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm;
@@ -31,8 +33,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run guests: built-in ones by name, flat real-mode binaries by path. Several guests run at
-    /// once, each in its own VM.
+    /// Run guests: built-in ones by name, image files by path (a flat binary, an ELF32 or ELF64
+    /// kernel, a PVH or multiboot kernel; told apart by content). Several guests run at once,
+    /// each in its own VM.
     #[command(after_help = "\
 Examples:
   mini-kvm run hello                       a built-in guest (see `mini-kvm list`)
@@ -43,12 +46,18 @@ Examples:
   mini-kvm run --verbose counter           trace every VM exit on stderr
   mini-kvm run --stats matrix              exit statistics on stderr at the end
   mini-kvm run --mem 4M --timeout 2.5 x.bin
+  mini-kvm run interrupts                  timer ticks, then type a line (Ctrl-A x quits)
+  mini-kvm run --mode protected ./pm.bin   a flat binary in 32-bit protected mode
+  mini-kvm run --mode long ./lm.bin        a flat binary in 64-bit long mode
+  mini-kvm run --irqchip ./timer.bin       real mode with the PIC and the PIT
+  mini-kvm run --mem 4M --cmdline \"debug\" ./kernel.elf   a multiboot or PVH kernel
 
 The exit status is the guest's EXIT status (with several guests: the first non-zero one); see
 the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
 exit, 130 stopped from the --tui view).")]
     Run {
-        /// Built-in guest names or paths of flat binaries (e.g. hello ./guest.bin); up to 64.
+        /// Built-in guest names or paths of image files (e.g. hello ./guest.bin ./kernel.elf);
+        /// up to 64.
         #[arg(required = true, value_name = "GUEST")]
         guests: Vec<String>,
 
@@ -91,6 +100,30 @@ exit, 130 stopped from the --tui view).")]
         /// others see end of input at once. Default: the first guest.
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         input: u16,
+
+        /// The CPU mode a flat binary starts in: real (16-bit, the default), protected (32-bit,
+        /// flat segments) or long (64-bit, identity-mapped); loaded at 0x10000 in every mode
+        /// (e.g. mini-kvm run --mode protected ./pm.bin). Kernels (ELF, multiboot) start in the
+        /// mode their format defines.
+        #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+        mode: Option<ModeArg>,
+
+        /// With --mode protected: turn paging on, with 4 MiB pages mapping RAM at 0 and again at
+        /// 0x80000000 (e.g. mini-kvm run --mode protected --paging ./pg.bin). Needs a host KVM
+        /// with 32-bit paging: kvm_intel or kvm_amd, not kvm_pvm.
+        #[arg(long)]
+        paging: bool,
+
+        /// Give a real-mode flat binary the in-kernel interrupt controller (PIC, IOAPIC, local
+        /// APIC) and the PIT timer; every other guest has them anyway (e.g. mini-kvm run
+        /// --irqchip ./timer.bin).
+        #[arg(long)]
+        irqchip: bool,
+
+        /// The command line of a multiboot or PVH kernel, handed over in its boot information
+        /// (e.g. mini-kvm run --mem 4M --cmdline "console=ttyS0 debug" ./kernel.elf).
+        #[arg(long, value_name = "TEXT")]
+        cmdline: Option<String>,
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
@@ -113,6 +146,10 @@ fn main() -> ExitCode {
             tui,
             no_color,
             input,
+            mode,
+            paging,
+            irqchip,
+            cmdline,
         } => {
             let guests = match guests
                 .iter()
@@ -120,6 +157,10 @@ fn main() -> ExitCode {
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(guests) => guests,
+                Err(error) => return fail(&error.to_string()),
+            };
+            let mode = match flat_mode(mode, paging) {
+                Ok(mode) => mode,
                 Err(error) => return fail(&error.to_string()),
             };
             let output = match (raw, tui) {
@@ -140,12 +181,20 @@ fn main() -> ExitCode {
                     no_color_env.as_deref(),
                 ),
                 input_guest: usize::from(input) - 1,
+                mode,
+                irqchip,
+                cmdline,
+                // The --tui view owns the terminal itself.
+                terminal: terminal::stdin_is_terminal() && output != OutputStyle::Tui,
                 ..RunConfig::new(guests)
             };
             if let Err(error) = config.validate() {
                 return fail(&error.to_string());
             }
-            run(&config)
+            let status = run(&config);
+            // Whatever happened, the user's terminal leaves as it came.
+            terminal::restore();
+            status
         }
     }
 }
@@ -166,9 +215,17 @@ fn run(config: &RunConfig) -> ExitCode {
     let results = if config.output == OutputStyle::Tui {
         mini_kvm::tui::run(config)
     } else {
-        let consoles = mini_kvm::shared_consoles(config, stdout_sink(), GuestInput::stdin());
+        // From a terminal, the input goes through the Ctrl-A key filter (src/terminal.rs).
+        let input = if config.terminal {
+            GuestInput::from_reader(Box::new(TerminalInput::stdin()))
+        } else {
+            GuestInput::stdin()
+        };
+        let consoles = mini_kvm::shared_consoles(config, stdout_sink(), input);
         mini_kvm::run_guests(config, consoles, &cancel)
     };
+    // Raw mode ends before the reports, so that they print as normal lines.
+    terminal::restore();
     let results = match results {
         Ok(results) => results,
         Err(error) => return fail(&error.to_string()),

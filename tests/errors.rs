@@ -125,7 +125,8 @@ fn unknown_guest_lists_the_builtin_names() {
         &run,
         SETUP_ERROR,
         "mini-kvm: error: unknown guest 'nosuch': the built-in guests are counter, echo, \
-         fibonacci, hctest, hello, matrix, minimal, multiplication, multiplication_short; \
+         fibonacci, hctest, hello, matrix, minimal, multiplication, multiplication_short, \
+         interrupts, pm_hello, pm_paging, long_hello; \
          to run a file, give its path (e.g. ./nosuch)",
     );
 }
@@ -224,7 +225,7 @@ fn image_larger_than_guest_memory() {
 }
 
 #[test]
-fn elf_files_are_not_flat_binaries() {
+fn an_elf_file_of_no_known_class_is_refused() {
     require_kvm();
     let dir = scratch("elf");
     let image = dir.join("kernel.elf");
@@ -235,8 +236,8 @@ fn elf_files_are_not_flat_binaries() {
     assert_error(
         &run,
         SETUP_ERROR,
-        "mini-kvm: error: kernel.elf is an ELF file: this version of mini-kvm runs only flat \
-         binaries",
+        "mini-kvm: error: kernel.elf is not an ELF executable mini-kvm can load: its class (byte 4) \
+         is neither 1 (ELF32) nor 2 (ELF64)",
     );
 }
 

@@ -1,5 +1,17 @@
-//! x86 CPU state, nothing else: how the registers look when a guest starts in each mode.
+//! x86 CPU state, nothing else: how the registers look when a guest starts in each mode, and the
+//! descriptor and page tables that state points at.
 
+pub mod cpuid;
+pub mod gdt;
 pub mod modes;
+pub mod paging;
+
+use thiserror::Error;
 
 pub use modes::CpuMode;
+
+#[derive(Debug, Error)]
+pub enum ArchError {
+    #[error("cannot write the VMM's tables into guest memory: {0}")]
+    Write(#[from] vm_memory::GuestMemoryError),
+}

@@ -3,8 +3,21 @@
 
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
+use super::gdt::{self, GDT_LIMIT};
+use crate::vmm::memory::GDT_ADDRESS;
+
 /// CR0.PE: protected mode enable.
 pub const CR0_PE: u64 = 1 << 0;
+/// CR0.ET: "extension type", hard-wired to 1 since the 486.
+pub const CR0_ET: u64 = 1 << 4;
+/// CR0.PG: paging enabled.
+pub const CR0_PG: u64 = 1 << 31;
+/// CR4.PSE: 4 MiB pages in 32-bit paging.
+pub const CR4_PSE: u64 = 1 << 4;
+/// CR4.PAE: 64-bit page table entries (required for long mode).
+pub const CR4_PAE: u64 = 1 << 5;
+/// EFER.LME: long mode enable.
+pub const EFER_LME: u64 = 1 << 8;
 /// EFER.LMA: long mode active.
 pub const EFER_LMA: u64 = 1 << 10;
 /// RFLAGS bit 1 is reserved and always reads as 1.
@@ -111,4 +124,86 @@ pub fn setup_real_mode(sregs: &mut kvm_sregs, regs: &mut kvm_regs, segment: u16)
         rflags: RFLAGS_RESERVED,
         ..Default::default()
     };
+}
+
+/// Where a guest that does not start in real mode begins, and what it finds in its registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRegisters {
+    /// EIP/RIP: the entry point (a linear address; segments are flat).
+    pub entry: u64,
+    /// ESP/RSP.
+    pub stack: u64,
+    /// EAX and EBX: boot protocols pass a magic number and an info pointer in them.
+    pub rax: u64,
+    pub rbx: u64,
+}
+
+/// Flat segments from the VMM's GDT, GDTR and TR (the parts shared by 32- and 64-bit entry).
+fn load_flat_segments(sregs: &mut kvm_sregs, code: kvm_segment, data: kvm_segment) {
+    sregs.cs = code;
+    for data_segment in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *data_segment = data;
+    }
+    sregs.gdt.base = GDT_ADDRESS;
+    sregs.gdt.limit = GDT_LIMIT;
+    // Hardware KVM refuses to enter protected mode with an unusable task register.
+    sregs.tr = gdt::task_register();
+}
+
+fn entry_regs(entry: &EntryRegisters) -> kvm_regs {
+    kvm_regs {
+        rip: entry.entry,
+        rsp: entry.stack,
+        rax: entry.rax,
+        rbx: entry.rbx,
+        // Interrupts off: the guest turns them on once it has an IDT.
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    }
+}
+
+/// 32-bit protected mode, flat 4 GiB segments. `page_directory` (CR3) turns on paging with
+/// 4 MiB pages (src/arch/paging.rs); `None` leaves paging off.
+pub fn setup_protected_mode(
+    sregs: &mut kvm_sregs,
+    regs: &mut kvm_regs,
+    entry: &EntryRegisters,
+    page_directory: Option<u64>,
+) {
+    let (code, data) = gdt::protected_mode_segments();
+    load_flat_segments(sregs, code, data);
+    sregs.efer = 0;
+    sregs.cr0 = CR0_PE | CR0_ET;
+    sregs.cr4 = 0;
+    sregs.cr3 = 0;
+    if let Some(cr3) = page_directory {
+        sregs.cr3 = cr3;
+        sregs.cr4 = CR4_PSE;
+        sregs.cr0 |= CR0_PG;
+    }
+    *regs = entry_regs(entry);
+}
+
+/// 64-bit long mode: PAE paging with the 4-level tables at `pml4`, EFER.LME and LMA, a 64-bit
+/// code segment. KVM takes this state in one `KVM_SET_SREGS`; a real CPU would have to get there
+/// step by step through protected mode (guests/long/long_hello.S explains the steps).
+pub fn setup_long_mode(
+    sregs: &mut kvm_sregs,
+    regs: &mut kvm_regs,
+    entry: &EntryRegisters,
+    pml4: u64,
+) {
+    let (_, data) = gdt::protected_mode_segments();
+    load_flat_segments(sregs, gdt::long_mode_code_segment(), data);
+    sregs.cr3 = pml4;
+    sregs.cr4 = CR4_PAE;
+    sregs.cr0 = CR0_PE | CR0_ET | CR0_PG;
+    sregs.efer = EFER_LME | EFER_LMA;
+    *regs = entry_regs(entry);
 }

@@ -1,49 +1,214 @@
-//! The i8042 keyboard controller, ports 0x60 (data) and 0x64 (status/command).
+//! The i8042 keyboard controller: ports 0x60 (data) and 0x64 (status / command), IRQ 1.
 //!
-//! For now only its reset line is modelled (vm-superio's `I8042Device`): writing 0xFE to port
-//! 0x64 pulses the CPU reset line, which mini-kvm treats as the guest asking to reboot: the
-//! guest is stopped. The keyboard itself (scancodes, IRQ 1) is not modelled yet.
+//! The guest's input bytes (stdin) become key presses: [`KeyboardEncoder`] turns them into set-1
+//! scancodes, make and break, which the guest reads one at a time from port 0x60. Status bit 0
+//! ("output buffer full") tells it a byte is waiting; with the keyboard interrupt enabled
+//! (command byte bit 0, on at reset here as a BIOS would leave it) each byte that reaches the
+//! output buffer raises IRQ 1.
+//!
+//! **Who gets stdin?** The keyboard takes the guest's input from the guest's first access to the
+//! controller on: an input thread then waits for stdin (blocked, no polling), encodes what
+//! arrives and raises IRQ 1, which wakes a guest halted in `hlt`. A guest that never touches the
+//! keyboard leaves its input to the UART and the hypercalls.
+//!
+//! Writing 0xFE to port 0x64 pulses the CPU reset line (so does clearing bit 0 of the output port
+//! through command 0xD1): mini-kvm stops the guest as a reboot.
+//!
+//! Simplifications: no mouse port (its commands are accepted and ignored), no typematic repeat,
+//! and disabling the keyboard interface (0xAD) does not hold keys back.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use vm_superio::{I8042Device, Trigger};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
 
 use super::bus::{GuestCpu, GuestStop, IoAction, PortIoDevice};
+use super::irq::IrqLine;
+use super::scancodes::KeyboardEncoder;
+use crate::console::{GuestInput, InputWait};
 
 pub const I8042_DATA_PORT: u16 = 0x60;
 pub const I8042_COMMAND_PORT: u16 = 0x64;
 
-/// Records that the guest pulled the reset line.
-#[derive(Clone, Default)]
-struct ResetLine(Arc<AtomicBool>);
+/// Status register bits.
+const STATUS_OUTPUT_FULL: u8 = 0x01;
+const STATUS_SYSTEM_FLAG: u8 = 0x04; // set once the controller passed its self-test
+const STATUS_LAST_WAS_COMMAND: u8 = 0x08;
+const STATUS_NOT_INHIBITED: u8 = 0x10;
 
-impl Trigger for ResetLine {
-    type E = std::convert::Infallible;
-    fn trigger(&self) -> Result<(), Self::E> {
-        self.0.store(true, Ordering::Relaxed);
-        Ok(())
+/// Command byte bits.
+const COMMAND_KEYBOARD_INTERRUPT: u8 = 0x01;
+/// At reset: keyboard interrupt on, system flag, scancode translation (set 1).
+const DEFAULT_COMMAND_BYTE: u8 = 0x45;
+
+/// Keyboard replies.
+const ACK: u8 = 0xfa;
+const SELF_TEST_PASSED: u8 = 0xaa;
+
+/// A command whose data byte comes next on port 0x60.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    WriteCommandByte,
+    WriteOutputPort,
+    /// A keyboard command with one argument (LEDs, typematic rate, scancode set).
+    KeyboardArgument(u8),
+}
+
+/// The controller's state, shared with the input thread.
+struct Controller {
+    /// Bytes for the guest: scancodes and replies. The first one is "in the output buffer".
+    output: VecDeque<u8>,
+    /// What port 0x60 returns when the buffer is empty: the last byte read.
+    last_read: u8,
+    command_byte: u8,
+    pending: Option<Pending>,
+    last_was_command: bool,
+    irq: IrqLine,
+}
+
+impl Controller {
+    fn interrupts_enabled(&self) -> bool {
+        self.command_byte & COMMAND_KEYBOARD_INTERRUPT != 0
+    }
+
+    /// Queues bytes for the guest; if the output buffer was empty, the first one is now in it.
+    fn push(&mut self, bytes: &[u8]) {
+        let was_empty = self.output.is_empty();
+        self.output.extend(bytes);
+        if was_empty && !bytes.is_empty() && self.interrupts_enabled() {
+            self.irq.raise();
+        }
+    }
+
+    fn read_data(&mut self) -> u8 {
+        if let Some(byte) = self.output.pop_front() {
+            self.last_read = byte;
+            // The next byte moves into the output buffer: another interrupt.
+            if !self.output.is_empty() && self.interrupts_enabled() {
+                self.irq.raise();
+            }
+        }
+        self.last_read
+    }
+
+    fn status(&self) -> u8 {
+        let mut status = STATUS_SYSTEM_FLAG | STATUS_NOT_INHIBITED;
+        if !self.output.is_empty() {
+            status |= STATUS_OUTPUT_FULL;
+        }
+        if self.last_was_command {
+            status |= STATUS_LAST_WAS_COMMAND;
+        }
+        status
+    }
+
+    /// A controller command (port 0x64). Returns true when the guest pulled the reset line.
+    fn command(&mut self, command: u8) -> bool {
+        self.last_was_command = true;
+        match command {
+            0x20 => self.push(&[self.command_byte]),
+            0x60 => self.pending = Some(Pending::WriteCommandByte),
+            0xaa => self.push(&[0x55]), // controller self-test: passed
+            0xab | 0xa9 => self.push(&[0x00]), // keyboard / mouse port test: no error
+            0xd0 => self.push(&[0x03]), // output port: reset line high, A20 on
+            0xd1 => self.pending = Some(Pending::WriteOutputPort),
+            // 0xF0-0xFF pulse output port lines for 6 µs; bit 0 clear means the reset line.
+            0xf0..=0xff => return command & 1 == 0,
+            // 0xA7/0xA8 (mouse port), 0xAD/0xAE (keyboard interface) and the rest: accepted.
+            _ => {}
+        }
+        false
+    }
+
+    /// A byte on port 0x60: a command's data, or a command for the keyboard itself.
+    /// Returns true when the guest pulled the reset line.
+    fn data(&mut self, value: u8) -> bool {
+        self.last_was_command = false;
+        match self.pending.take() {
+            Some(Pending::WriteCommandByte) => self.command_byte = value,
+            Some(Pending::WriteOutputPort) => return value & 1 == 0,
+            Some(Pending::KeyboardArgument(0xf0)) if value == 0 => self.push(&[ACK, 0x41]),
+            Some(Pending::KeyboardArgument(_)) => self.push(&[ACK]),
+            None => match value {
+                0xff => self.push(&[ACK, SELF_TEST_PASSED]), // reset
+                0xf2 => self.push(&[ACK, 0xab, 0x41]),       // identify: MF2, translated
+                0xee => self.push(&[0xee]),                  // echo
+                0xed | 0xf3 | 0xf0 => {
+                    self.pending = Some(Pending::KeyboardArgument(value));
+                    self.push(&[ACK]);
+                }
+                _ => self.push(&[ACK]), // enable / disable scanning, defaults, ...
+            },
+        }
+        false
     }
 }
 
+fn lock(controller: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
+    controller
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Called once, when the guest first uses the keyboard (src/vmm/vm.rs puts the terminal in raw
+/// mode there).
+pub type OnKeyboardClaimed = Box<dyn FnOnce() + Send>;
+
 pub struct I8042 {
-    controller: I8042Device<ResetLine>,
-    reset: ResetLine,
+    controller: Arc<Mutex<Controller>>,
+    input: GuestInput,
+    /// Taken when the input thread starts: the keyboard then owns the guest's input.
+    on_claimed: Option<OnKeyboardClaimed>,
+    claimed: bool,
 }
 
 impl I8042 {
-    pub fn new() -> I8042 {
-        let reset = ResetLine::default();
+    pub fn new(input: GuestInput, irq: IrqLine) -> I8042 {
         I8042 {
-            controller: I8042Device::new(reset.clone()),
-            reset,
+            controller: Arc::new(Mutex::new(Controller {
+                output: VecDeque::new(),
+                last_read: 0,
+                command_byte: DEFAULT_COMMAND_BYTE,
+                pending: None,
+                last_was_command: false,
+                irq,
+            })),
+            input,
+            on_claimed: None,
+            claimed: false,
         }
     }
-}
 
-impl Default for I8042 {
-    fn default() -> Self {
-        I8042::new()
+    /// Runs `callback` when the guest first uses the keyboard.
+    pub fn on_keyboard_claimed(mut self, callback: OnKeyboardClaimed) -> I8042 {
+        self.on_claimed = Some(callback);
+        self
+    }
+
+    /// The guest uses the keyboard: from now on its input arrives as key presses.
+    fn claim_keyboard(&mut self) {
+        if std::mem::replace(&mut self.claimed, true) {
+            return;
+        }
+        if let Some(callback) = self.on_claimed.take() {
+            callback();
+        }
+        let controller = Arc::clone(&self.controller);
+        let input = self.input.clone();
+        // If the thread cannot start, the keyboard stays silent; the guest runs on.
+        let _ = thread::Builder::new()
+            .name("keyboard-input".into())
+            .spawn(move || {
+                let mut encoder = KeyboardEncoder::new();
+                let mut chunk = [0u8; 256];
+                let mut scancodes = Vec::new();
+                // Ends at the end of input, or when the guest ends (Vm::run cancels the input).
+                while let InputWait::Read(n) = input.read_blocking(&mut chunk) {
+                    scancodes.clear();
+                    encoder.encode(&chunk[..n], &mut scancodes);
+                    encoder.end_of_chunk(&mut scancodes);
+                    lock(&controller).push(&scancodes);
+                }
+            });
     }
 }
 
@@ -53,21 +218,76 @@ impl PortIoDevice for I8042 {
     }
 
     fn read(&mut self, port: u16, data: &mut [u8]) {
-        let value = self.controller.read((port - I8042_DATA_PORT) as u8);
+        self.claim_keyboard();
+        let mut controller = lock(&self.controller);
         data.fill(0);
-        data[0] = value;
+        data[0] = if port == I8042_DATA_PORT {
+            controller.read_data()
+        } else {
+            controller.status()
+        };
     }
 
     fn write(&mut self, port: u16, data: &[u8], _cpu: &mut dyn GuestCpu) -> IoAction {
         let Some(&value) = data.first() else {
             return IoAction::Continue;
         };
-        // The only error vm-superio can return here is from our trigger, which cannot fail.
-        let _ = self.controller.write((port - I8042_DATA_PORT) as u8, value);
-        if self.reset.0.swap(false, Ordering::Relaxed) {
+        let is_reset_pulse = port == I8042_COMMAND_PORT && value == 0xfe;
+        if !is_reset_pulse {
+            self.claim_keyboard();
+        }
+        let mut controller = lock(&self.controller);
+        let reset = if port == I8042_DATA_PORT {
+            controller.data(value)
+        } else {
+            controller.command(value)
+        };
+        if reset {
             IoAction::Stop(GuestStop::Reboot)
         } else {
             IoAction::Continue
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn controller() -> Controller {
+        Controller {
+            output: VecDeque::new(),
+            last_read: 0,
+            command_byte: DEFAULT_COMMAND_BYTE,
+            pending: None,
+            last_was_command: false,
+            irq: IrqLine::disconnected(1),
+        }
+    }
+
+    #[test]
+    fn status_shows_a_waiting_byte() {
+        let mut c = controller();
+        assert_eq!(c.status() & STATUS_OUTPUT_FULL, 0);
+        c.push(&[0x1e, 0x9e]);
+        assert_eq!(c.status() & STATUS_OUTPUT_FULL, STATUS_OUTPUT_FULL);
+        assert_eq!(c.read_data(), 0x1e);
+        assert_eq!(c.read_data(), 0x9e);
+        assert_eq!(c.status() & STATUS_OUTPUT_FULL, 0);
+    }
+
+    #[test]
+    fn commands_and_reset() {
+        let mut c = controller();
+        assert!(!c.command(0x20));
+        assert_eq!(c.read_data(), DEFAULT_COMMAND_BYTE);
+        assert!(!c.command(0x60));
+        assert!(!c.data(0x44));
+        assert_eq!(c.command_byte, 0x44);
+        assert!(!c.data(0xff));
+        assert_eq!((c.read_data(), c.read_data()), (ACK, SELF_TEST_PASSED));
+        assert!(c.command(0xfe));
+        assert!(!c.command(0xd1));
+        assert!(c.data(0xfe));
     }
 }

@@ -1,9 +1,37 @@
-//! Flat binaries: raw machine code copied to a fixed load address.
+//! Flat binaries: raw machine code copied to a fixed load address, 0x10000 in every mode.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use super::LoaderError;
-use crate::vmm::memory::{REAL_MODE_ADDRESS_LIMIT, REAL_MODE_LOAD_ADDRESS};
+use super::{GuestMode, LoaderError};
+use crate::vmm::memory::{FLAT_LOAD_ADDRESS, REAL_MODE_ADDRESS_LIMIT, REAL_MODE_LOAD_ADDRESS};
+
+/// Copies a flat image to 0x10000 for a guest starting in `mode`.
+pub fn load_flat_image(
+    memory: &GuestMemoryMmap,
+    name: &str,
+    image: &[u8],
+    mode: GuestMode,
+) -> Result<(), LoaderError> {
+    if mode == GuestMode::Real {
+        return load_real_mode_image(memory, name, image);
+    }
+    // Protected and long mode reach all of RAM: only its end limits the image.
+    let ram_end = memory.last_addr().0 + 1;
+    let room = ram_end - FLAT_LOAD_ADDRESS;
+    if image.len() as u64 > room {
+        return Err(LoaderError::TooLarge {
+            name: name.to_string(),
+            size: image.len() as u64,
+            room,
+            load_address: FLAT_LOAD_ADDRESS,
+            limit: ram_end,
+            limit_what: "the end of guest RAM",
+            hint: ": give the guest more memory with --mem",
+        });
+    }
+    memory.write_slice(image, GuestAddress(FLAT_LOAD_ADDRESS))?;
+    Ok(())
+}
 
 /// Copies a real-mode flat image to 0x10000. It must fit below 1 MiB (the most real mode can
 /// address) and inside guest RAM.

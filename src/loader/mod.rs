@@ -1,15 +1,27 @@
-//! What goes into guest memory, nothing else: built-in guests, image format detection, and
-//! placing an image at its load address.
+//! What goes into guest memory, nothing else: built-in guests, image format detection, placing
+//! an image at its load address, and the boot information a kernel is handed.
+//!
+//! [`load`] is the one entry point: it tells the format from the content and returns where and in
+//! which CPU mode the guest starts ([`Entry`]); src/vmm/vm.rs turns that into registers.
 
 pub mod builtin;
 pub mod detect;
+pub mod elf;
 pub mod flat;
+pub mod multiboot;
+pub mod pvh;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+use crate::arch::modes::EntryRegisters;
+use crate::vmm::memory::{
+    BOOT_INFO_ADDRESS, BOOT_INFO_SIZE, FLAT_LOAD_ADDRESS, INITIAL_STACK_TOP, VMM_TABLES_END,
+    VMM_TABLES_START,
+};
 pub use builtin::{BuiltinGuest, GuestMode, builtin_guest, builtin_guests};
 pub use detect::ImageFormat;
 
@@ -37,8 +49,54 @@ pub enum LoaderError {
         limit_what: &'static str,
         hint: &'static str,
     },
-    #[error("{name} is {format}: this version of mini-kvm runs only flat binaries")]
+    #[error("{name} is {format}: this version of mini-kvm cannot run it")]
     UnsupportedFormat { name: String, format: &'static str },
+    #[error(
+        "{name} is {format}, which starts in the mode its format defines: --mode and --paging \
+         apply only to flat binaries"
+    )]
+    ModeForKernel { name: String, format: &'static str },
+    #[error("{name} is {format}: --cmdline applies only to multiboot and PVH kernels")]
+    CmdlineNotSupported { name: String, format: &'static str },
+    #[error("the command line is {len} bytes: at most {max} fit in the boot information page")]
+    CmdlineTooLong { len: usize, max: u64 },
+    #[error(
+        "{name} is an ELF{class} file for {machine}, not for x86: mini-kvm runs x86 guests only"
+    )]
+    ForeignElf {
+        name: String,
+        class: u32,
+        machine: String,
+    },
+    #[error("{name} is not an ELF executable mini-kvm can load: {reason}")]
+    BadElf { name: String, reason: &'static str },
+    #[error(
+        "{name} does not fit in guest memory: it loads {start:#x}-{end:#x}, but guest RAM ends at \
+         {ram_end:#x}: give the guest more memory with --mem (e.g. --mem {suggest}M)"
+    )]
+    OutsideMemory {
+        name: String,
+        start: u64,
+        end: u64,
+        ram_end: u64,
+        suggest: u64,
+    },
+    #[error(
+        "{name} loads {start:#x}-{end:#x}, overlapping the VMM's own tables at \
+         {tables_start:#x}-{tables_end:#x} (GDT, TSS, boot information, page tables; see \
+         docs/memory-map.md): link it at {tables_end:#x} or above (1 MiB is usual for kernels)",
+        tables_start = VMM_TABLES_START,
+        tables_end = VMM_TABLES_END
+    )]
+    OverlapsVmmTables { name: String, start: u64, end: u64 },
+    #[error("{name}: its entry point {entry:#x} is outside guest RAM")]
+    EntryOutsideMemory { name: String, entry: u64 },
+    #[error("{name} is a multiboot kernel mini-kvm cannot boot: {what}")]
+    MultibootUnsupported { name: String, what: &'static str },
+    #[error("cannot load the ELF64 file: {0}")]
+    Elf64(#[from] linux_loader::loader::Error),
+    #[error("cannot write the PVH start information: {0}")]
+    Pvh(#[from] linux_loader::configurator::Error),
     #[error("cannot write the image into guest memory: {0}")]
     Write(#[from] vm_memory::GuestMemoryError),
 }
@@ -49,6 +107,195 @@ pub fn guest_image(guest: &crate::config::GuestImage) -> Result<Cow<'static, [u8
         crate::config::GuestImage::Builtin(builtin) => Ok(Cow::Borrowed(builtin.image)),
         crate::config::GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path)?)),
     }
+}
+
+/// Where a guest starts, as the loader worked it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub mode: GuestMode,
+    /// Ignored in real mode (docs/memory-map.md: CS:IP = 1000:0000).
+    pub registers: EntryRegisters,
+    /// How the guest is booted, for `--verbose`: "flat binary", "ELF32", "PVH", "multiboot" ...
+    pub protocol: &'static str,
+}
+
+/// What the command line asked for, as far as loading is concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// `--mode`/`--paging` for a flat binary; `None`: real mode (or the built-in's own mode).
+    pub flat_mode: Option<GuestMode>,
+    /// `--cmdline`, for multiboot and PVH kernels.
+    pub cmdline: Option<&'a str>,
+}
+
+/// Puts `image` into guest memory according to its format and returns its entry.
+pub fn load(
+    memory: &GuestMemoryMmap,
+    name: &str,
+    image: &[u8],
+    options: &LoadOptions,
+) -> Result<Entry, LoaderError> {
+    if image.is_empty() {
+        return Err(LoaderError::Empty {
+            name: name.to_string(),
+        });
+    }
+    let format = ImageFormat::detect(image);
+    let is_kernel = format != ImageFormat::Flat;
+    if is_kernel && options.flat_mode.is_some() {
+        return Err(LoaderError::ModeForKernel {
+            name: name.to_string(),
+            format: format.name(),
+        });
+    }
+    let cmdline = options.cmdline.unwrap_or("");
+    let kernel_entry = |mode, registers, protocol| Entry {
+        mode,
+        registers,
+        protocol,
+    };
+    let protected = GuestMode::Protected { paging: false };
+    let entry = match format {
+        ImageFormat::Flat => {
+            if options.cmdline.is_some() {
+                return Err(LoaderError::CmdlineNotSupported {
+                    name: name.to_string(),
+                    format: format.name(),
+                });
+            }
+            let mode = options.flat_mode.unwrap_or(GuestMode::Real);
+            flat::load_flat_image(memory, name, image, mode)?;
+            let registers = EntryRegisters {
+                entry: FLAT_LOAD_ADDRESS,
+                stack: INITIAL_STACK_TOP,
+                rax: 0,
+                rbx: 0,
+            };
+            kernel_entry(mode, registers, "flat binary")
+        }
+        ImageFormat::Multiboot { header } => {
+            let registers = multiboot::load(name, image, header, memory, cmdline)?;
+            kernel_entry(protected, registers, "multiboot")
+        }
+        ImageFormat::Elf32 | ImageFormat::Elf64 | ImageFormat::ElfOther => {
+            // (ElfOther: `parse` says what is wrong with its class.)
+            let elf = elf::ElfImage::parse(name, image)?;
+            elf.check_placement(name, memory)?;
+            let pvh_entry = elf.load(image, memory)?;
+            if pvh_entry.is_none() && options.cmdline.is_some() {
+                return Err(LoaderError::CmdlineNotSupported {
+                    name: name.to_string(),
+                    format: format.name(),
+                });
+            }
+            let entry = pvh_entry.unwrap_or(elf.entry);
+            if !elf::entry_in_ram(memory, entry) {
+                return Err(LoaderError::EntryOutsideMemory {
+                    name: name.to_string(),
+                    entry,
+                });
+            }
+            match (elf.is_64, pvh_entry) {
+                (_, Some(entry)) => {
+                    kernel_entry(protected, pvh::prepare(memory, entry, cmdline)?, "PVH")
+                }
+                (is_64, None) => {
+                    let registers = EntryRegisters {
+                        entry,
+                        stack: INITIAL_STACK_TOP,
+                        rax: 0,
+                        rbx: 0,
+                    };
+                    if is_64 {
+                        kernel_entry(GuestMode::Long, registers, "ELF64")
+                    } else {
+                        kernel_entry(protected, registers, "ELF32")
+                    }
+                }
+            }
+        }
+        ImageFormat::BzImage => {
+            return Err(LoaderError::UnsupportedFormat {
+                name: name.to_string(),
+                format: format.name(),
+            });
+        }
+    };
+    Ok(entry)
+}
+
+/// Checks that `[start, start + len)` is guest RAM and clear of the VMM's tables.
+pub fn check_load_range(
+    name: &str,
+    memory: &GuestMemoryMmap,
+    start: u64,
+    len: u64,
+) -> Result<(), LoaderError> {
+    let ram_end = memory.last_addr().0 + 1;
+    let end = start.saturating_add(len);
+    if end > ram_end {
+        return Err(LoaderError::OutsideMemory {
+            name: name.to_string(),
+            start,
+            end,
+            ram_end,
+            suggest: end.div_ceil(1 << 20).next_power_of_two(),
+        });
+    }
+    if start < VMM_TABLES_END && end > VMM_TABLES_START {
+        return Err(LoaderError::OverlapsVmmTables {
+            name: name.to_string(),
+            start,
+            end,
+        });
+    }
+    Ok(())
+}
+
+/// The boot-information page (BOOT_INFO_ADDRESS): the protocol's structure at offset 0, then:
+pub const BOOT_MEMORY_MAP_OFFSET: u64 = 0x100;
+pub const BOOT_LOADER_NAME_OFFSET: u64 = 0x180;
+pub const BOOT_CMDLINE_OFFSET: u64 = 0x200;
+/// The command line's room, less its terminating NUL.
+pub const BOOT_CMDLINE_MAX: u64 = BOOT_INFO_SIZE - BOOT_CMDLINE_OFFSET - 1;
+/// The boot loader name a multiboot kernel is told.
+pub const BOOT_LOADER_NAME: &[u8] = b"mini-kvm\0";
+
+/// What a memory map entry describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryKind {
+    Ram,
+    /// The VMM's tables and the boot information: a kernel must not overwrite them while it
+    /// still needs them.
+    Reserved,
+}
+
+/// Guest RAM as a kernel is told about it: (start, length, kind).
+pub fn memory_map(ram_size: u64) -> Vec<(u64, u64, MemoryKind)> {
+    vec![
+        (0, VMM_TABLES_START, MemoryKind::Ram),
+        (
+            VMM_TABLES_START,
+            VMM_TABLES_END - VMM_TABLES_START,
+            MemoryKind::Reserved,
+        ),
+        (VMM_TABLES_END, ram_size - VMM_TABLES_END, MemoryKind::Ram),
+    ]
+}
+
+/// Writes the NUL-terminated command line into the boot-information page; returns its address.
+pub fn write_cmdline(memory: &GuestMemoryMmap, cmdline: &str) -> Result<u64, LoaderError> {
+    if cmdline.len() as u64 > BOOT_CMDLINE_MAX {
+        return Err(LoaderError::CmdlineTooLong {
+            len: cmdline.len(),
+            max: BOOT_CMDLINE_MAX,
+        });
+    }
+    let address = BOOT_INFO_ADDRESS + BOOT_CMDLINE_OFFSET;
+    let mut bytes = cmdline.as_bytes().to_vec();
+    bytes.push(0);
+    memory.write_slice(&bytes, GuestAddress(address))?;
+    Ok(address)
 }
 
 /// Reads a guest image from disk, with errors that name the file.

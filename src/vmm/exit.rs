@@ -316,6 +316,8 @@ pub enum GuestOutcome {
     Halted,
     /// The guest pulled the reset line (i8042 0xFE).
     Rebooted,
+    /// The user quit with Ctrl-A x (src/terminal.rs).
+    Quit,
     /// Still running at the `--timeout`; where it was.
     TimedOut {
         after: Duration,
@@ -332,7 +334,7 @@ impl GuestOutcome {
     pub fn exit_code(&self) -> u8 {
         match self {
             GuestOutcome::Exited(status) => *status,
-            GuestOutcome::Halted | GuestOutcome::Rebooted => 0,
+            GuestOutcome::Halted | GuestOutcome::Rebooted | GuestOutcome::Quit => 0,
             GuestOutcome::TimedOut { .. } => exit_code::TIMEOUT,
             GuestOutcome::Faulted { fault, .. } => fault.exit_code(),
             GuestOutcome::Cancelled { .. } => exit_code::CANCELLED,
@@ -348,6 +350,7 @@ impl GuestOutcome {
             GuestOutcome::TimedOut { .. } => "timed out".to_string(),
             GuestOutcome::Faulted { fault, .. } => format!("faulted: {}", fault.short_name()),
             GuestOutcome::Cancelled { .. } => "stopped".to_string(),
+            GuestOutcome::Quit => "quit (Ctrl-A x)".to_string(),
         }
     }
 
@@ -357,6 +360,9 @@ impl GuestOutcome {
             GuestOutcome::Exited(_) | GuestOutcome::Halted => None,
             GuestOutcome::Rebooted => Some(format!(
                 "mini-kvm: guest '{guest}' asked for a reboot (0xfe to the i8042 command port): stopped"
+            )),
+            GuestOutcome::Quit => Some(format!(
+                "mini-kvm: guest '{guest}' stopped: you pressed Ctrl-A x"
             )),
             GuestOutcome::TimedOut { after, cpu } => Some(format!(
                 "mini-kvm: guest '{guest}' was still running after {:.1} s (--timeout): stopped\n{cpu}",

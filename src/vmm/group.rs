@@ -10,7 +10,7 @@ use super::exit::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
-use crate::loader::{self, ImageFormat, LoaderError};
+use crate::loader::{self, LoadOptions};
 
 /// How one guest of a group ended.
 pub struct GuestResult {
@@ -28,24 +28,15 @@ impl Group {
     /// Reads every image and creates every VM before any guest runs: a bad image or a KVM
     /// error stops the whole run before a guest has printed anything.
     pub fn create(config: &RunConfig, consoles: Vec<GuestIo>) -> Result<Group, VmError> {
-        // Images first: a typo in a path is reported before anything about KVM.
+        // Images and flags first: a typo in a path is reported before anything about KVM.
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
-            let image = loader::guest_image(guest)?;
-            let format = ImageFormat::detect(&image);
-            if format != ImageFormat::Flat {
-                return Err(LoaderError::UnsupportedFormat {
-                    name: guest.name(),
-                    format: format.name(),
-                }
-                .into());
-            }
-            images.push(image);
+            images.push((loader::guest_image(guest)?, config.flat_mode(guest)?));
         }
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::open_kvm()?;
         let mut vms = Vec::with_capacity(config.guests.len());
-        for (index, ((guest, image), io)) in
+        for (index, ((guest, (image, flat_mode)), io)) in
             config.guests.iter().zip(&images).zip(consoles).enumerate()
         {
             let name = guest.name();
@@ -57,10 +48,16 @@ impl Group {
             let setup = GuestSetup {
                 name: &name,
                 image,
-                mode: guest.mode(),
+                load: LoadOptions {
+                    flat_mode: *flat_mode,
+                    cmdline: config.cmdline.as_deref(),
+                },
                 memory_size: config.memory_size,
+                irqchip: config.irqchip,
                 verbose: config.verbose,
                 trace_label: &trace_label,
+                // Only the guest that reads stdin may put the terminal in raw mode.
+                terminal: config.terminal && index == config.input_guest,
             };
             vms.push(Vm::create(&kvm, &setup, io)?);
         }

@@ -13,6 +13,26 @@ pub const REAL_MODE_LOAD_ADDRESS: u64 = (REAL_MODE_SEGMENT as u64) << 4;
 /// Real mode can address 1 MiB (plus the 64 KiB "high memory area" above it, which we don't use).
 pub const REAL_MODE_ADDRESS_LIMIT: u64 = 1 << 20;
 
+/// The VMM's own tables for protected- and long-mode guests, in low guest RAM (docs/memory-map.md).
+/// A guest image may not overlap `VMM_TABLES_START..VMM_TABLES_END`.
+pub const VMM_TABLES_START: u64 = 0x1000;
+pub const VMM_TABLES_END: u64 = 0x9000;
+/// The GDT the VMM builds (src/arch/gdt.rs): 6 descriptors.
+pub const GDT_ADDRESS: u64 = 0x1000;
+/// A 32-bit TSS (104 bytes): KVM wants a valid task register outside real mode.
+pub const TSS_ADDRESS: u64 = 0x1080;
+/// One page for the boot protocols: the multiboot info or PVH `hvm_start_info`, the memory map,
+/// the command line.
+pub const BOOT_INFO_ADDRESS: u64 = 0x2000;
+pub const BOOT_INFO_SIZE: u64 = 0x1000;
+/// Page tables (src/arch/paging.rs): the 32-bit page directory, or PML4, PDPT and 4 PDs.
+pub const PAGE_TABLES_ADDRESS: u64 = 0x3000;
+/// Where flat protected- and long-mode images are loaded (the same address as real mode's).
+pub const FLAT_LOAD_ADDRESS: u64 = REAL_MODE_LOAD_ADDRESS;
+/// ESP/RSP at entry for every guest that does not start in real mode: the stack grows down from
+/// the load address, below the image and above the VMM's tables.
+pub const INITIAL_STACK_TOP: u64 = 0x10000;
+
 /// Default guest RAM: 1 MiB, the whole real-mode address space.
 pub const DEFAULT_MEMORY_SIZE: u64 = 1 << 20;
 /// Smallest RAM we accept: the load address plus one 64 KiB segment for code, data and stack.

@@ -16,13 +16,11 @@ use vm_memory::GuestMemoryMmap;
 use super::exit::{CpuSnapshot, ExitCause, ExitStats, Fault, LiveCounters};
 use super::memory::read_prefix;
 use crate::arch::CpuMode;
-use crate::arch::modes::RFLAGS_IF;
+use crate::arch::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};
 
 /// KVM hands `in`/`out` data over in one page of `kvm_run` at most.
 const MAX_PIO_DATA: usize = 4096;
-/// CR0.PG: paging enabled.
-const CR0_PG: u64 = 1 << 31;
 
 /// Why the run loop returned.
 pub enum VcpuEnd {

@@ -72,6 +72,39 @@ pub fn test_guest(name: &str) -> PathBuf {
     path
 }
 
+/// A test kernel built by build.rs from tests/guests/kernels{32,64}/NAME.S, kept as an ELF file.
+pub fn test_kernel(name: &str) -> PathBuf {
+    let dir = std::env::var_os("MINI_KVM_TEST_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("OUT_DIR")).join("test-guests"));
+    let path = dir.join(format!("{name}.elf"));
+    assert!(
+        path.exists(),
+        "test kernel {} was not built",
+        path.display()
+    );
+    path
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mini-kvm-test-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts a setup error: `status`, `message` on stderr, nothing on stdout, no panic.
+pub fn assert_error(run: &Run, status: i32, message: &str) {
+    assert_eq!(run.status, status, "{run:?}");
+    assert!(
+        run.stderr.contains(message),
+        "stderr lacks {message:?}: {run:?}"
+    );
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+}
+
 /// Runs `mini-kvm ARGS` with `stdin` as its standard input.
 pub fn mini_kvm(args: &[&str], stdin: &[u8]) -> Run {
     mini_kvm_with(Command::new(mini_kvm_binary()).args(args), stdin)

@@ -29,7 +29,7 @@
 # result "label=": print the label, then the result of the previous call (AX) and a newline.
 .macro result text
     push %ax                    # the WRITE of the label overwrites AX
-    say "\text"
+    say16 "\text"
     pop %bx
     hypercall HC_PUTNUM
     hypercall HC_NEWLINE
@@ -71,8 +71,8 @@ _start:
     result "write_len0="
 
     # A successful WRITE returns the byte count.
-    say "write("
-    say "hi"
+    say16 "write("
+    say16 "hi"
     result ")="
 
     # READ with capacity 0: invalid argument, -3.
@@ -97,17 +97,17 @@ _start:
     result "exit300="
 
     # PUTCHAR, PUTNUM and NEWLINE return 0; their own output sits between the parentheses.
-    say "putchar("
+    say16 "putchar("
     mov $'!', %bx
     hypercall HC_PUTCHAR
     result ")="
 
-    say "putnum("
+    say16 "putnum("
     mov $12345, %bx
     hypercall HC_PUTNUM
     result ")="
 
-    say "newline("
+    say16 "newline("
     hypercall HC_NEWLINE
     result ")="
 
@@ -127,10 +127,10 @@ _start:
     hypercall HC_CLOCK
     or %di, %ax                 # zero only if both results were zero
     jz clock_bad
-    say "clock=ok\n"
+    say16 "clock=ok\n"
     jmp finish
 clock_bad:
-    say "clock=bad\n"
+    say16 "clock=bad\n"
 
 finish:
     # A non-zero status must travel to the exit status of the mini-kvm process.

@@ -37,10 +37,10 @@ next_chunk:
     ja read_error               # negative results are above 16 as unsigned numbers
     mov %ax, %di                # DI = count (the VMM changes only AX)
 
-    say "got "
+    say16 "got "
     mov %di, %bx
     hypercall HC_PUTNUM
-    say ": "
+    say16 ": "
     mov $buffer, %bx
     mov %di, %cx
     hypercall HC_WRITE          # the bytes just read
@@ -48,13 +48,13 @@ next_chunk:
     jmp next_chunk
 
 end_of_input:
-    say "eof\n"
+    say16 "eof\n"
     xor %bx, %bx                # status 0
     hypercall HC_EXIT
 
 read_error:
     mov %ax, %di
-    say "error="
+    say16 "error="
     mov %di, %bx
     hypercall HC_PUTNUM
     hypercall HC_NEWLINE
