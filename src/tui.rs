@@ -26,8 +26,8 @@ use vmm_sys_util::signal::register_signal_handler;
 
 use crate::config::RunConfig;
 use crate::console::{GuestInput, GuestIo, GuestOutput, InputFeeder};
-use crate::vmm::exit::LiveCounters;
 use crate::vmm::group::{Group, GuestResult};
+use crate::vmm::stats::LiveCounters;
 use crate::vmm::vm::VmError;
 
 /// Lines kept per pane: enough to scroll back through any built-in guest's output.

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
-use super::exit::LiveCounters;
+use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;

@@ -4,5 +4,7 @@ pub mod exit;
 pub mod group;
 pub mod kvm;
 pub mod memory;
+pub mod snapshot;
+pub mod stats;
 pub mod vcpu;
 pub mod vm;

@@ -13,8 +13,10 @@ use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, kvm_regs, kvm_sregs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
-use super::exit::{CpuSnapshot, ExitCause, ExitStats, Fault, LiveCounters};
+use super::exit::Fault;
 use super::memory::read_prefix;
+use super::snapshot::{CpuSnapshot, ExitCause};
+use super::stats::{ExitStats, LiveCounters};
 use crate::arch::CpuMode;
 use crate::arch::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};

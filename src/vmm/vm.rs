@@ -15,9 +15,10 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
-use super::exit::{ExitStats, GuestOutcome, LiveCounters};
+use super::exit::GuestOutcome;
 use super::kvm::{self, KvmError};
 use super::memory::{MemoryError, REAL_MODE_SEGMENT, create_guest_memory};
+use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd};
 use crate::arch::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,

@@ -1,0 +1,122 @@
+//! Counting VM exits: the `--stats` table, and the live counters the `--tui` view watches.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// What other threads may watch while a guest runs: its exit count, and how it ended.
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    exits: std::sync::atomic::AtomicU64,
+    ended: std::sync::Mutex<Option<(u8, String)>>,
+}
+
+impl LiveCounters {
+    pub fn count_exit(&self) {
+        self.exits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn exits(&self) -> u64 {
+        self.exits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn finish(&self, status: u8, description: String) {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some((status, description));
+    }
+
+    /// `None` while the guest runs; then its exit status and a short description.
+    pub fn ended(&self) -> Option<(u8, String)> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Counts of VM exits and where the time went.
+#[derive(Debug, Default, Clone)]
+pub struct ExitStats {
+    /// Exits by reason ("IO_OUT", "HLT", ...).
+    pub by_reason: BTreeMap<&'static str, u64>,
+    /// Port-I/O exits by (port, "in"/"out"), with the device's name.
+    pub by_port: BTreeMap<(u16, &'static str), (&'static str, u64)>,
+    /// Wall time inside KVM_RUN (guest code, plus what KVM handles in the kernel).
+    pub in_guest: Duration,
+    /// Wall time from the start of the run to its end.
+    pub total: Duration,
+}
+
+impl ExitStats {
+    pub fn total_exits(&self) -> u64 {
+        self.by_reason.values().sum()
+    }
+
+    pub fn count(&mut self, reason: &'static str) {
+        *self.by_reason.entry(reason).or_default() += 1;
+    }
+
+    pub fn count_port(&mut self, port: u16, direction: &'static str, device: &'static str) {
+        self.by_port
+            .entry((port, direction))
+            .or_insert((device, 0))
+            .1 += 1;
+    }
+
+    /// The `--stats` table. `host` names the host's KVM module: the figures mean very different
+    /// things under hardware virtualization and under KVM's instruction emulator.
+    pub fn table(&self, guest: &str, host: &str) -> String {
+        let mut out = String::new();
+        let total = self.total_exits();
+        let _ = writeln!(out, "VM exits of '{guest}': {total}");
+        let _ = writeln!(out, "  host KVM: {host}");
+        let _ = writeln!(out, "  {:<20} {:>10}", "by reason", "exits");
+        for (reason, count) in &self.by_reason {
+            let _ = writeln!(out, "  {reason:<20} {count:>10}");
+        }
+        if !self.by_port.is_empty() {
+            let _ = writeln!(out, "  {:<20} {:>10}  device", "by port", "exits");
+            for ((port, direction), (device, count)) in &self.by_port {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {count:>10}  {device}",
+                    format!("{port:#06x} {direction}")
+                );
+            }
+        }
+        let in_vmm = self.total.saturating_sub(self.in_guest);
+        let percent = |part: Duration| {
+            if self.total.is_zero() {
+                0.0
+            } else {
+                100.0 * part.as_secs_f64() / self.total.as_secs_f64()
+            }
+        };
+        let _ = writeln!(out, "  {:<20} {:>10}  share", "time", "ms");
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>10.3}  {:.1}%",
+            "in guest (KVM_RUN)",
+            ms(self.in_guest),
+            percent(self.in_guest)
+        );
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>10.3}  {:.1}%",
+            "in VMM",
+            ms(in_vmm),
+            percent(in_vmm)
+        );
+        let _ = writeln!(out, "  {:<20} {:>10.3}", "total run time", ms(self.total));
+        if total > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<20} {:>10.3}",
+                "per exit (avg, us)",
+                self.total.as_secs_f64() * 1e6 / total as f64
+            );
+        }
+        out
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
