@@ -175,6 +175,9 @@ pub struct RunConfig {
     pub cmdline: Option<String>,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,
+    /// Queue writes to the UART's transmit register and the debug console on KVM's
+    /// coalesced-I/O ring instead of exiting for each (`--no-coalesce` turns it off).
+    pub coalesce: bool,
 }
 
 impl RunConfig {
@@ -192,6 +195,7 @@ impl RunConfig {
             irqchip: false,
             cmdline: None,
             terminal: false,
+            coalesce: true,
         }
     }
 

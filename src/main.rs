@@ -124,6 +124,12 @@ exit, 130 stopped from the --tui view).")]
         /// (e.g. mini-kvm run --mem 4M --cmdline "console=ttyS0 debug" ./kernel.elf).
         #[arg(long, value_name = "TEXT")]
         cmdline: Option<String>,
+
+        /// Make every write to the UART and the debug console a VM exit of its own, instead of
+        /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
+        /// hello shows 13 exits instead of 1).
+        #[arg(long = "no-coalesce")]
+        no_coalesce: bool,
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
@@ -150,6 +156,7 @@ fn main() -> ExitCode {
             paging,
             irqchip,
             cmdline,
+            no_coalesce,
         } => {
             let guests = match guests
                 .iter()
@@ -184,6 +191,7 @@ fn main() -> ExitCode {
                 mode,
                 irqchip,
                 cmdline,
+                coalesce: !no_coalesce,
                 // The --tui view owns the terminal itself.
                 terminal: terminal::stdin_is_terminal() && output != OutputStyle::Tui,
                 ..RunConfig::new(guests)

@@ -247,7 +247,9 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
         Some((0, description)) => (description, Color::Green),
         Some((status, description)) => (format!("{description} (status {status})"), Color::Red),
     };
-    let title = format!(" {} {state} · {} exits ", pane.title, pane.live.exits());
+    let exits = pane.live.exits();
+    let plural = if exits == 1 { "" } else { "s" };
+    let title = format!(" {} {state} · {exits} exit{plural} ", pane.title);
     let border = if focused {
         Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
     } else {

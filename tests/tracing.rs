@@ -7,7 +7,8 @@ use common::{assert_contains_all, mini_kvm, require_kvm, stats_value, test_guest
 #[test]
 fn verbose_traces_every_exit_with_its_instruction_and_port_data() {
     require_kvm();
-    let run = mini_kvm(&["run", "--verbose", "hello"], b"");
+    // Without coalescing, each byte `hello` writes to the UART is an exit of its own.
+    let run = mini_kvm(&["run", "--verbose", "--no-coalesce", "hello"], b"");
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(run.stdout, b"Hello, KVM!\n", "tracing goes to stderr only");
     let exits: Vec<&str> = run
@@ -42,6 +43,27 @@ fn verbose_traces_every_exit_with_its_instruction_and_port_data() {
             "-> guest exits with status 0",
         ],
     );
+}
+
+#[test]
+fn verbose_shows_coalesced_writes_before_the_exit_that_drained_them() {
+    require_kvm();
+    let run = mini_kvm(&["run", "--verbose", "hello"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, b"Hello, KVM!\n");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 14, "{run:?}");
+    for (line, byte) in lines.iter().zip(b"Hello, KVM!\n") {
+        assert!(
+            line.starts_with(&format!(
+                "  coalesced write: port 0x03f8 (uart), size 1, data {byte:#04x}"
+            )),
+            "{line}"
+        );
+    }
+    assert!(lines[0].ends_with("data 0x48 'H'"), "{}", lines[0]);
+    assert!(lines[12].starts_with("exit #1 IO_OUT "), "{}", lines[12]);
+    assert!(lines[13].contains("hypercall 0x00 EXIT"), "{}", lines[13]);
 }
 
 #[test]

@@ -58,6 +58,7 @@ impl Group {
                 trace_label: &trace_label,
                 // Only the guest that reads stdin may put the terminal in raw mode.
                 terminal: config.terminal && index == config.input_guest,
+                coalesce: config.coalesce,
             };
             vms.push(Vm::create(&kvm, &setup, io)?);
         }

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The "direction" under which writes drained from the coalesced-I/O ring are counted: they
+/// are port writes that made no exit of their own.
+pub const COALESCED: &str = "out, coalesced";
+
 /// What other threads may watch while a guest runs: its exit count, and how it ended.
 #[derive(Debug, Default)]
 pub struct LiveCounters {
@@ -71,14 +75,28 @@ impl ExitStats {
         for (reason, count) in &self.by_reason {
             let _ = writeln!(out, "  {reason:<20} {count:>10}");
         }
-        if !self.by_port.is_empty() {
-            let _ = writeln!(out, "  {:<20} {:>10}  device", "by port", "exits");
-            for ((port, direction), (device, count)) in &self.by_port {
-                let _ = writeln!(
-                    out,
-                    "  {:<20} {count:>10}  {device}",
-                    format!("{port:#06x} {direction}")
-                );
+        let (coalesced, exits): (Vec<_>, Vec<_>) = self
+            .by_port
+            .iter()
+            .partition(|((_, direction), _)| *direction == COALESCED);
+        for (heading, rows) in [("by port", exits), ("coalesced (no exit)", coalesced)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let unit = if heading == "by port" {
+                "exits"
+            } else {
+                "writes"
+            };
+            let _ = writeln!(out, "  {heading:<20} {unit:>10}  device");
+            for ((port, direction), (device, count)) in rows {
+                let direction = if *direction == COALESCED {
+                    "out"
+                } else {
+                    direction
+                };
+                let port = format!("{port:#06x} {direction}");
+                let _ = writeln!(out, "  {port:<20} {count:>10}  {device}");
             }
         }
         let in_vmm = self.total.saturating_sub(self.in_guest);

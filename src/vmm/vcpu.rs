@@ -4,6 +4,10 @@
 //! Registers travel through `kvm_run`'s shared `sync_regs` area (KVM_CAP_SYNC_REGS): KVM stores
 //! them there at every exit, and loads RAX back from there when a hypercall has set it, so the
 //! hypercall path makes no KVM_GET_REGS / KVM_SET_REGS ioctls.
+//!
+//! Writes to coalesced ports (the UART's transmit register, the debug console: see
+//! `Vm::create`) do not exit at all: KVM appends them to a ring shared with us, which the loop
+//! drains, in order, before it handles the next exit and when the guest ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +20,7 @@ use vm_memory::GuestMemoryMmap;
 use super::exit::Fault;
 use super::memory::read_prefix;
 use super::snapshot::{CpuSnapshot, ExitCause};
-use super::stats::{ExitStats, LiveCounters};
+use super::stats::{COALESCED, ExitStats, LiveCounters};
 use crate::arch::CpuMode;
 use crate::arch::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};
@@ -39,7 +43,6 @@ pub enum VcpuEnd {
 enum Exit {
     IoIn {
         port: u16,
-        data: u64,
         len: usize,
     },
     IoOut {
@@ -86,15 +89,28 @@ impl Exit {
     }
 }
 
+/// How a vCPU reports and what it may rely on.
+pub struct VcpuOptions {
+    /// `--verbose`: one line per exit on stderr.
+    pub trace: bool,
+    /// Put before each trace line: the guest's label when several guests run.
+    pub trace_label: String,
+    /// The coalesced-I/O ring is mapped (`VcpuFd::map_coalesced_mmio_ring`) and must be drained.
+    pub coalesced_ring: bool,
+}
+
 pub struct Vcpu {
     fd: VcpuFd,
     memory: GuestMemoryMmap,
     bus: PortBus,
     /// `--verbose`: one line per exit on stderr.
     trace: bool,
+    coalesced_ring: bool,
     stats: ExitStats,
-    /// The data of the current `out`, copied out of `kvm_run`.
+    /// The data of the current `out`, copied out of `kvm_run`; of the current `in`, before it
+    /// is copied into `kvm_run`.
     out_data: Box<[u8; MAX_PIO_DATA]>,
+    in_data: Box<[u8; MAX_PIO_DATA]>,
     /// Does this host's KVM complete an `in`/`out` before exiting (RIP already past it)?
     /// KVM's instruction emulator does (kvm_pvm); hardware KVM exits with RIP on it.
     io_completed_at_exit: bool,
@@ -108,19 +124,20 @@ impl Vcpu {
         fd: VcpuFd,
         memory: GuestMemoryMmap,
         bus: PortBus,
-        trace: bool,
-        trace_label: String,
+        options: VcpuOptions,
         live: Arc<LiveCounters>,
     ) -> Vcpu {
         Vcpu {
             fd,
             memory,
             bus,
-            trace,
+            trace: options.trace,
+            coalesced_ring: options.coalesced_ring,
             stats: ExitStats::default(),
             out_data: Box::new([0; MAX_PIO_DATA]),
+            in_data: Box::new([0; MAX_PIO_DATA]),
             io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
-            trace_label,
+            trace_label: options.trace_label,
             live,
         }
     }
@@ -140,6 +157,8 @@ impl Vcpu {
         self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
         let started = Instant::now();
         let end = self.run_loop(stop);
+        // Writes the guest made since its last exit.
+        self.drain_coalesced();
         self.bus.flush();
         self.stats.total = started.elapsed();
         end
@@ -152,12 +171,21 @@ impl Vcpu {
                 return VcpuEnd::Interrupted(Box::new(self.snapshot()));
             }
             let exit = self.enter_guest();
+            // Coalesced writes happened before this exit: they go first, in order.
+            self.drain_coalesced();
             if matches!(exit, Exit::Interrupted) {
                 continue;
             }
             exit_number += 1;
             self.live.count_exit();
             self.stats.count(exit.reason());
+            if let Exit::IoIn { port, len } = exit {
+                // An `in` is answered before it is traced, so the trace can show the data.
+                self.stats
+                    .count_port(port, "in", self.bus.device_name(port));
+                self.bus.read(port, &mut self.in_data[..len]);
+                complete_port_in(&mut self.fd, &self.in_data[..len]);
+            }
             if self.trace {
                 self.trace_exit(exit_number, &exit);
             }
@@ -213,26 +241,18 @@ impl Vcpu {
         }
     }
 
-    /// One KVM_RUN. `in` exits are answered right here, while KVM's data buffer is borrowed;
-    /// `out` data is copied out so that the device may look at the vCPU's registers.
+    /// One KVM_RUN. `out` data is copied out of `kvm_run`, so that the device may look at the
+    /// vCPU's registers while it handles the write.
     fn enter_guest(&mut self) -> Exit {
         let entered = Instant::now();
         let result = self.fd.run();
         self.stats.in_guest += entered.elapsed();
         match result {
-            Ok(VcpuExit::IoIn(port, data)) => {
-                self.bus.read(port, data);
-                self.stats
-                    .count_port(port, "in", self.bus.device_name(port));
-                let mut value = [0u8; 8];
-                let shown = data.len().min(8);
-                value[..shown].copy_from_slice(&data[..shown]);
-                Exit::IoIn {
-                    port,
-                    data: u64::from_le_bytes(value),
-                    len: data.len(),
-                }
-            }
+            // The device answers after the coalesced writes are drained (in run_loop).
+            Ok(VcpuExit::IoIn(port, data)) => Exit::IoIn {
+                port,
+                len: data.len().min(MAX_PIO_DATA),
+            },
             Ok(VcpuExit::IoOut(port, data)) => {
                 let len = data.len().min(MAX_PIO_DATA);
                 self.out_data[..len].copy_from_slice(&data[..len]);
@@ -269,6 +289,35 @@ impl Vcpu {
         }
     }
 
+    /// Hands the writes KVM queued on the coalesced-I/O ring to their devices, in order.
+    fn drain_coalesced(&mut self) {
+        if !self.coalesced_ring {
+            return;
+        }
+        while let Ok(Some(entry)) = self.fd.coalesced_mmio_read() {
+            let port = entry.phys_addr as u16;
+            let len = (entry.len as usize).min(entry.data.len());
+            let device = self.bus.device_name(port);
+            self.stats.count_port(port, COALESCED, device);
+            if self.trace {
+                let data = &entry.data[..len];
+                let printable = match data {
+                    [byte @ 0x20..=0x7e] => format!(" '{}'", *byte as char),
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "{}  coalesced write: port {port:#06x} ({device}), size {len}, data {}{printable}",
+                    self.trace_label,
+                    hex_value(first_bytes(data), len)
+                );
+            }
+            let mut cpu = ExitCpu { fd: &mut self.fd };
+            // Only the UART and the debug console are coalesced: their writes never stop the
+            // guest.
+            let _ = self.bus.write(port, &entry.data[..len], &mut cpu);
+        }
+    }
+
     fn fault(&mut self, fault: Fault) -> VcpuEnd {
         VcpuEnd::Faulted(fault, Box::new(self.snapshot()))
     }
@@ -292,17 +341,14 @@ impl Vcpu {
         let sync = self.fd.sync_regs();
         let cpu = snapshot_of(&mut self.fd, &self.memory, sync.regs, sync.sregs);
         let detail = match exit {
-            Exit::IoIn { port, data, len } => format!(
+            Exit::IoIn { port, len } => format!(
                 "port {port:#06x} ({}) in, size {len}, data {}",
                 self.bus.device_name(*port),
-                hex_value(*data, *len)
+                hex_value(first_bytes(&self.in_data[..*len]), *len)
             ),
             Exit::IoOut { port, len } => {
                 let data = &self.out_data[..*len];
-                let mut value = [0u8; 8];
-                let shown = data.len().min(8);
-                value[..shown].copy_from_slice(&data[..shown]);
-                let value = u64::from_le_bytes(value);
+                let value = first_bytes(data);
                 let printable = if *len == 1 && (0x20..0x7f).contains(&data[0]) {
                     format!(" '{}'", data[0] as char)
                 } else {
@@ -345,6 +391,29 @@ impl Vcpu {
             cpu.location(),
         );
         eprintln!("{}", line.trim_end());
+    }
+}
+
+/// Up to the first 8 bytes of port data, little-endian, for traces.
+fn first_bytes(data: &[u8]) -> u64 {
+    let mut value = [0u8; 8];
+    let shown = data.len().min(8);
+    value[..shown].copy_from_slice(&data[..shown]);
+    u64::from_le_bytes(value)
+}
+
+/// Hands the data of an `in` to KVM: it lands in `kvm_run` at `io.data_offset`, where KVM
+/// takes it from at the next KVM_RUN to finish the instruction.
+fn complete_port_in(fd: &mut VcpuFd, data: &[u8]) {
+    let run = fd.get_kvm_run();
+    // SAFETY: the last exit was KVM_EXIT_IO, so `io` is the union member KVM filled in; its
+    // `data_offset` points inside the kvm_run mapping (KVM's API guarantees `size * count`
+    // bytes there), and `data` is no longer than that.
+    unsafe {
+        let io = run.__bindgen_anon_1.io;
+        let room = io.size as usize * io.count as usize;
+        let target = (run as *mut kvm_bindings::kvm_run as *mut u8).add(io.data_offset as usize);
+        std::ptr::copy_nonoverlapping(data.as_ptr(), target, data.len().min(room));
     }
 }
 
