@@ -100,3 +100,10 @@ fn unclaimed_ports_read_all_ones() {
     assert_eq!(run.stdout, b"255\n65535\n", "{run:?}");
     assert_eq!(run.status, 0);
 }
+
+#[test]
+fn qemu_debug_console_and_isa_debug_exit() {
+    let run = run_test_guest("debug_exit", b"");
+    assert_eq!(run.stdout, b"bye\n", "{run:?}");
+    assert_eq!(run.status, 33, "{run:?}");
+}

@@ -2,6 +2,7 @@
 //! device's only link to KVM is its [`IrqLine`].
 
 pub mod bus;
+pub mod debug_exit;
 pub mod debugcon;
 pub mod hypercall;
 pub mod i8042;

@@ -27,6 +27,7 @@ use crate::arch::{ArchError, cpuid, gdt, paging};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput};
 use crate::devices::bus::UnclaimedPorts;
+use crate::devices::debug_exit::{DEBUG_EXIT_LAST_PORT, DEBUG_EXIT_PORT, DebugExit};
 use crate::devices::debugcon::{DEBUGCON_PORT, DebugConsole};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDevice};
 use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
@@ -206,6 +207,10 @@ impl Vm {
                 (I8042_COMMAND_PORT, I8042_COMMAND_PORT),
             ],
             Box::new(keyboard),
+        );
+        bus.register(
+            &[(DEBUG_EXIT_PORT, DEBUG_EXIT_LAST_PORT)],
+            Box::new(DebugExit),
         );
         bus.register(
             &[(HYPERCALL_PORT, HYPERCALL_PORT)],
