@@ -5,6 +5,7 @@
 //! port bus → device → [`console`].
 
 pub mod arch;
+pub mod bench;
 pub mod config;
 pub mod console;
 pub mod devices;

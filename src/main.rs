@@ -133,6 +133,22 @@ exit, 130 stopped from the --tui view).")]
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
+    /// Measure mini-kvm on this machine: exit round trip, start-up, memory, VM churn, scaling,
+    /// compute and exit counts, each against a baseline measured in the same run (a bare
+    /// kvm-ioctls VMM, QEMU when installed, native code). Takes about a minute; --quick, a few
+    /// seconds (e.g. mini-kvm bench --out bench-results).
+    Bench {
+        /// Fewer repetitions: checks that everything runs, figures not worth quoting.
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results to DIR as bench.md, bench.json and bench.svg (a chart of the
+        /// ratios) (e.g. --out bench-results).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The floor of the start-up benchmark: runs `hello` in a bare kvm-ioctls VMM.
+    #[command(name = "bench-floor", hide = true)]
+    BenchFloor,
 }
 
 fn main() -> ExitCode {
@@ -141,6 +157,17 @@ fn main() -> ExitCode {
         Command::List => {
             list();
             ExitCode::SUCCESS
+        }
+        Command::Bench { quick, out } => bench(quick, out.as_deref()),
+        Command::BenchFloor => {
+            let hello = builtin_guests()
+                .iter()
+                .find(|guest| guest.name == "hello")
+                .expect("hello is built in");
+            match mini_kvm::bench::floor::run_to_stdout(hello.image) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error.to_string()),
+            }
         }
         Command::Run {
             guests,
@@ -280,6 +307,34 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
     if several {
         eprint!("{}", summary_table(results, config.stats));
     }
+}
+
+fn bench(quick: bool, out: Option<&std::path::Path>) -> ExitCode {
+    let options = mini_kvm::bench::BenchOptions { quick };
+    let report = match mini_kvm::bench::run(&options) {
+        Ok(report) => report,
+        Err(error) => return fail(&error.to_string()),
+    };
+    print!("{}", report.table());
+    if let Some(dir) = out {
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            std::fs::write(dir.join("bench.md"), report.markdown())?;
+            std::fs::write(dir.join("bench.json"), report.json())?;
+            std::fs::write(dir.join("bench.svg"), report.svg())
+        });
+        if let Err(error) = written {
+            return fail(&format!(
+                "cannot write the results to {}: {error}",
+                dir.display()
+            ));
+        }
+        println!(
+            "
+written: {0}/bench.md, {0}/bench.json, {0}/bench.svg",
+            dir.display()
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(message: &str) -> ExitCode {

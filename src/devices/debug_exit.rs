@@ -32,7 +32,9 @@ impl PortIoDevice for DebugExit {
         let mut value = [0u8; 4];
         let len = data.len().min(4);
         value[..len].copy_from_slice(&data[..len]);
-        IoAction::Stop(GuestStop::Exit(DebugExit::status(u32::from_le_bytes(value))))
+        IoAction::Stop(GuestStop::Exit(DebugExit::status(u32::from_le_bytes(
+            value,
+        ))))
     }
 }
 
