@@ -194,7 +194,7 @@ impl Vcpu {
                 Exit::IoOut { port, len } => {
                     self.stats
                         .count_port(port, "out", self.bus.device_name(port));
-                    let mut cpu = ExitCpu { fd: &mut self.fd };
+                    let mut cpu = ExitCpu::new(&mut self.fd);
                     let data = &self.out_data[..len];
                     if let IoAction::Stop(stop) = self.bus.write(port, data, &mut cpu) {
                         return VcpuEnd::Stopped(stop);
@@ -311,7 +311,7 @@ impl Vcpu {
                     hex_value(first_bytes(data), len)
                 );
             }
-            let mut cpu = ExitCpu { fd: &mut self.fd };
+            let mut cpu = ExitCpu::new(&mut self.fd);
             // Only the UART and the debug console are coalesced: their writes never stop the
             // guest.
             let _ = self.bus.write(port, &entry.data[..len], &mut cpu);
@@ -478,22 +478,43 @@ fn linear_to_physical(fd: &VcpuFd, sregs: &kvm_sregs, linear: u64) -> Option<u64
 /// The vCPU as the device handling an `out` sees it, through the sync_regs area.
 struct ExitCpu<'a> {
     fd: &'a mut VcpuFd,
+    /// Read once from the sync_regs area KVM filled at this exit (no copy of the whole area).
+    mode: CpuMode,
+    args: [u64; 3],
+    data_segment_base: u64,
+    paging: bool,
+}
+
+impl<'a> ExitCpu<'a> {
+    fn new(fd: &'a mut VcpuFd) -> ExitCpu<'a> {
+        let sync = fd.sync_regs_mut();
+        let (mode, args) = (
+            CpuMode::of(&sync.sregs),
+            [sync.regs.rbx, sync.regs.rcx, sync.regs.rsi],
+        );
+        let (data_segment_base, paging) = (sync.sregs.ds.base, sync.sregs.cr0 & CR0_PG != 0);
+        ExitCpu {
+            fd,
+            mode,
+            args,
+            data_segment_base,
+            paging,
+        }
+    }
 }
 
 impl GuestCpu for ExitCpu<'_> {
     fn mode(&self) -> CpuMode {
-        CpuMode::of(&self.fd.sync_regs().sregs)
+        self.mode
     }
 
     fn hypercall_args(&self) -> [u64; 3] {
-        let regs = self.fd.sync_regs().regs;
-        [regs.rbx, regs.rcx, regs.rsi]
+        self.args
     }
 
     fn set_result(&mut self, value: u64) {
-        let mode = self.mode();
         let regs = &mut self.fd.sync_regs_mut().regs;
-        regs.rax = match mode.bits() {
+        regs.rax = match self.mode.bits() {
             16 => (regs.rax & !0xffff) | (value & 0xffff),
             32 => value & 0xffff_ffff,
             _ => value,
@@ -503,11 +524,16 @@ impl GuestCpu for ExitCpu<'_> {
     }
 
     fn data_segment_base(&self) -> u64 {
-        self.fd.sync_regs().sregs.ds.base
+        self.data_segment_base
     }
 
     fn translate(&mut self, linear: u64) -> Option<u64> {
-        let sregs = self.fd.sync_regs().sregs;
-        linear_to_physical(self.fd, &sregs, linear)
+        if !self.paging {
+            return Some(linear);
+        }
+        match self.fd.translate_gva(linear) {
+            Ok(translation) if translation.valid != 0 => Some(translation.physical_address),
+            _ => None,
+        }
     }
 }
