@@ -93,7 +93,21 @@ const TEST_KERNELS_64: GuestKind = GuestKind {
 
 fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rerun-if-changed=guests");
+    // Not all of guests/: guests/os/target (a learner's own build of the OS) would trigger
+    // rebuilds for nothing.
+    for path in [
+        "guests/include",
+        "guests/real",
+        "guests/protected",
+        "guests/long",
+        "guests/os/src",
+        "guests/os/Cargo.toml",
+        "guests/os/build.rs",
+        "guests/os/kernel.ld",
+        "guests/os/user.ld",
+    ] {
+        println!("cargo:rerun-if-changed={path}");
+    }
     println!("cargo:rerun-if-changed=tests/guests");
     println!("cargo:rerun-if-changed=build.rs");
 
@@ -108,7 +122,7 @@ fn main() {
     ] {
         for guest in build_kind(kind, &out_dir.join(out)) {
             registry.push_str(&format!(
-                "    BuiltinGuest {{ name: {:?}, summary: {:?}, mode: {}, image: include_bytes!({:?}) }},\n",
+                "    BuiltinGuest {{ name: {:?}, summary: {:?}, kind: BuiltinKind::Flat({}), image: include_bytes!({:?}) }},\n",
                 guest.name,
                 guest.summary,
                 guest.mode.as_deref().unwrap_or(kind.mode),
@@ -116,6 +130,10 @@ fn main() {
             ));
         }
     }
+    let os = build_os(&out_dir.join("os"));
+    registry.push_str(&format!(
+        "    BuiltinGuest {{ name: \"os\", summary: {OS_SUMMARY:?}, kind: BuiltinKind::Kernel {{ default_memory: {OS_DEFAULT_MEMORY} }}, image: include_bytes!({os:?}) }},\n"
+    ));
     registry.push_str("];\n");
     fs::write(out_dir.join("builtin_guests.rs"), registry).expect("write builtin_guests.rs");
 
@@ -211,5 +229,85 @@ fn run(command: &mut Command) {
     });
     if !status.success() {
         panic!("`{command:?}` failed with {status}");
+    }
+}
+
+/// `mini-kvm list`'s line for the teaching OS.
+const OS_SUMMARY: &str = "the teaching OS: a 64-bit Rust kernel with paging, interrupts, processes in ring 3, system calls and a shell";
+/// The RAM `mini-kvm run os` gives it without `--mem` (docs/os.md: it needs about 2 MiB).
+const OS_DEFAULT_MEMORY: u64 = 16 << 20;
+
+/// The target the OS is built for: the host's own, whose `core` comes with every Rust install
+/// (no nightly, no extra target). What makes it fit a kernel is in OS_RUSTFLAGS.
+const OS_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// * no SSE: our hosts' KVM cannot emulate SSE arithmetic (DESIGN.md §1), and LLVM would use
+///   it for copies and zeroing. rustc 1.95 accepts `-sse,-sse2` on this target with a
+///   future-incompatibility warning (issue #116344: SSE2 is part of the target's float ABI;
+///   the OS has no floats). The way out, if it becomes an error: the x86_64-unknown-none target
+///   (`rustup target add x86_64-unknown-none`), which is soft-float already.
+/// * no red zone: an interrupt in the kernel would overwrite the 128 bytes below RSP that
+///   leaf functions may use without moving RSP.
+/// * static relocation: the kernel runs where it is linked, with no loader to relocate it.
+const OS_RUSTFLAGS: &[&str] = &[
+    "-Ctarget-feature=-sse,-sse2",
+    "-Cno-redzone=yes",
+    "-Crelocation-model=static",
+];
+
+/// Builds the teaching OS (guests/os, a crate of its own) with cargo: first the user programs,
+/// then the kernel, which embeds them. Returns the kernel as a flat multiboot image, and leaves
+/// `kernel.elf` and `user.elf` next to it for the tests (tests/os_image.rs).
+fn build_os(out: &Path) -> PathBuf {
+    fs::create_dir_all(out).expect("create the OS output directory");
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let os_dir = manifest_dir.join("guests/os");
+    // A target directory of our own: the outer build holds the lock on mini-kvm's.
+    let target_dir = out.join("target");
+    let binaries = target_dir.join(OS_TARGET).join("release");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = |bin: &str, user_elf: Option<&Path>| {
+        let mut command = Command::new(&cargo);
+        command
+            .current_dir(&os_dir)
+            .args(["build", "--release", "--bin", bin, "--target", OS_TARGET])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            // Exactly our flags: not the user's RUSTFLAGS (e.g. -Ctarget-cpu=native), not what
+            // cargo set for this build script, not clippy's wrapper.
+            .env("CARGO_ENCODED_RUSTFLAGS", OS_RUSTFLAGS.join("\x1f"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER");
+        if let Some(user_elf) = user_elf {
+            command.env("MINI_OS_USER_ELF", user_elf);
+        }
+        run_cargo(&mut command);
+    };
+    build("user", None);
+    let user_elf = out.join("user.elf");
+    fs::copy(binaries.join("user"), &user_elf).expect("copy the user programs");
+    build("kernel", Some(&user_elf));
+    let kernel_elf = out.join("kernel.elf");
+    fs::copy(binaries.join("kernel"), &kernel_elf).expect("copy the kernel");
+    let image = out.join("os.bin");
+    run(Command::new("objcopy")
+        .args(["-O", "binary"])
+        .arg(&kernel_elf)
+        .arg(&image));
+    image
+}
+
+/// Runs a nested cargo; on failure shows its output (cargo hides a build script's output).
+fn run_cargo(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the teaching OS: {e}"));
+    if !output.status.success() {
+        panic!(
+            "building the teaching OS (guests/os) failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
