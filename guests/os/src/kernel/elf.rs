@@ -87,7 +87,8 @@ fn load_segment(
     end: u64,
 ) -> Option<()> {
     let file_end = address + file_size;
-    let shareable = !writable && address.is_multiple_of(PAGE_SIZE) && offset.is_multiple_of(PAGE_SIZE);
+    let shareable =
+        !writable && address.is_multiple_of(PAGE_SIZE) && offset.is_multiple_of(PAGE_SIZE);
     let mut page = address & !(PAGE_SIZE - 1);
     while page < end {
         if shareable {

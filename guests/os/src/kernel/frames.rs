@@ -96,7 +96,12 @@ pub fn available() -> u64 {
     FRAMES.get().available
 }
 
+/// `rep stosq`: 512 stores of 8 bytes. (KVM's emulator repeats a string instruction one
+/// element at a time, so 8-byte elements make zeroing a frame 8 times faster than `rep stosb`.)
 fn zero(frame: u64) {
     // SAFETY: an identity-mapped frame nobody else uses.
-    unsafe { core::ptr::write_bytes(frame as *mut u8, 0, PAGE_SIZE as usize) };
+    unsafe {
+        core::arch::asm!("rep stosq", inout("rdi") frame => _, inout("rcx") PAGE_SIZE / 8 => _,
+                         in("rax") 0u64, options(nostack, preserves_flags));
+    }
 }

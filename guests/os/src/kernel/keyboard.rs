@@ -48,12 +48,12 @@ static KEYBOARD: KernelCell<Keyboard> = KernelCell::new(Keyboard {
     stalled: false,
 });
 
-/// Drops whatever the controller holds. (mini-kvm hands the keyboard its stdin from the
-/// guest's first access to the controller on.)
+/// Takes the keys already waiting. A PC driver would throw them away as noise from the boot,
+/// but here they are the user's input: mini-kvm hands the keyboard its stdin from the guest's
+/// first access to the controller on, and a pipe's first keys arrive at once. Called after the
+/// PIC is set up, so that the interrupt of any later key is not lost.
 pub fn init() {
-    while inb(STATUS_PORT) & STATUS_OUTPUT_FULL != 0 {
-        inb(DATA_PORT);
-    }
+    poll();
 }
 
 /// IRQ 1: takes every waiting scancode.
