@@ -265,18 +265,22 @@ pub fn null_pointer() -> i64 {
     1
 }
 
-/// The background process: counts in bursts of busy work, preempted by the timer (its ticks
-/// grow in `ps`), gives the CPU away between two bursts (`yield`), and sleeps between pairs of
-/// them, so that an emulated CPU is not kept busy all the time.
+/// The background process: counts in bursts of busy work, 20 ms each by the clock, during
+/// which only the timer's preemption lets other processes run (its ticks grow in `ps`); gives
+/// the CPU away between two bursts (`yield`) and sleeps before them, so that an emulated CPU is
+/// not kept busy all the time (and the shell has the CPU to itself at boot).
 pub fn bgcount() -> i64 {
     let mut count: u64 = 0;
     loop {
+        sys::sleep(300);
         for _ in 0..2 {
-            for _ in 0..5_000 {
-                count = core::hint::black_box(count + 1);
+            let end = sys::uptime_ms() + 20;
+            while sys::uptime_ms() < end {
+                for _ in 0..1_000 {
+                    count = core::hint::black_box(count + 1);
+                }
             }
             sys::yield_now();
         }
-        sys::sleep(250);
     }
 }
