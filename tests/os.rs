@@ -321,6 +321,6 @@ fn a_menu_round_trip_costs_few_vm_exits() {
         total_exits(&run.stderr)
     };
     let (without, with) = (exits(b"0\n"), exits(b"4\n0\n"));
-    // Measured on kvm_pvm: 10 (two keys: 4 scancodes, 3 port reads each... see docs/os.md).
+    // Measured on kvm_pvm: 11 or 12 (docs/os.md, "What it costs on our hosts").
     assert!(with - without <= 30, "{without} vs {with} exits");
 }
