@@ -97,10 +97,11 @@ impl GuestImage {
         }
     }
 
-    /// The built-in guest's own mode; `None` for a file (its format or `--mode` decides).
+    /// The built-in flat guest's own mode; `None` for a file or a built-in kernel (its format
+    /// or `--mode` decides).
     pub fn builtin_mode(&self) -> Option<GuestMode> {
         match self {
-            GuestImage::Builtin(guest) => Some(guest.mode),
+            GuestImage::Builtin(guest) => guest.mode(),
             GuestImage::File(_) => None,
         }
     }
@@ -154,8 +155,9 @@ pub fn flat_mode(mode: Option<ModeArg>, paging: bool) -> Result<Option<GuestMode
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub guests: Vec<GuestImage>,
-    /// Guest RAM in bytes, for each guest.
-    pub memory_size: u64,
+    /// `--mem`: guest RAM in bytes, for each guest. `None`: each guest's default
+    /// ([`RunConfig::memory_for`]).
+    pub memory_size: Option<u64>,
     /// For each guest.
     pub timeout: Option<Duration>,
     /// Trace every VM exit and hypercall on stderr.
@@ -184,7 +186,7 @@ impl RunConfig {
     pub fn new(guests: Vec<GuestImage>) -> RunConfig {
         RunConfig {
             guests,
-            memory_size: DEFAULT_MEMORY_SIZE,
+            memory_size: None,
             timeout: None,
             verbose: false,
             stats: false,
@@ -210,6 +212,18 @@ impl RunConfig {
             }),
             (None, mode) => Ok(mode),
         }
+    }
+
+    /// The RAM `guest` gets: `--mem`, or the built-in's own default (16 MiB for the teaching
+    /// OS), or DEFAULT_MEMORY_SIZE (1 MiB).
+    pub fn memory_for(&self, guest: &GuestImage) -> u64 {
+        let builtin_default = match guest {
+            GuestImage::Builtin(builtin) => builtin.default_memory(),
+            GuestImage::File(_) => None,
+        };
+        self.memory_size
+            .or(builtin_default)
+            .unwrap_or(DEFAULT_MEMORY_SIZE)
     }
 
     /// Checks what the command line alone cannot: the number of guests and `--input`.

@@ -62,8 +62,9 @@ exit, 130 stopped from the --tui view).")]
         guests: Vec<String>,
 
         /// Guest RAM for each guest: bytes, or a number with K, M or G (e.g. --mem 1M, --mem 64M).
-        #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_memory_size)]
-        mem: u64,
+        /// Default: 1M (16M for the teaching OS, `os`).
+        #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
+        mem: Option<u64>,
 
         /// Stop a guest still running after SECONDS (e.g. --timeout 1, --timeout 0.5); its
         /// status is then 124.

@@ -103,6 +103,7 @@ fn list_names_every_builtin_guest() {
         .map(|line| line.split_whitespace().next().unwrap_or("").to_string())
         .collect();
     for name in [
+        "os",
         "counter",
         "echo",
         "fibonacci",

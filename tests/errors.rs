@@ -124,7 +124,7 @@ fn unknown_guest_lists_the_builtin_names() {
     assert_error(
         &run,
         SETUP_ERROR,
-        "mini-kvm: error: unknown guest 'nosuch': the built-in guests are counter, echo, \
+        "mini-kvm: error: unknown guest 'nosuch': the built-in guests are os, counter, echo, \
          fibonacci, hctest, hello, matrix, minimal, multiplication, multiplication_short, \
          interrupts, pm_hello, pm_paging, long_hello; \
          to run a file, give its path (e.g. ./nosuch)",

@@ -195,7 +195,7 @@ fn run_in_process(
     expected_status: u8,
 ) -> Result<RunReport, BenchError> {
     let config = RunConfig {
-        memory_size,
+        memory_size: Some(memory_size),
         timeout: Some(Duration::from_secs(60)),
         ..RunConfig::new(vec![guest])
     };
@@ -560,7 +560,7 @@ fn exit_counts() -> Vec<Row> {
             let input: &[u8] = if guest.name == "os" { b"0\n" } else { b"hi\n" };
             let config = RunConfig {
                 timeout: Some(Duration::from_secs(30)),
-                memory_size: crate::vmm::memory::DEFAULT_MEMORY_SIZE,
+                memory_size: None,
                 ..RunConfig::new(vec![GuestImage::Builtin(guest)])
             };
             let figure = match run_many_in_process(&config, input, 0) {

@@ -152,6 +152,11 @@ impl HypercallDevice {
                 self.buffer.resize(len as usize, 0);
                 read_chunks(&self.memory, &self.pieces, &mut self.buffer);
                 self.output.write_bytes(&self.buffer);
+                // A buffer is a unit the guest chose, often a prompt without its newline (the
+                // teaching OS's "Select: ", read back through the keyboard, not GETCHAR): show
+                // it now, not at the next 100 ms flush. (Labelled output still waits for whole
+                // lines.)
+                self.output.flush();
                 Ok(Outcome::Result(len))
             }
             call::READ => {

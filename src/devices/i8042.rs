@@ -11,6 +11,12 @@
 //! arrives and raises IRQ 1, which wakes a guest halted in `hlt`. A guest that never touches the
 //! keyboard leaves its input to the UART and the hypercalls.
 //!
+//! **End of input.** A PC keyboard never ends, but stdin does (a pipe, a file, Ctrl-D in the
+//! `--tui` view). The controller shows it with the PC/AT keyboard lock: status bit 4 ("keyboard
+//! not inhibited") drops to 0 once the input has ended *and* the guest has read every scancode,
+//! and IRQ 1 fires then (if nothing is left to read) so that a guest waiting in `hlt` looks.
+//! A driver that ignores bit 4 (most do) sees a keyboard that stays silent.
+//!
 //! Writing 0xFE to port 0x64 pulses the CPU reset line (so does clearing bit 0 of the output port
 //! through command 0xD1): mini-kvm stops the guest as a reboot.
 //!
@@ -62,6 +68,8 @@ struct Controller {
     command_byte: u8,
     pending: Option<Pending>,
     last_was_command: bool,
+    /// The guest's input has ended: once `output` is empty, the keyboard shows as locked.
+    input_ended: bool,
     irq: IrqLine,
 }
 
@@ -91,14 +99,26 @@ impl Controller {
     }
 
     fn status(&self) -> u8 {
-        let mut status = STATUS_SYSTEM_FLAG | STATUS_NOT_INHIBITED;
+        let mut status = STATUS_SYSTEM_FLAG;
         if !self.output.is_empty() {
             status |= STATUS_OUTPUT_FULL;
+        }
+        if !self.input_ended || !self.output.is_empty() {
+            status |= STATUS_NOT_INHIBITED;
         }
         if self.last_was_command {
             status |= STATUS_LAST_WAS_COMMAND;
         }
         status
+    }
+
+    /// The input has ended (see the module comment). With scancodes still queued, reading the
+    /// last one leaves the keyboard locked; with none, an interrupt tells the guest now.
+    fn end_input(&mut self) {
+        self.input_ended = true;
+        if self.output.is_empty() && self.interrupts_enabled() {
+            self.irq.raise();
+        }
     }
 
     /// A controller command (port 0x64). Returns true when the guest pulled the reset line.
@@ -170,6 +190,7 @@ impl I8042 {
                 command_byte: DEFAULT_COMMAND_BYTE,
                 pending: None,
                 last_was_command: false,
+                input_ended: false,
                 irq,
             })),
             input,
@@ -202,11 +223,20 @@ impl I8042 {
                 let mut chunk = [0u8; 256];
                 let mut scancodes = Vec::new();
                 // Ends at the end of input, or when the guest ends (Vm::run cancels the input).
-                while let InputWait::Read(n) = input.read_blocking(&mut chunk) {
-                    scancodes.clear();
-                    encoder.encode(&chunk[..n], &mut scancodes);
-                    encoder.end_of_chunk(&mut scancodes);
-                    lock(&controller).push(&scancodes);
+                loop {
+                    match input.read_blocking(&mut chunk) {
+                        InputWait::Read(n) => {
+                            scancodes.clear();
+                            encoder.encode(&chunk[..n], &mut scancodes);
+                            encoder.end_of_chunk(&mut scancodes);
+                            lock(&controller).push(&scancodes);
+                        }
+                        InputWait::EndOfInput => {
+                            lock(&controller).end_input();
+                            return;
+                        }
+                        InputWait::Cancelled => return,
+                    }
                 }
             });
     }
@@ -261,6 +291,7 @@ mod tests {
             command_byte: DEFAULT_COMMAND_BYTE,
             pending: None,
             last_was_command: false,
+            input_ended: false,
             irq: IrqLine::disconnected(1),
         }
     }
@@ -274,6 +305,20 @@ mod tests {
         assert_eq!(c.read_data(), 0x1e);
         assert_eq!(c.read_data(), 0x9e);
         assert_eq!(c.status() & STATUS_OUTPUT_FULL, 0);
+    }
+
+    #[test]
+    fn the_keyboard_locks_after_the_last_scancode_of_the_input() {
+        let mut c = controller();
+        assert_ne!(c.status() & STATUS_NOT_INHIBITED, 0);
+        c.push(&[0x1c, 0x9c]);
+        c.end_input();
+        // Keys still waiting: not locked yet.
+        assert_ne!(c.status() & STATUS_NOT_INHIBITED, 0);
+        c.read_data();
+        assert_ne!(c.status() & STATUS_NOT_INHIBITED, 0);
+        c.read_data();
+        assert_eq!(c.status() & (STATUS_NOT_INHIBITED | STATUS_OUTPUT_FULL), 0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::vmm::memory::{
     BOOT_INFO_ADDRESS, BOOT_INFO_SIZE, FLAT_LOAD_ADDRESS, INITIAL_STACK_TOP, VMM_TABLES_END,
     VMM_TABLES_START,
 };
-pub use builtin::{BuiltinGuest, GuestMode, builtin_guest, builtin_guests};
+pub use builtin::{BuiltinGuest, BuiltinKind, GuestMode, builtin_guest, builtin_guests};
 pub use detect::ImageFormat;
 
 #[derive(Debug, Error)]

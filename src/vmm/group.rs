@@ -52,7 +52,7 @@ impl Group {
                     flat_mode: *flat_mode,
                     cmdline: config.cmdline.as_deref(),
                 },
-                memory_size: config.memory_size,
+                memory_size: config.memory_for(guest),
                 irqchip: config.irqchip,
                 verbose: config.verbose,
                 trace_label: &trace_label,

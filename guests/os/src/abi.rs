@@ -1,0 +1,115 @@
+//! What the kernel and the user programs agree on: system call numbers, the system call
+//! instruction, the programs, and the `ps` record. Included by both (`#[path]`).
+
+#![allow(dead_code)]
+
+/// A system call is `ud2` followed by this marker, a `nopl 0x43535953(%rax)` ("SYSC"): see
+/// docs/os.md. The kernel's #UD handler checks all nine bytes, so a stray `ud2` (a Rust abort,
+/// a bug) is still an invalid opcode that kills the process, never a system call.
+pub const SYSCALL_INSTRUCTION: [u8; 9] = [0x0f, 0x0b, 0x0f, 0x1f, 0x80, b'S', b'Y', b'S', b'C'];
+
+/// System call numbers (in RAX; arguments in RDI, RSI, RDX; the result in RAX).
+pub mod sys {
+    /// exit(status): ends the calling process.
+    pub const EXIT: u64 = 0;
+    /// write(buffer, length) -> bytes written: to the console.
+    pub const WRITE: u64 = 1;
+    /// read(buffer, capacity) -> bytes read, 0 at end of input: one line from the keyboard.
+    pub const READ: u64 = 2;
+    /// getpid() -> the caller's process id.
+    pub const GETPID: u64 = 3;
+    /// yield(): lets the next ready process run.
+    pub const YIELD: u64 = 4;
+    /// sleep(milliseconds): rounded up to whole timer ticks (10 ms).
+    pub const SLEEP: u64 = 5;
+    /// uptime() -> milliseconds since boot.
+    pub const UPTIME: u64 = 6;
+    /// spawn(program) -> process id of a new process running `program` (below).
+    pub const SPAWN: u64 = 7;
+    /// wait(pid) -> the exit status of the child `pid`, once it has ended.
+    pub const WAIT: u64 = 8;
+    /// ps(records, capacity) -> how many [`super::ProcessInfo`] records were filled in.
+    pub const PS: u64 = 9;
+}
+
+/// Error results (negative, as in Linux).
+pub const ERROR_FAULT: i64 = -14;
+pub const ERROR_INVALID: i64 = -22;
+pub const ERROR_NO_SYSCALL: i64 = -38;
+/// No free process slot or no memory for a new process.
+pub const ERROR_AGAIN: i64 = -11;
+/// wait(): no such child.
+pub const ERROR_CHILD: i64 = -10;
+
+/// The programs in the user ELF file: `spawn` takes one of these numbers, and the new process
+/// starts at the ELF entry point with it in RDI.
+pub mod program {
+    pub const SHELL: u64 = 0;
+    pub const BGCOUNT: u64 = 1;
+    pub const MULTIPLICATION: u64 = 2;
+    pub const COUNTER: u64 = 3;
+    pub const ECHO: u64 = 4;
+    pub const FIBONACCI: u64 = 5;
+    pub const PRIMES: u64 = 6;
+    pub const CALCULATOR: u64 = 7;
+    pub const FACTORIAL: u64 = 8;
+    pub const GCD: u64 = 9;
+    pub const ABOUT: u64 = 10;
+    pub const PS: u64 = 11;
+    pub const NULL: u64 = 12;
+    pub const COUNT: u64 = 13;
+}
+
+/// Process names, indexed by program number (what `ps` shows).
+pub const PROGRAM_NAMES: [&[u8]; program::COUNT as usize] = [
+    b"shell",
+    b"bgcount",
+    b"multiply",
+    b"counter",
+    b"echo",
+    b"fibonacci",
+    b"primes",
+    b"calc",
+    b"factorial",
+    b"gcd",
+    b"about",
+    b"ps",
+    b"null",
+];
+
+/// One process, as `ps` reports it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    /// One of the `STATE_*` values.
+    pub state: u32,
+    /// Timer ticks (10 ms) during which this process was running.
+    pub ticks: u64,
+    pub name: [u8; 16],
+}
+
+pub const STATE_RUNNING: u32 = 0;
+pub const STATE_READY: u32 = 1;
+pub const STATE_SLEEPING: u32 = 2;
+pub const STATE_READING: u32 = 3;
+pub const STATE_WAITING: u32 = 4;
+pub const STATE_ZOMBIE: u32 = 5;
+pub const STATE_NAMES: [&[u8]; 6] = [
+    b"running",
+    b"ready",
+    b"sleeping",
+    b"reading",
+    b"waiting",
+    b"zombie",
+];
+
+/// Where every process's memory is: the user ELF file is linked at USER_BASE (user.ld) and the
+/// stack ends at USER_END. Everything below USER_BASE is the kernel's.
+pub const USER_BASE: u64 = 0x4000_0000;
+pub const USER_END: u64 = 0x8000_0000;
+pub const USER_STACK_PAGES: u64 = 4;
+
+/// The timer: ticks per second.
+pub const TICK_HZ: u64 = 100;
+pub const TICK_MS: u64 = 1000 / TICK_HZ;

@@ -1,0 +1,95 @@
+//! Output through mini-kvm's hypercalls (docs/hypercall-abi.md): the call number in AL, the
+//! arguments in RBX and RCX, one `out` to port 0x500, one VM exit. WRITE hands over a whole
+//! buffer per exit, so the kernel collects text in an [`Out`] and writes it at once.
+
+use core::arch::asm;
+
+use crate::num;
+
+const HYPERCALL_PORT: u16 = 0x500;
+const HC_EXIT: u8 = 0x00;
+const HC_WRITE: u8 = 0x05;
+
+/// One hypercall with two arguments; returns RAX.
+fn hypercall(number: u8, arg0: u64, arg1: u64) -> u64 {
+    let result: u64;
+    // RBX cannot be named as an operand (LLVM keeps it for itself): swap it in and out.
+    unsafe {
+        asm!("xchg {arg0}, rbx", "out dx, al", "xchg {arg0}, rbx",
+             arg0 = inout(reg) arg0 => _, in("rcx") arg1, in("dx") HYPERCALL_PORT,
+             inout("rax") u64::from(number) => result, options(nostack));
+    }
+    result
+}
+
+/// Writes `length` bytes at `address`, a virtual address of the current address space: mini-kvm
+/// translates it through our page tables.
+pub fn write_raw(address: u64, length: u64) {
+    hypercall(HC_WRITE, address, length);
+}
+
+pub fn write(bytes: &[u8]) {
+    write_raw(bytes.as_ptr() as u64, bytes.len() as u64);
+}
+
+/// Stops the machine: mini-kvm exits with `status`.
+pub fn exit(status: u8) -> ! {
+    hypercall(HC_EXIT, u64::from(status), 0);
+    unreachable_halt()
+}
+
+fn unreachable_halt() -> ! {
+    loop {
+        unsafe { asm!("cli", "hlt") };
+    }
+}
+
+/// A line of text being put together, written with one hypercall by [`Out::flush`] (and when
+/// full).
+pub struct Out {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Out {
+    pub fn new() -> Out {
+        Out {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    pub fn s(&mut self, text: &[u8]) -> &mut Out {
+        for &byte in text {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = byte;
+            self.len += 1;
+        }
+        self
+    }
+
+    pub fn dec(&mut self, n: u64) -> &mut Out {
+        let mut digits = [0; 20];
+        self.s(num::decimal(n, &mut digits))
+    }
+
+    pub fn hex(&mut self, n: u64) -> &mut Out {
+        let mut digits = [0; 18];
+        self.s(num::hex(n, &mut digits))
+    }
+
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            write(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
