@@ -183,3 +183,44 @@ fn mode_errors() {
          and PVH kernels",
     );
 }
+
+/// The textbook system call (`int $0x80` from ring 3, `iret` back) on hardware KVM.
+#[test]
+#[ignore = "needs hardware KVM: run in the rig (tests/hw-kvm/run)"]
+fn int_0x80_system_call_on_hardware_kvm() {
+    let guest = test_guest("int80");
+    check(
+        &["run", "--mode", "protected", guest.to_str().unwrap()],
+        "kernel: entering ring 3\nuser: hello through int $0x80\nkernel: exit(0) from ring 3\n",
+    );
+}
+
+/// On kvm_pvm the same guest stops at its first protected-mode `iret`, which KVM's instruction
+/// emulator cannot run: the reason the built-in `interrupts` guest uses sysenter/sysexit.
+#[test]
+fn int_0x80_guest_on_an_emulating_host() {
+    require_kvm();
+    if common::host_kvm_module() != "kvm_pvm" {
+        // Hardware KVM runs it: int_0x80_system_call_on_hardware_kvm checks the output.
+        let guest = test_guest("int80");
+        let run = mini_kvm(
+            &["run", "--mode", "protected", guest.to_str().unwrap()],
+            b"",
+        );
+        assert_eq!(run.status, 0, "{run:?}");
+        return;
+    }
+    let guest = test_guest("int80");
+    let run = mini_kvm(
+        &["run", "--mode", "protected", guest.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(run.status, 126, "{run:?}");
+    assert_eq!(run.stdout, b"kernel: entering ring 3\n", "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the host KVM could not emulate this instruction")
+            && run.stderr.contains(": iret  [cf]"),
+        "{run:?}"
+    );
+}
