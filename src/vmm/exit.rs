@@ -182,7 +182,19 @@ impl GuestOutcome {
                 after.as_secs_f64()
             )),
             GuestOutcome::Faulted { fault, cpu } => {
-                Some(format!("mini-kvm: guest '{guest}' faulted: {fault}\n{cpu}"))
+                // kvm_amd re-initialises the vCPU when it intercepts a shutdown (the VMCB is
+                // undefined afterwards), so the registers KVM then reports are the reset state.
+                let note = if matches!(fault, Fault::TripleFault)
+                    && super::kvm::host_kvm_module() == "kvm_amd"
+                {
+                    "\n  (kvm_amd resets the vCPU at a triple fault: these are its reset registers, \
+                     not the faulting ones)"
+                } else {
+                    ""
+                };
+                Some(format!(
+                    "mini-kvm: guest '{guest}' faulted: {fault}{note}\n{cpu}"
+                ))
             }
             GuestOutcome::Cancelled { cpu } => Some(format!(
                 "mini-kvm: guest '{guest}' was stopped while still running\n{cpu}"

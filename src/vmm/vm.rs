@@ -330,7 +330,8 @@ impl Vm {
             VcpuEnd::Interrupted(_) if quit => GuestOutcome::Quit,
             VcpuEnd::Interrupted(cpu) if cancelled => GuestOutcome::Cancelled { cpu },
             VcpuEnd::Interrupted(cpu) => GuestOutcome::TimedOut {
-                after: started.elapsed(),
+                // The limit, not the measured time, which a loaded machine stretches.
+                after: timeout.unwrap_or_else(|| started.elapsed()),
                 cpu,
             },
         };
