@@ -15,6 +15,34 @@ fn count_entries(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
 }
 
+/// The number of this process's threads once the count has stopped changing: a thread that has
+/// been joined can stay listed in /proc/self/task for a moment while the kernel finishes its
+/// exit (seen on slow machines).
+fn settled_thread_count() -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut count = count_entries("/proc/self/task");
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = count_entries("/proc/self/task");
+        if now == count {
+            break;
+        }
+        count = now;
+    }
+    count
+}
+
+/// The names of this process's threads, to say which one leaked.
+fn thread_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn thirty_two_matrix_guests_at_once_leak_nothing() {
     common::require_kvm();
@@ -35,7 +63,8 @@ fn thirty_two_matrix_guests_at_once_leak_nothing() {
     // lock, ...); the leak check compares the second run's before and after.
     run_once();
     let fds_before = count_entries("/proc/self/fd");
-    let threads_before = count_entries("/proc/self/task");
+    let threads_before = settled_thread_count();
+    let names_before = thread_names();
 
     let (results, output) = run_once();
 
@@ -71,16 +100,10 @@ fn thirty_two_matrix_guests_at_once_leak_nothing() {
         fds_before,
         "file descriptors leaked"
     );
-    // A thread that has been joined can stay listed in /proc/self/task for a moment while the
-    // kernel finishes its exit (seen on slow machines): wait a little before calling it a leak.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while count_entries("/proc/self/task") != threads_before && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     assert_eq!(
-        count_entries("/proc/self/task"),
+        settled_thread_count(),
         threads_before,
-        "threads leaked"
+        "threads leaked: before {names_before:?}, after {:?}",
+        thread_names()
     );
 }
