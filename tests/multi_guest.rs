@@ -116,9 +116,9 @@ fn stats_add_exit_counts_to_the_summary() {
     assert_eq!(run.status, 0, "{run:?}");
     for row in [
         "guest        status    VM exits  how it ended",
-        "[1:hello]         0           1  exited 0",
+        "[1:hello]         0           2  exited 0",
         "[2:minimal]       0           1  halted",
-        "VM exits of 'hello': 1",
+        "VM exits of 'hello': 2",
         "VM exits of 'minimal': 1",
     ] {
         assert!(run.stderr.contains(row), "no {row:?} in:\n{}", run.stderr);

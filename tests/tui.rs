@@ -129,7 +129,7 @@ fn panes_show_titles_outputs_and_states_and_keys_reach_the_focused_guest() {
         &["run", "--tui", "hello", "counter", "echo", "matrix"],
     );
     let screen = session.wait_for(&[
-        "[1:hello] exited 0 · 1 exit ",
+        "[1:hello] exited 0 · 2 exits ",
         "[2:counter] exited 0 · 12 exits",
         "[3:echo] running · 1 exit ",
         "[4:matrix] exited 0 · 11 exits",

@@ -21,6 +21,7 @@ use super::exit::Fault;
 use super::memory::read_prefix;
 use super::snapshot::{CpuSnapshot, ExitCause};
 use super::stats::{COALESCED, ExitStats, LiveCounters};
+use super::vm::OutputCoalescing;
 use crate::arch::CpuMode;
 use crate::arch::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};
@@ -95,8 +96,8 @@ pub struct VcpuOptions {
     pub trace: bool,
     /// Put before each trace line: the guest's label when several guests run.
     pub trace_label: String,
-    /// The coalesced-I/O ring is mapped (`VcpuFd::map_coalesced_mmio_ring`) and must be drained.
-    pub coalesced_ring: bool,
+    /// Coalesced I/O for the output-only ports, when the host has it (`--no-coalesce`: `None`).
+    pub coalescing: Option<OutputCoalescing>,
 }
 
 pub struct Vcpu {
@@ -105,7 +106,7 @@ pub struct Vcpu {
     bus: PortBus,
     /// `--verbose`: one line per exit on stderr.
     trace: bool,
-    coalesced_ring: bool,
+    coalescing: Option<OutputCoalescing>,
     stats: ExitStats,
     /// The data of the current `out`, copied out of `kvm_run`; of the current `in`, before it
     /// is copied into `kvm_run`.
@@ -132,7 +133,7 @@ impl Vcpu {
             memory,
             bus,
             trace: options.trace,
-            coalesced_ring: options.coalesced_ring,
+            coalescing: options.coalescing,
             stats: ExitStats::default(),
             out_data: Box::new([0; MAX_PIO_DATA]),
             in_data: Box::new([0; MAX_PIO_DATA]),
@@ -198,6 +199,9 @@ impl Vcpu {
                     let data = &self.out_data[..len];
                     if let IoAction::Stop(stop) = self.bus.write(port, data, &mut cpu) {
                         return VcpuEnd::Stopped(stop);
+                    }
+                    if let Some(coalescing) = &mut self.coalescing {
+                        coalescing.note_write(port);
                     }
                 }
                 Exit::Hlt => {
@@ -291,7 +295,11 @@ impl Vcpu {
 
     /// Hands the writes KVM queued on the coalesced-I/O ring to their devices, in order.
     fn drain_coalesced(&mut self) {
-        if !self.coalesced_ring {
+        if !self
+            .coalescing
+            .as_ref()
+            .is_some_and(OutputCoalescing::active)
+        {
             return;
         }
         while let Ok(Some(entry)) = self.fd.coalesced_mmio_read() {

@@ -108,7 +108,7 @@ pub struct RunReport {
 pub struct Vm {
     name: String,
     /// Kept open for the VM's lifetime; closing it (on drop) destroys the VM.
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     vcpu: Vcpu,
     output: GuestOutput,
     input: GuestInput,
@@ -125,7 +125,7 @@ impl Vm {
         }
 
         // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
-        let vm_fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?);
 
         // 4. Guest RAM: map it in our process, load the image, give it to KVM as slot 0.
         let memory = create_guest_memory(setup.memory_size)?;
@@ -222,13 +222,17 @@ impl Vm {
             )),
         );
 
-        let coalesced_ring = setup.coalesce && coalesce_output_ports(kvm, &vm_fd, &mut vcpu_fd);
+        let coalescing = if setup.coalesce {
+            OutputCoalescing::new(kvm, &vm_fd, &mut vcpu_fd)
+        } else {
+            None
+        };
 
         let live = Arc::new(LiveCounters::default());
         let options = VcpuOptions {
             trace: setup.verbose,
             trace_label: setup.trace_label.to_string(),
-            coalesced_ring,
+            coalescing,
         };
         Ok(Vm {
             name: setup.name.to_string(),
@@ -398,23 +402,51 @@ fn connect_irq_line(vm_fd: &VmFd, irq: u32, irqchip: bool) -> Result<IrqLine, Vm
     Ok(IrqLine::connected(irq, event))
 }
 
-/// Asks KVM to queue writes to the output-only ports — the UART's transmit register and the
-/// debug console — on the coalesced-I/O ring instead of exiting for each byte
-/// (KVM_REGISTER_COALESCED_MMIO with a port-I/O zone, KVM_CAP_COALESCED_PIO). `hello` then
-/// needs one exit instead of 13. Returns whether the ring is in use; without the capability
-/// every write simply exits as before.
-fn coalesce_output_ports(kvm: &Kvm, vm_fd: &VmFd, vcpu_fd: &mut VcpuFd) -> bool {
-    if !kvm.check_extension(Cap::CoalescedPio) {
-        return false;
+/// Coalesced I/O for the output-only ports: the UART's transmit register and the debug console.
+///
+/// KVM can queue writes to them on a ring shared with us instead of exiting for each byte
+/// (KVM_REGISTER_COALESCED_MMIO with a port-I/O zone, KVM_CAP_COALESCED_PIO): `hello` then needs
+/// 2 exits instead of 13. The zones are registered at the guest's first write to one of these
+/// ports, not at creation: registering one leaves KVM with an SRCU grace period that a VM
+/// destroyed within ~20 ms waits for (measured: 15 ms at teardown, docs/benchmarks.md), a cost
+/// only guests that print should pay.
+pub struct OutputCoalescing {
+    vm_fd: Arc<VmFd>,
+    ports: [u16; 2],
+    registered: bool,
+}
+
+impl OutputCoalescing {
+    /// Maps the coalesced ring of `vcpu_fd`; `None` when the host cannot coalesce port I/O.
+    fn new(kvm: &Kvm, vm_fd: &Arc<VmFd>, vcpu_fd: &mut VcpuFd) -> Option<OutputCoalescing> {
+        (kvm.check_extension(Cap::CoalescedPio) && vcpu_fd.map_coalesced_mmio_ring().is_ok()).then(
+            || OutputCoalescing {
+                vm_fd: Arc::clone(vm_fd),
+                ports: [COM1_PORT, DEBUGCON_PORT],
+                registered: false,
+            },
+        )
     }
-    let zones = [
-        IoEventAddress::Pio(u64::from(COM1_PORT)),
-        IoEventAddress::Pio(u64::from(DEBUGCON_PORT)),
-    ];
-    zones
-        .into_iter()
-        .all(|zone| vm_fd.register_coalesced_mmio(zone, 1).is_ok())
-        && vcpu_fd.map_coalesced_mmio_ring().is_ok()
+
+    /// The guest wrote to `port` (an exit): from the first write to an output-only port on,
+    /// later writes to them go to the ring.
+    pub fn note_write(&mut self, port: u16) {
+        if self.registered || !self.ports.contains(&port) {
+            return;
+        }
+        self.registered = true;
+        for port in self.ports {
+            // If KVM refuses a zone, writes to that port simply keep exiting.
+            let _ = self
+                .vm_fd
+                .register_coalesced_mmio(IoEventAddress::Pio(u64::from(port)), 1);
+        }
+    }
+
+    /// Whether the ring can hold entries (and must be drained).
+    pub fn active(&self) -> bool {
+        self.registered
+    }
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
