@@ -4,7 +4,6 @@
 
 use core::arch::asm;
 
-use crate::num;
 
 const HYPERCALL_PORT: u16 = 0x500;
 const HC_EXIT: u8 = 0x00;
@@ -44,52 +43,12 @@ fn unreachable_halt() -> ! {
     }
 }
 
-/// A line of text being put together, written with one hypercall by [`Out::flush`] (and when
-/// full).
-pub struct Out {
-    buf: [u8; 256],
-    len: usize,
-}
+/// A line of text being put together, written with one hypercall when flushed, full or
+/// dropped (src/out.rs).
+pub type Out = crate::out::Out<256>;
 
 impl Out {
     pub fn new() -> Out {
-        Out {
-            buf: [0; 256],
-            len: 0,
-        }
-    }
-
-    pub fn s(&mut self, text: &[u8]) -> &mut Out {
-        for &byte in text {
-            if self.len == self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len] = byte;
-            self.len += 1;
-        }
-        self
-    }
-
-    pub fn dec(&mut self, n: u64) -> &mut Out {
-        let mut digits = [0; 20];
-        self.s(num::decimal(n, &mut digits))
-    }
-
-    pub fn hex(&mut self, n: u64) -> &mut Out {
-        let mut digits = [0; 18];
-        self.s(num::hex(n, &mut digits))
-    }
-
-    pub fn flush(&mut self) {
-        if self.len > 0 {
-            write(&self.buf[..self.len]);
-            self.len = 0;
-        }
-    }
-}
-
-impl Drop for Out {
-    fn drop(&mut self) {
-        self.flush();
+        Out::to(write)
     }
 }

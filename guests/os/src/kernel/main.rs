@@ -20,6 +20,8 @@ mod mem;
 mod multiboot;
 #[path = "../num.rs"]
 mod num;
+#[path = "../out.rs"]
+mod out;
 mod paging;
 mod pic;
 mod process;
@@ -57,16 +59,16 @@ extern "C" fn kernel_main(magic: u64, info: u64) -> ! {
     if boot.verbose {
         Out::new()
             .s(b"os: ")
-            .dec(boot.ram_end >> 20)
+            .u(boot.ram_end >> 20)
             .s(b" MiB of RAM, ")
-            .dec(frames::available())
+            .u(frames::available())
             .s(b" free page frames\n")
             .s(b"os: long mode, 4-level paging, page 0 unmapped; GDT, TSS, IDT\n")
             .s(b"os: PIC at vectors 32-47, PIT at 100 Hz, i8042 keyboard on IRQ 1\n")
             .s(b"os: started shell (pid ")
-            .dec(u64::from(shell))
+            .u(u64::from(shell))
             .s(b") and bgcount (pid ")
-            .dec(u64::from(bgcount))
+            .u(u64::from(bgcount))
             .s(b")\n");
     }
     if boot.kernel_fault {
@@ -89,7 +91,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         out.s(b" at ")
             .s(location.file().as_bytes())
             .s(b":")
-            .dec(u64::from(location.line()));
+            .u(u64::from(location.line()));
     }
     out.s(b"\n").flush();
     console::exit(trap::KERNEL_FAULT_STATUS)

@@ -327,7 +327,7 @@ pub fn kill_current(frame: *mut TrapFrame) -> *mut TrapFrame {
     let process = TABLE.get().slots[TABLE.get().current];
     let mut out = Out::new();
     out.s(b"os: process ")
-        .dec(u64::from(process.pid))
+        .u(u64::from(process.pid))
         .s(b" (")
         .s(process.name)
         .s(b") killed: ")

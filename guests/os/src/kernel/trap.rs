@@ -269,7 +269,7 @@ fn kernel_fault(trap: &TrapFrame) -> ! {
     out.s(b"\nos: KERNEL FAULT: ")
         .s(exception_name(trap.vector))
         .s(b", vector ")
-        .dec(trap.vector)
+        .u(trap.vector)
         .s(b", in the kernel\n  error code ")
         .hex(trap.error_code)
         .s(b"  rip ")
@@ -309,7 +309,7 @@ fn kernel_fault(trap: &TrapFrame) -> ! {
         }
     }
     out.s(b"os: the kernel cannot go on: stopping with status ")
-        .dec(u64::from(KERNEL_FAULT_STATUS))
+        .u(u64::from(KERNEL_FAULT_STATUS))
         .s(b"\n");
     out.flush();
     console::exit(KERNEL_FAULT_STATUS)

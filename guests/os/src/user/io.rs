@@ -3,76 +3,16 @@
 //! [`Out`] collects text and writes it with one system call (one VM exit) when flushed, when
 //! full, or when dropped; programs build a whole screen in one. [`read_line`] reads one line.
 
-use crate::num;
 use crate::sys;
 
-pub struct Out {
-    buf: [u8; 512],
-    len: usize,
-}
+/// Text for one system call (src/out.rs).
+pub type Out = crate::out::Out<512>;
 
 impl Out {
     pub fn new() -> Out {
-        Out {
-            buf: [0; 512],
-            len: 0,
-        }
-    }
-
-    pub fn s(&mut self, text: &[u8]) -> &mut Out {
-        for &byte in text {
-            if self.len == self.buf.len() {
-                self.flush();
-            }
-            self.buf[self.len] = byte;
-            self.len += 1;
-        }
-        self
-    }
-
-    pub fn u(&mut self, n: u64) -> &mut Out {
-        let mut digits = [0; 20];
-        self.s(num::decimal(n, &mut digits))
-    }
-
-    pub fn i(&mut self, n: i64) -> &mut Out {
-        if n < 0 {
-            self.s(b"-");
-        }
-        self.u(n.unsigned_abs())
-    }
-
-    /// `n` right-aligned in `width` columns.
-    pub fn u_right(&mut self, n: u64, width: usize) -> &mut Out {
-        let mut digits = [0; 20];
-        let text = num::decimal(n, &mut digits);
-        for _ in text.len()..width {
-            self.s(b" ");
-        }
-        self.s(text)
-    }
-
-    /// `text` left-aligned in `width` columns.
-    pub fn s_left(&mut self, text: &[u8], width: usize) -> &mut Out {
-        self.s(text);
-        for _ in text.len()..width {
-            self.s(b" ");
-        }
-        self
-    }
-
-    pub fn flush(&mut self) -> &mut Out {
-        if self.len > 0 {
-            sys::write(&self.buf[..self.len]);
-            self.len = 0;
-        }
-        self
-    }
-}
-
-impl Drop for Out {
-    fn drop(&mut self) {
-        self.flush();
+        Out::to(|bytes| {
+            sys::write(bytes);
+        })
     }
 }
 

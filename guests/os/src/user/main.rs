@@ -13,6 +13,8 @@ mod io;
 mod mem;
 #[path = "../num.rs"]
 mod num;
+#[path = "../out.rs"]
+mod out;
 mod programs;
 mod shell;
 mod sys;
