@@ -309,14 +309,10 @@ impl Vcpu {
             self.stats.count_port(port, COALESCED, device);
             if self.trace {
                 let data = &entry.data[..len];
-                let printable = match data {
-                    [byte @ 0x20..=0x7e] => format!(" '{}'", *byte as char),
-                    _ => String::new(),
-                };
                 eprintln!(
-                    "{}  coalesced write: port {port:#06x} ({device}), size {len}, data {}{printable}",
+                    "{}  coalesced write: port {port:#06x} ({device}), size {len}, data {}",
                     self.trace_label,
-                    hex_value(first_bytes(data), len)
+                    port_data(data)
                 );
             }
             let mut cpu = ExitCpu::new(&mut self.fd);
@@ -352,20 +348,13 @@ impl Vcpu {
             Exit::IoIn { port, len } => format!(
                 "port {port:#06x} ({}) in, size {len}, data {}",
                 self.bus.device_name(*port),
-                hex_value(first_bytes(&self.in_data[..*len]), *len)
+                port_data(&self.in_data[..*len])
             ),
             Exit::IoOut { port, len } => {
-                let data = &self.out_data[..*len];
-                let value = first_bytes(data);
-                let printable = if *len == 1 && (0x20..0x7f).contains(&data[0]) {
-                    format!(" '{}'", data[0] as char)
-                } else {
-                    String::new()
-                };
                 format!(
-                    "port {port:#06x} ({}) out, size {len}, data {}{printable}",
+                    "port {port:#06x} ({}) out, size {len}, data {}",
                     self.bus.device_name(*port),
-                    hex_value(value, *len)
+                    port_data(&self.out_data[..*len])
                 )
             }
             Exit::InternalError { suberror } => format!("suberror {suberror}"),
@@ -422,6 +411,15 @@ fn complete_port_in(fd: &mut VcpuFd, data: &[u8]) {
         let room = io.size as usize * io.count as usize;
         let target = (run as *mut kvm_bindings::kvm_run as *mut u8).add(io.data_offset as usize);
         std::ptr::copy_nonoverlapping(data.as_ptr(), target, data.len().min(room));
+    }
+}
+
+/// Port data for traces: its value in hex, and a single printable byte as a character too.
+fn port_data(data: &[u8]) -> String {
+    let value = hex_value(first_bytes(data), data.len());
+    match data {
+        [byte @ 0x20..=0x7e] => format!("{value} '{}'", *byte as char),
+        _ => value,
     }
 }
 
