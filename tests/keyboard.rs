@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use common::terminal::TerminalSession;
@@ -68,8 +66,7 @@ fn ctrl_a_h_helps_and_ctrl_a_x_quits_and_restores_the_terminal() {
 fn a_signal_restores_the_terminal() {
     let session = TerminalSession::start("tmux-signal", "interrupts");
     wait_for_keyboard(&session);
-    // SIGTERM to mini-kvm (the only process of that binary in this session's directory).
-    let pid = find_pid(session.dir());
+    let pid = session.mini_kvm_pid();
     let status = Command::new("kill").arg(pid.to_string()).status().unwrap();
     assert!(status.success());
     let status = session.finish();
@@ -80,22 +77,4 @@ fn a_signal_restores_the_terminal() {
         session.file("err")
     );
     session.assert_terminal_restored();
-}
-
-/// The pid of the mini-kvm whose working directory is `dir`.
-fn find_pid(dir: &Path) -> u32 {
-    let dir = fs::canonicalize(dir).unwrap();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cwd = fs::read_link(entry.path().join("cwd")).ok();
-        let exe = fs::read_link(entry.path().join("exe")).ok();
-        if cwd.as_deref() == Some(dir.as_path())
-            && exe.is_some_and(|e| e.file_name().is_some_and(|n| n == "mini-kvm"))
-        {
-            return pid;
-        }
-    }
-    panic!("no mini-kvm running in {}", dir.display());
 }

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::terminal::TerminalSession;
 use common::{mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm, test_guest};
 
 /// The lines of guest `label` (e.g. "[2:counter]"), label stripped, each with its newline.
@@ -213,12 +214,8 @@ fn a_guest_cannot_see_another_guests_memory() {
 #[test]
 fn colour_only_on_a_terminal_and_never_with_no_color() {
     require_kvm();
-    assert!(
-        Command::new("tmux").arg("-V").output().is_ok(),
-        "this test drives a real terminal with tmux: install it (Debian: apt-get install tmux)"
-    );
     // tmux shows the screen with its colours as SGR sequences of its own.
-    let colour = tmux_screen(&["run", "hello", "counter"], &[]);
+    let colour = terminal_screen("colour", "run hello counter", &[]);
     assert!(
         colour.contains("\x1b[36m[1:hello] \x1b[39mHello, KVM!"),
         "{colour:?}"
@@ -227,12 +224,12 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         colour.contains("\x1b[33m[2:counter] \x1b[39m0123456789"),
         "{colour:?}"
     );
-    let plain = tmux_screen(&["run", "--no-color", "hello", "counter"], &[]);
+    let plain = terminal_screen("no-color-flag", "run --no-color hello counter", &[]);
     assert!(
         plain.contains("[1:hello] Hello, KVM!") && !plain.contains("\x1b["),
         "{plain:?}"
     );
-    let plain = tmux_screen(&["run", "hello", "counter"], &[("NO_COLOR", "1")]);
+    let plain = terminal_screen("no-color-env", "run hello counter", &[("NO_COLOR", "1")]);
     assert!(
         plain.contains("[1:hello] Hello, KVM!") && !plain.contains("\x1b["),
         "{plain:?}"
@@ -244,33 +241,12 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     );
     assert!(!piped.stdout_text().contains('\x1b'));
 }
-
-/// Runs mini-kvm on a real terminal (a tmux pane) and returns the screen, with its colours as
-/// escape sequences (stdout only: stderr goes to /dev/null).
-fn tmux_screen(args: &[&str], env: &[(&str, &str)]) -> String {
-    let session = format!("colour{}", std::process::id());
-    let env: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
-    let command = format!(
-        "{env}{} {} 2>/dev/null; tmux wait-for -S {session}; sleep 60",
-        mini_kvm_binary(),
-        args.join(" ")
-    );
-    let status = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "20"])
-        .arg(&command)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    Command::new("tmux")
-        .args(["wait-for", &session])
-        .status()
-        .unwrap();
-    let screen = Command::new("tmux")
-        .args(["capture-pane", "-e", "-p", "-t", &session])
-        .output()
-        .unwrap();
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
-    String::from_utf8_lossy(&screen.stdout).into_owned()
+/// Runs mini-kvm on a real terminal and returns the screen, with its colours as escape
+/// sequences.
+fn terminal_screen(test: &str, args: &str, env: &[(&str, &str)]) -> String {
+    let session = TerminalSession::on_screen(test, args, env);
+    let status = session.finish();
+    assert_eq!(status, 0, "{}", session.screen(false));
+    session.wait_for_screen(&["STATUS=0"]);
+    session.screen(true)
 }

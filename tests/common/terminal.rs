@@ -1,9 +1,14 @@
-//! A real terminal for the tests: mini-kvm runs in a detached tmux session, its stdout, stderr,
-//! exit status and the terminal settings before and after (`stty -g`) go to files, keys are
-//! typed with `tmux send-keys`, and every wait is bounded by a watchdog (no timing assertions).
+//! A real terminal for the tests: mini-kvm runs in a detached tmux session, keys are typed with
+//! `tmux send-keys`, the screen is read with `capture-pane`, and the exit status and the terminal
+//! settings before and after (`stty -g`) go to files. Every wait is bounded by a watchdog (no
+//! timing assertions).
+//!
+//! Each session has a tmux server of its own (`tmux -S DIR/tmux.socket`). With one shared server, a
+//! session started just as another test killed the server's last session could meet a server on
+//! its way out ("server exited unexpectedly"), and the test failed for nothing it checks.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,37 +18,86 @@ use super::{mini_kvm_binary, require_kvm, scratch};
 const WATCHDOG: Duration = Duration::from_secs(60);
 
 pub struct TerminalSession {
+    /// The session's name on its own tmux server.
     name: String,
     dir: PathBuf,
 }
 
+/// Where mini-kvm's stdout and stderr go.
+enum Output {
+    /// To the files `out` and `err` in the session's directory.
+    Files,
+    /// To the terminal, where `screen()` reads them.
+    Screen,
+}
+
 impl TerminalSession {
-    /// Starts `mini-kvm run ARGS` in a new 120x40 tmux session.
+    /// Starts `mini-kvm run ARGS` in a new 120x40 terminal, its stdout and stderr going to the
+    /// files `out` and `err`.
     pub fn start(test: &str, args: &str) -> TerminalSession {
+        Self::launch(test, args, &[], Output::Files)
+    }
+
+    /// Starts `mini-kvm ARGS` (the whole command line) with `ENV` set, in a new 120x40 terminal
+    /// that shows its stdout and stderr. The terminal stays open after mini-kvm ends, with
+    /// `STATUS=n` as its last line, so that `screen()` can read what it printed.
+    pub fn on_screen(test: &str, args: &str, env: &[(&str, &str)]) -> TerminalSession {
+        Self::launch(test, args, env, Output::Screen)
+    }
+
+    fn launch(test: &str, args: &str, env: &[(&str, &str)], output: Output) -> TerminalSession {
         require_kvm();
         assert!(
             Command::new("tmux").arg("-V").output().is_ok(),
-            "these tests need tmux (Debian: apt-get install tmux)"
+            "these tests drive a real terminal with tmux: install it (Debian: apt-get install tmux)"
         );
         let dir = scratch(test);
-        let name = format!("mini-kvm-{}-{test}", std::process::id());
+        let name = format!("mini-kvm-{test}");
+        let env: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        let binary = mini_kvm_binary();
+        let run = match output {
+            Output::Files => format!("{env}{binary} run {args} > out 2> err"),
+            Output::Screen => format!("{env}{binary} {args}"),
+        };
+        let linger = match output {
+            Output::Files => "",
+            Output::Screen => "; echo STATUS=$s; sleep 600",
+        };
         let script = format!(
-            "cd {dir}; stty -g > before; {binary} run {args} > out 2> err; echo $? > status.tmp; \
-             stty -g > after; mv status.tmp status",
+            "cd {dir}; stty -g > before; {run}; s=$?; stty -g > after; echo $s > status.tmp; \
+             mv status.tmp status{linger}",
             dir = dir.display(),
-            binary = mini_kvm_binary(),
         );
-        let started = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "40"])
+        let session = TerminalSession { name, dir };
+        let started = session
+            .tmux()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session.name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+            ])
             .arg(&script)
             .status()
             .expect("run tmux");
         assert!(started.success(), "tmux new-session failed");
-        TerminalSession { name, dir }
+        session
+    }
+
+    /// A tmux command on this session's own server, without the user's tmux configuration.
+    fn tmux(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.arg("-S").arg(self.dir.join("tmux.socket"));
+        command.args(["-f", "/dev/null"]);
+        command
     }
 
     /// The directory mini-kvm runs in (and writes its files to).
-    pub fn dir(&self) -> &std::path::Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -52,14 +106,26 @@ impl TerminalSession {
         fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
+    /// The screen as it is now; with `colours`, its colours as SGR escape sequences.
+    pub fn screen(&self, colours: bool) -> String {
+        let mut command = self.tmux();
+        command.args(["capture-pane", "-p", "-t", &self.name]);
+        if colours {
+            command.arg("-e");
+        }
+        let output = command.output().expect("tmux capture-pane");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     pub fn wait_for(&self, what: &str, done: impl Fn(&TerminalSession) -> bool) {
         let started = Instant::now();
         while !done(self) {
             assert!(
                 started.elapsed() < WATCHDOG,
-                "waited {WATCHDOG:?} for {what}; stdout: {:?}, stderr: {:?}",
+                "waited {WATCHDOG:?} for {what}; stdout: {:?}, stderr: {:?}, screen:\n{}",
                 self.file("out"),
-                self.file("err")
+                self.file("err"),
+                self.screen(false)
             );
             thread::sleep(Duration::from_millis(20));
         }
@@ -72,9 +138,19 @@ impl TerminalSession {
         });
     }
 
+    /// Waits until the screen shows every one of `texts`; returns the screen.
+    pub fn wait_for_screen(&self, texts: &[&str]) -> String {
+        self.wait_for(&format!("the screen to show {texts:?}"), |s| {
+            let screen = s.screen(false);
+            texts.iter().all(|text| screen.contains(text))
+        });
+        self.screen(false)
+    }
+
     /// Types `keys` (tmux key names, or `-l` and literal text).
     pub fn send(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
+        let status = self
+            .tmux()
             .args(["send-keys", "-t", &self.name])
             .args(keys)
             .status()
@@ -90,16 +166,38 @@ impl TerminalSession {
 
     /// The terminal settings after mini-kvm are the ones before it.
     pub fn assert_terminal_restored(&self) {
+        self.finish();
         let (before, after) = (self.file("before"), self.file("after"));
         assert!(!before.is_empty(), "no terminal settings recorded");
         assert_eq!(before, after, "the terminal was not restored");
+    }
+
+    /// The pid of the mini-kvm this session runs (the only process of that binary whose
+    /// working directory is the session's).
+    pub fn mini_kvm_pid(&self) -> u32 {
+        let dir = fs::canonicalize(&self.dir).unwrap();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cwd = fs::read_link(entry.path().join("cwd")).ok();
+            let exe = fs::read_link(entry.path().join("exe")).ok();
+            if cwd.as_deref() == Some(dir.as_path())
+                && exe.is_some_and(|e| e.file_name().is_some_and(|n| n == "mini-kvm"))
+            {
+                return pid;
+            }
+        }
+        panic!("no mini-kvm running in {}", dir.display());
     }
 }
 
 impl Drop for TerminalSession {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
+        // Ends the session's server too: it has no other session.
+        let _ = self
+            .tmux()
+            .arg("kill-server")
             .stderr(Stdio::null())
             .status();
     }
