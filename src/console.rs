@@ -10,8 +10,9 @@
 //! so a guest that never reads leaves stdin alone.
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 
 /// Locks a mutex even if another thread panicked while holding it: console state stays usable.
 fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -26,7 +27,50 @@ pub type SharedSink = Arc<Mutex<dyn Write + Send>>;
 
 /// The process's standard output, as a [`SharedSink`].
 pub fn stdout_sink() -> SharedSink {
-    Arc::new(Mutex::new(io::stdout()))
+    Arc::new(Mutex::new(StdoutWriter))
+}
+
+/// File descriptor 1, written without `std`'s buffer (guest output is line-buffered already)
+/// and without blocking for long: a write waits at most [`StdoutWriter::WAIT`] for room and
+/// then fails with `WouldBlock`, so that a writer whose guest is being stopped can give up on a
+/// pipe nobody reads instead of hanging there.
+struct StdoutWriter;
+
+impl StdoutWriter {
+    const WAIT: libc::c_int = 100; // ms
+    /// A pipe that polls writable takes this many bytes without blocking (PIPE_BUF).
+    const CHUNK: usize = 4096;
+}
+
+impl Write for StdoutWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut stdout = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd. A signal (the vCPU kick) ends the wait with EINTR.
+        let ready = unsafe { libc::poll(&mut stdout, 1, Self::WAIT) };
+        if ready < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if ready == 0 {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        // A closed pipe or an error shows in the write's result (EPIPE: Rust ignores SIGPIPE).
+        let chunk = &buf[..buf.len().min(Self::CHUNK)];
+        // SAFETY: writes from a valid slice.
+        let written =
+            unsafe { libc::write(libc::STDOUT_FILENO, chunk.as_ptr().cast(), chunk.len()) };
+        if written < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(written as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The label put before each line of a guest when several guests share a terminal.
@@ -70,6 +114,9 @@ impl LineLabel {
 #[derive(Clone)]
 pub struct GuestOutput {
     shared: Arc<Mutex<OutputState>>,
+    /// Set when the guest is being stopped (`--timeout`, a quit): output that cannot be written
+    /// now (nobody reads the pipe) is dropped instead of waited for, so the stop cannot hang.
+    stopping: Arc<AtomicBool>,
 }
 
 struct OutputState {
@@ -78,8 +125,18 @@ struct OutputState {
     sink: SharedSink,
     /// With a label, only whole lines are written, each with the label in front.
     label: Option<LineLabel>,
-    /// The labelled lines being assembled for one write.
-    assembled: Vec<u8>,
+    /// Bytes ready for the sink (lines with their labels) that it has not taken yet.
+    unwritten: Vec<u8>,
+}
+
+/// How long a write waits for the sink to take bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Until every byte is written, or the guest is being stopped (the vCPU thread).
+    UntilDone,
+    /// Only while the sink takes bytes at once (the thread that watches the guest, which must
+    /// never block: it is the one that stops the guest).
+    WhileReady,
 }
 
 impl GuestOutput {
@@ -100,8 +157,9 @@ impl GuestOutput {
                 pending: Vec::with_capacity(256),
                 sink,
                 label,
-                assembled: Vec::new(),
+                unwritten: Vec::new(),
             })),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -110,7 +168,7 @@ impl GuestOutput {
         let mut state = lock(&self.shared);
         state.pending.extend_from_slice(bytes);
         if bytes.contains(&b'\n') {
-            state.write_out(false);
+            state.write_out(false, Drain::UntilDone, &self.stopping);
         }
     }
 
@@ -120,48 +178,89 @@ impl GuestOutput {
     pub fn flush(&self) {
         let mut state = lock(&self.shared);
         if state.label.is_none() {
-            state.write_out(true);
+            state.write_out(true, Drain::UntilDone, &self.stopping);
         }
+    }
+
+    /// [`flush`](Self::flush) for a thread that must not block: does nothing while the guest's
+    /// vCPU thread is writing, and writes only what the sink takes at once.
+    pub fn flush_without_waiting(&self) {
+        let mut state = match self.shared.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if state.label.is_none() {
+            state.write_out(true, Drain::WhileReady, &self.stopping);
+        }
+    }
+
+    /// The guest is being stopped: from now on, output the sink cannot take is dropped.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// The guest has ended: writes out everything, a labelled partial line with a newline.
     pub fn finish(&self) {
-        lock(&self.shared).write_out(true);
+        lock(&self.shared).write_out(true, Drain::UntilDone, &self.stopping);
     }
 }
 
 impl OutputState {
-    /// Writes the complete lines (and with `all`, the partial line too) in one write.
-    fn write_out(&mut self, all: bool) {
+    /// Formats the complete lines (and with `all`, the partial line too) for the sink and writes
+    /// them, in one write when the sink takes them all.
+    fn write_out(&mut self, all: bool, drain: Drain, stopping: &AtomicBool) {
         let end = if all {
             self.pending.len()
         } else {
-            match self.pending.iter().rposition(|&b| b == b'\n') {
-                Some(last_newline) => last_newline + 1,
-                None => return,
-            }
+            self.pending
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |last_newline| last_newline + 1)
         };
-        if end == 0 {
-            return;
-        }
-        let bytes: &[u8] = match &self.label {
-            None => &self.pending[..end],
+        match &self.label {
+            None => self.unwritten.extend_from_slice(&self.pending[..end]),
             Some(label) => {
-                self.assembled.clear();
                 for line in self.pending[..end].split_inclusive(|&b| b == b'\n') {
                     let line = line.strip_suffix(b"\n").unwrap_or(line);
-                    label.write_line(line, &mut self.assembled);
+                    label.write_line(line, &mut self.unwritten);
                 }
-                &self.assembled
             }
-        };
-        // The guest cannot be told that its console is gone (a closed pipe, a full disk): its
-        // output is dropped and the guest runs on, as with a disconnected serial line.
-        let mut sink = lock(&self.sink);
-        let _ = sink.write_all(bytes);
-        let _ = sink.flush();
-        drop(sink);
+        }
         self.pending.drain(..end);
+        if self.unwritten.is_empty() {
+            return;
+        }
+        let mut sink = match drain {
+            Drain::UntilDone => lock(&self.sink),
+            Drain::WhileReady => match self.sink.try_lock() {
+                Ok(sink) => sink,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            },
+        };
+        let mut written = 0;
+        while written < self.unwritten.len() {
+            match sink.write(&self.unwritten[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    if drain == Drain::WhileReady {
+                        self.unwritten.drain(..written);
+                        return;
+                    }
+                    if stopping.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                // The guest cannot be told that its console is gone (a closed pipe, a full
+                // disk): its output is dropped and the guest runs on, as with a disconnected
+                // serial line.
+                Err(_) => break,
+            }
+        }
+        let _ = sink.flush();
+        self.unwritten.clear();
     }
 }
 

@@ -99,6 +99,51 @@ fn a_guest_waiting_for_input_is_stopped_by_the_timeout() {
 }
 
 #[test]
+fn the_timeout_stops_guests_whose_stdout_nobody_reads() {
+    // `flood` prints forever into a pipe that stays open and is never read: the pipe fills and
+    // mini-kvm's writes wait for room, which must not keep --timeout from ending the run. Three
+    // guests share the blocked stdout.
+    require_kvm();
+    let flood = test_guest("flood");
+    let mut child = std::process::Command::new(common::mini_kvm_binary())
+        .args(["run", "--timeout", "0.5"])
+        .args([&flood, &flood, &flood])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let unread_stdout = child.stdout.take();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() >= 60 {
+            let _ = child.kill();
+            panic!("mini-kvm hung on a stdout nobody reads");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    drop(unread_stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(124), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches(
+                "mini-kvm: guest 'flood.bin' was still running after 0.5 s (--timeout): stopped"
+            )
+            .count(),
+        3,
+        "{stderr}"
+    );
+    for guest in 1..=3 {
+        assert!(
+            stderr.contains(&format!("[{guest}:flood.bin]     124  timed out\n")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn access_outside_ram_is_an_unhandled_mmio_exit() {
     let run = run_test_guest("beyond_ram", &[], b"");
     assert_eq!(run.stdout, b"poke\n", "{run:?}");

@@ -306,11 +306,12 @@ impl Vm {
             };
             match done_rx.recv_timeout(wait) {
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => output.flush(),
+                Err(mpsc::RecvTimeoutError::Timeout) => output.flush_without_waiting(),
             }
         }
         if timed_out || cancelled || quit {
             stop.store(true, Ordering::Release);
+            output.stop();
             input.cancel();
             // The signal may land just before the thread enters KVM_RUN, where it would be
             // missed: kick until the thread has noticed.
