@@ -175,3 +175,9 @@ fn a_command_line_too_long_for_the_boot_page_is_refused() {
          information page",
     );
 }
+
+#[test]
+fn a_kernel_that_ends_in_cli_hlt_ends_the_run() {
+    // No --timeout: the watchdog of the test helpers fails the test if the run never ends.
+    check(&["run", "--mem", "2M", &kernel("cli_hlt")], "halting\n");
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, kvm_regs, kvm_sregs};
+use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, KVM_MP_STATE_HALTED, kvm_regs, kvm_sregs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
@@ -175,6 +175,9 @@ impl Vcpu {
             // Coalesced writes happened before this exit: they go first, in order.
             self.drain_coalesced();
             if matches!(exit, Exit::Interrupted) {
+                if self.halted_with_interrupts_off() {
+                    return VcpuEnd::Halted;
+                }
                 continue;
             }
             exit_number += 1;
@@ -243,6 +246,22 @@ impl Vcpu {
                 Exit::Interrupted => unreachable!("handled above"),
             }
         }
+    }
+
+    /// With the in-kernel irqchip, `hlt` never exits to mini-kvm: KVM blocks the vCPU until an
+    /// interrupt can be taken. After `cli; hlt` none ever can (mini-kvm sends no NMI), so the
+    /// guest has ended, as a `hlt` with interrupts off ends a guest without an irqchip. Only a
+    /// kick shows it: `Vm::run` kicks a vCPU that has made no exit for a while.
+    fn halted_with_interrupts_off(&mut self) -> bool {
+        let halted = self
+            .fd
+            .get_mp_state()
+            .is_ok_and(|state| state.mp_state == KVM_MP_STATE_HALTED);
+        halted
+            && self
+                .fd
+                .get_regs()
+                .is_ok_and(|regs| regs.rflags & RFLAGS_IF == 0)
     }
 
     /// One KVM_RUN. `out` data is copied out of `kvm_run`, so that the device may look at the

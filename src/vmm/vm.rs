@@ -285,6 +285,11 @@ impl Vm {
         let mut timed_out = false;
         let mut cancelled = false;
         let mut quit = false;
+        // A guest that has made no exit for IDLE_CHECK may sit in `cli; hlt` inside KVM, which
+        // never tells us: kick it, and the vCPU thread looks (`halted_with_interrupts_off`).
+        const IDLE_CHECK: Duration = Duration::from_secs(1);
+        let mut exits_seen = live.exits();
+        let mut idle_since = Instant::now();
         loop {
             if cancel.load(Ordering::Acquire) {
                 cancelled = true;
@@ -307,6 +312,14 @@ impl Vm {
             match done_rx.recv_timeout(wait) {
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Err(mpsc::RecvTimeoutError::Timeout) => output.flush_without_waiting(),
+            }
+            let exits = live.exits();
+            if exits != exits_seen {
+                exits_seen = exits;
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() >= IDLE_CHECK {
+                let _ = thread.kill(kick_signal());
+                idle_since = Instant::now();
             }
         }
         if timed_out || cancelled || quit {
