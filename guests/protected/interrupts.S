@@ -77,18 +77,6 @@
     .equ SYS_WRITE, 1               # our system calls: EAX = number, EBX, ESI = arguments
     .equ SYS_EXIT,  2
 
-# say "text": print a string with one WRITE hypercall (clobbers EAX, EBX, ECX, EDX).
-.macro say text
-    .section .rodata
-9001:
-    .ascii "\text"
-9002:
-    .text
-    mov $9001b, %ebx
-    mov $(9002b - 9001b), %ecx
-    hypercall HC_WRITE
-.endm
-
 # interrupt_return: `iret` for an interrupt taken in ring 0 with interrupts on. The stack holds
 # EIP, CS, EFLAGS. Restore the flags with IF still clear, then `sti`, whose effect waits one
 # instruction, and a far return that pops EIP and CS and drops the EFLAGS slot: no interrupt can
@@ -105,7 +93,7 @@
     .text
     .globl _start
 _start:
-    say "interrupts: a small protected-mode kernel\n"
+    say32 "interrupts: a small protected-mode kernel\n"
 
     # --- 1. GDT and TSS -------------------------------------------------------------------------
     # The TSS descriptor's base is split over three fields; fill it in now that we know `tss`.
@@ -129,7 +117,7 @@ _start:
     mov $kernel_stack_top, %esp
     mov $TSS_SEL, %ax
     ltr %ax                         # the task register: where ESP0/SS0 come from
-    say "GDT: kernel and user segments and a TSS\n"
+    say32 "GDT: kernel and user segments and a TSS\n"
 
     # --- 2. IDT ---------------------------------------------------------------------------------
     xor %ebx, %ebx                  # vectors 0-31: CPU exceptions, all to one handler
@@ -152,7 +140,7 @@ _start:
     mov $keyboard_interrupt, %eax
     call set_gate
     lidt idt_descriptor
-    say "IDT: exceptions, IRQs 0-15 at vectors 32-47\n"
+    say32 "IDT: exceptions, IRQs 0-15 at vectors 32-47\n"
 
     # --- 3. PIC ---------------------------------------------------------------------------------
     # Four "initialization command words" to each 8259: start (ICW1), vector base (ICW2), how
@@ -175,7 +163,7 @@ _start:
     out %al, $PIC1_DATA
     mov $0xff, %al                  # everything masked on the slave
     out %al, $PIC2_DATA
-    say "PIC: remapped to vectors 32-47; timer and keyboard unmasked\n"
+    say32 "PIC: remapped to vectors 32-47; timer and keyboard unmasked\n"
 
     # --- 4. PIT ---------------------------------------------------------------------------------
     mov $0x34, %al                  # channel 0, low then high byte, mode 2 (rate generator)
@@ -185,17 +173,17 @@ _start:
     mov $PIT_DIVISOR >> 8, %al
     out %al, $PIT_CHANNEL0
     sti
-    say "PIT: channel 0 at 100 Hz; interrupts on\n"
+    say32 "PIT: channel 0 at 100 Hz; interrupts on\n"
 1:  hlt                             # sleep until an interrupt; the timer's wakes us
     cmpl $TICKS_WANTED, ticks
     jb 1b
-    say "timer: "
+    say32 "timer: "
     mov $TICKS_WANTED, %ebx         # (`ticks` may have moved on while we printed)
     hypercall HC_PUTNUM
-    say " ticks\n"
+    say32 " ticks\n"
 
     # --- 5. Keyboard ----------------------------------------------------------------------------
-    say "keyboard: type a line, Enter ends it\n"
+    say32 "keyboard: type a line, Enter ends it\n"
     mov $0xae, %al                  # "enable the keyboard interface": from now on keys arrive
     out %al, $KBD_STATUS
 next_key:
@@ -206,7 +194,7 @@ next_key:
     jmp next_key
 line_done:
     hypercall HC_NEWLINE
-    say "scancodes:"
+    say32 "scancodes:"
     xor %esi, %esi
 1:  cmp line_scancodes, %esi
     jae 2f
@@ -219,7 +207,7 @@ line_done:
 2:  hypercall HC_NEWLINE
 
     # --- 6. Ring 3 ------------------------------------------------------------------------------
-    say "ring 3: sysexit to user mode\n"
+    say32 "ring 3: sysexit to user mode\n"
     xor %edx, %edx                  # wrmsr writes EDX:EAX to MSR ECX
     mov $MSR_SYSENTER_CS, %ecx
     mov $KERNEL_CS, %eax
@@ -293,7 +281,7 @@ spurious_irq:
     interrupt_return
 
 exception:
-    say "kernel: unexpected CPU exception\n"
+    say32 "kernel: unexpected CPU exception\n"
     mov $99, %ebx
     hypercall HC_EXIT
 
@@ -314,7 +302,7 @@ system_call:
     pop %ecx
     sysexit                         # back to ring 3: EIP = EDX, ESP = ECX
 2:  push %ebx
-    say "kernel: the user program exited with status "
+    say32 "kernel: the user program exited with status "
     mov (%esp), %ebx
     hypercall HC_PUTNUM
     hypercall HC_NEWLINE
@@ -466,28 +454,28 @@ echo_control:
     hypercall HC_PUTCHAR
     ret
 echo_escape:
-    say "[esc]"
+    say32 "[esc]"
     ret
 echo_backspace:
-    say "[bs]"
+    say32 "[bs]"
     ret
 echo_tab:
-    say "[tab]"
+    say32 "[tab]"
     ret
 echo_arrow:
     cmp $0x80, %al
     jne 1f
-    say "[up]"
+    say32 "[up]"
     ret
 1:  cmp $0x81, %al
     jne 2f
-    say "[down]"
+    say32 "[down]"
     ret
 2:  cmp $0x82, %al
     jne 3f
-    say "[left]"
+    say32 "[left]"
     ret
-3:  say "[right]"
+3:  say32 "[right]"
     ret
 
 # print_hex_byte: AL as two lowercase hex digits.

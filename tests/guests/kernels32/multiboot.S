@@ -19,17 +19,6 @@
     .long MULTIBOOT_FLAGS
     .long -(MULTIBOOT_MAGIC + MULTIBOOT_FLAGS)
 
-.macro say text
-    .section .rodata
-9001:
-    .ascii "\text"
-9002:
-    .text
-    mov $9001b, %ebx
-    mov $(9002b - 9001b), %ecx
-    hypercall HC_WRITE
-.endm
-
     .code32
     .text
     .globl _start
@@ -37,27 +26,27 @@ _start:
     cmp $0x2badb002, %eax
     jne not_multiboot
     mov %ebx, %edi                  # EDI = the multiboot information
-    say "multiboot: EAX = 0x2BADB002\n"
-    say "mem_lower "
+    say32 "multiboot: EAX = 0x2BADB002\n"
+    say32 "mem_lower "
     mov 4(%edi), %ebx
     hypercall HC_PUTNUM
-    say " KiB, mem_upper "
+    say32 " KiB, mem_upper "
     mov 8(%edi), %ebx
     hypercall HC_PUTNUM
-    say " KiB\n"
-    say "memory map: "
+    say32 " KiB\n"
+    say32 "memory map: "
     mov 44(%edi), %eax              # mmap_length: bytes; each entry is 24
     xor %edx, %edx
     mov $24, %ecx
     div %ecx
     mov %eax, %ebx
     hypercall HC_PUTNUM
-    say " entries\n"
-    say "boot loader: "
+    say32 " entries\n"
+    say32 "boot loader: "
     mov 64(%edi), %esi
     call print_string
     hypercall HC_NEWLINE
-    say "cmdline: "
+    say32 "cmdline: "
     mov 16(%edi), %esi
     call print_string
     hypercall HC_NEWLINE

@@ -13,17 +13,6 @@
 
 .include "hypercall.inc"
 
-# say32 "text": one WRITE hypercall (32-bit code). Clobbers EAX, EBX, ECX, EDX.
-.macro say32 text
-    .pushsection .rodata
-9:  .ascii "\text"
-8:
-    .popsection
-    mov $9b, %ebx
-    mov $(8b - 9b), %ecx
-    hypercall HC_WRITE
-.endm
-
     .equ KERNEL_CODE, 0x08
     .equ KERNEL_DATA, 0x10
     .equ USER_CODE,   0x18 | 3          # RPL 3: ring 3 selectors
