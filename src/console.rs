@@ -40,6 +40,20 @@ impl StdoutWriter {
     const WAIT: libc::c_int = 100; // ms
     /// A pipe that polls writable takes this many bytes without blocking (PIPE_BUF).
     const CHUNK: usize = 4096;
+
+    /// The part of `buf` to write next: at most [`Self::CHUNK`] bytes, cut after a newline
+    /// where it can be, so that a write given up on (its guest being stopped) never leaves half
+    /// a line for another guest's line to follow.
+    fn next_chunk(buf: &[u8]) -> &[u8] {
+        if buf.len() <= Self::CHUNK {
+            return buf;
+        }
+        let chunk = &buf[..Self::CHUNK];
+        match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(last_newline) => &chunk[..=last_newline],
+            None => chunk,
+        }
+    }
 }
 
 impl Write for StdoutWriter {
@@ -58,7 +72,7 @@ impl Write for StdoutWriter {
             return Err(ErrorKind::WouldBlock.into());
         }
         // A closed pipe or an error shows in the write's result (EPIPE: Rust ignores SIGPIPE).
-        let chunk = &buf[..buf.len().min(Self::CHUNK)];
+        let chunk = Self::next_chunk(buf);
         // SAFETY: writes from a valid slice.
         let written =
             unsafe { libc::write(libc::STDOUT_FILENO, chunk.as_ptr().cast(), chunk.len()) };
@@ -457,4 +471,21 @@ fn take_buffered(state: &mut InputState, buf: &mut [u8]) -> usize {
         *slot = byte;
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StdoutWriter;
+
+    #[test]
+    fn stdout_chunks_end_after_a_newline_where_they_can() {
+        let short = b"[1:hello] Hello, KVM!\n";
+        assert_eq!(StdoutWriter::next_chunk(short), short);
+        // 300 lines of 20 bytes: the first chunk ends after line 204 (4080 bytes).
+        let lines = b"[1:flood.bin] flood\n".repeat(300);
+        assert_eq!(StdoutWriter::next_chunk(&lines), &lines[..4080]);
+        // One line longer than a chunk: cut at the chunk.
+        let long = [b'x'; 5000];
+        assert_eq!(StdoutWriter::next_chunk(&long), &long[..4096]);
+    }
 }

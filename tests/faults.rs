@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Read;
+
 use common::{Run, host_kvm_module, mini_kvm, require_kvm, test_guest};
 
 fn run_test_guest(name: &str, extra: &[&str], input: &[u8]) -> Run {
@@ -122,7 +124,25 @@ fn the_timeout_stops_guests_whose_stdout_nobody_reads() {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    drop(unread_stdout);
+    // What did get into the pipe is whole labelled lines: nothing torn by the stop.
+    let mut in_the_pipe = String::new();
+    unread_stdout
+        .unwrap()
+        .read_to_string(&mut in_the_pipe)
+        .unwrap();
+    assert!(!in_the_pipe.is_empty());
+    assert!(in_the_pipe.ends_with('\n'), "a torn last line");
+    for line in in_the_pipe.lines() {
+        assert!(
+            [
+                "[1:flood.bin] flood",
+                "[2:flood.bin] flood",
+                "[3:flood.bin] flood"
+            ]
+            .contains(&line),
+            "{line:?}"
+        );
+    }
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(124), "{stderr}");
