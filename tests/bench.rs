@@ -94,3 +94,21 @@ fn quick_bench_reports_every_row_with_a_ratio() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn a_temporary_directory_that_is_not_utf8_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    require_kvm();
+    let tmpdir = std::ffi::OsStr::from_bytes(b"/tmp/\xff");
+    let run = common::mini_kvm_with(
+        std::process::Command::new(common::mini_kvm_binary())
+            .args(["bench", "--quick"])
+            .env("TMPDIR", tmpdir),
+        b"",
+    );
+    common::assert_error(
+        &run,
+        1,
+        "mini-kvm: error: the temporary directory's path is not UTF-8: set TMPDIR to a plain path\n",
+    );
+}

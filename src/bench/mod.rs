@@ -89,6 +89,12 @@ struct Programs {
 impl Programs {
     fn write() -> Result<Programs, BenchError> {
         let dir = std::env::temp_dir().join(format!("mini-kvm-bench-{}", std::process::id()));
+        // The paths go on command lines as text (the `expect`s on `to_str` rely on this check).
+        if dir.to_str().is_none() {
+            return Err(BenchError::Setup(
+                "the temporary directory's path is not UTF-8: set TMPDIR to a plain path",
+            ));
+        }
         std::fs::create_dir_all(&dir)?;
         for (name, image) in BENCH_GUESTS {
             let extension = if image.starts_with(b"\x7fELF") {
@@ -301,7 +307,9 @@ fn start_up(
     let hello_plain: &[&str] = &["run", "--no-coalesce", "hello"];
     let floor = || mini_kvm(exe, &["bench-floor"]);
     let kernel = programs.path("hello_pvh.elf");
-    let kernel_arg = kernel.to_str().expect("a UTF-8 temp path");
+    let kernel_arg = kernel
+        .to_str()
+        .expect("Programs::write checked the path is UTF-8");
     let pvh = || mini_kvm(exe, &["run", "--mem", "2M", kernel_arg]);
 
     let mut rows = Vec::new();
@@ -365,7 +373,9 @@ fn peak_mib(mut command: Command, input: &[u8]) -> Result<Figure, BenchError> {
 fn memory(exe: &Path, programs: &Programs, qemu: Option<&Qemu>) -> Result<Vec<Row>, BenchError> {
     let group = "memory (peak RSS)";
     let kernel = programs.path("hello_pvh.elf");
-    let kernel_arg = kernel.to_str().expect("a UTF-8 temp path");
+    let kernel_arg = kernel
+        .to_str()
+        .expect("Programs::write checked the path is UTF-8");
     let mut rows = vec![
         Row::new(
             group,
@@ -519,7 +529,9 @@ fn compute(
         let report = run_in_process(GuestImage::File(kernel.clone()), 2 << 20, b"", 1)?;
         Ok(report.stats.in_guest.as_secs_f64() * 1e6)
     })?;
-    let kernel_arg = kernel.to_str().expect("a UTF-8 temp path");
+    let kernel_arg = kernel
+        .to_str()
+        .expect("Programs::write checked the path is UTF-8");
     let ours = process_sample(
         effort.runs,
         || mini_kvm(exe, &["run", "--mem", "2M", kernel_arg]),
