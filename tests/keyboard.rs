@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::terminal::TerminalSession;
 
 /// Waits until the guest has taken the keyboard (mini-kvm announces raw mode on stderr).
@@ -66,9 +64,7 @@ fn ctrl_a_h_helps_and_ctrl_a_x_quits_and_restores_the_terminal() {
 fn a_signal_restores_the_terminal() {
     let session = TerminalSession::start("tmux-signal", "interrupts");
     wait_for_keyboard(&session);
-    let pid = session.mini_kvm_pid();
-    let status = Command::new("kill").arg(pid.to_string()).status().unwrap();
-    assert!(status.success());
+    session.signal_mini_kvm(libc::SIGTERM);
     let status = session.finish();
     assert_eq!(
         status,

@@ -6,7 +6,6 @@ mod common;
 
 use common::terminal::TerminalSession;
 use common::test_guest;
-use std::process::Command;
 
 /// `mini-kvm run --tui ARGS` on a terminal of its own.
 fn start(test: &str, args: &[&str]) -> TerminalSession {
@@ -81,12 +80,7 @@ fn sigterm_restores_the_terminal() {
     let forever = test_guest("forever");
     let session = start("sigterm", &[forever.to_str().unwrap()]);
     session.wait_for_screen(&["[1:forever.bin] running"]);
-    let pid = session.mini_kvm_pid();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    session.signal_mini_kvm(libc::SIGTERM);
     session.wait_for_screen(&["STATUS=130"]);
     session.assert_terminal_restored();
 }

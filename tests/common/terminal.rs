@@ -172,9 +172,17 @@ impl TerminalSession {
         assert_eq!(before, after, "the terminal was not restored");
     }
 
+    /// Sends `signal` to the mini-kvm this session runs.
+    pub fn signal_mini_kvm(&self, signal: libc::c_int) {
+        let pid = self.mini_kvm_pid();
+        // SAFETY: kill(2) on a pid we just found running our binary.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+    }
+
     /// The pid of the mini-kvm this session runs (the only process of that binary whose
     /// working directory is the session's).
-    pub fn mini_kvm_pid(&self) -> u32 {
+    fn mini_kvm_pid(&self) -> u32 {
         let dir = fs::canonicalize(&self.dir).unwrap();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
