@@ -14,9 +14,7 @@
     .text
     .globl _start
 _start:
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE          # "poke\n"
+    say16 "poke\n"
 
     mov $0xFFFF, %ax
     mov %ax, %es
@@ -24,7 +22,3 @@ _start:
 
     xor %bx, %bx                # not reached: the VMM stops the guest on the MMIO exit
     hypercall HC_EXIT
-
-message:
-    .ascii "poke\n"
-    .equ message_len, . - message

@@ -11,11 +11,5 @@
     .text
     .globl _start
 _start:
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE          # "flood\n"
+    say16 "flood\n"
     jmp _start
-
-message:
-    .ascii "flood\n"
-    .equ message_len, . - message

@@ -12,13 +12,7 @@
     .text
     .globl _start
 _start:
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE          # "looping\n"
+    say16 "looping\n"
 
     cli
     jmp .                       # jump to itself, forever
-
-message:
-    .ascii "looping\n"
-    .equ message_len, . - message

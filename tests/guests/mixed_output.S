@@ -20,13 +20,7 @@ _start:
     mov $'C', %bx
     hypercall HC_PUTCHAR        # "C": hypercall, one character
 
-    mov $tail, %bx
-    mov $tail_len, %cx
-    hypercall HC_WRITE          # "D\n": hypercall, one buffer
+    say16 "D\n"                 # "D\n": hypercall, one buffer
 
     xor %bx, %bx                # status 0
     hypercall HC_EXIT
-
-tail:
-    .ascii "D\n"
-    .equ tail_len, . - tail

@@ -11,9 +11,7 @@
     .text
     .globl _start
 _start:
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE          # "popcnt:"
+    say16 "popcnt:"
 
     mov $0x00F0, %ax            # four bits set
     popcnt %ax, %bx             # BX = number of set bits in AX = 4
@@ -22,7 +20,3 @@ _start:
 
     xor %bx, %bx                # status 0
     hypercall HC_EXIT
-
-message:
-    .ascii "popcnt:"
-    .equ message_len, . - message

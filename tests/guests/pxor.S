@@ -30,9 +30,7 @@ _start:
     or $(CR4_OSFXSR | CR4_OSXMMEXCPT), %eax
     mov %eax, %cr4
 
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE          # "pxor:"
+    say16 "pxor:"
 
     pxor %xmm0, %xmm0           # XMM0 = 0
 
@@ -43,9 +41,6 @@ _start:
     xor %bx, %bx                # status 0
     hypercall HC_EXIT
 
-message:
-    .ascii "pxor:"
-    .equ message_len, . - message
 ok:
     .ascii "ok\n"
     .equ ok_len, . - ok

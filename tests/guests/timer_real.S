@@ -39,9 +39,7 @@ _start:
     cli
     mov $3, %bx
     hypercall HC_PUTNUM
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE
+    say16 " ticks\n"
     xor %bx, %bx
     hypercall HC_EXIT
 
@@ -55,6 +53,3 @@ timer:
 
 ticks:
     .word 0
-message:
-    .ascii " ticks\n"
-    .equ message_len, . - message

@@ -24,18 +24,12 @@
     .text
     .globl _start
 _start:
-    mov $message, %bx
-    mov $message_len, %cx
-    hypercall HC_WRITE          # "before\n"
+    say16 "before\n"
 
     lidt unusable_idt           # IDTR = base 0x200000, limit 0
     xor %cx, %cx
     div %cx                     # divide by zero: #DE -> #GP -> #DF -> triple fault
     hlt                         # never reached
-
-message:
-    .ascii "before\n"
-    .equ message_len, . - message
 
 # The 6-byte operand of `lidt`. With a 16-bit operand size, `lidt` takes 24 bits of the base.
 unusable_idt:
