@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::arch::x86::layout::{DEFAULT_MEMORY_SIZE, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE};
 use crate::loader::{BuiltinGuest, GuestMode, builtin_guest, builtin_guests};
-use crate::vmm::memory::{DEFAULT_MEMORY_SIZE, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {

@@ -73,6 +73,26 @@ fn multiboot_gets_magic_memory_map_and_command_line() {
     );
 }
 
+/// RAM beyond the MMIO hole's start (3 GiB) continues at 4 GiB: a fourth memory map entry, and
+/// mem_upper counts only the RAM below the hole (3 GiB - 1 MiB). The RAM is never touched.
+#[test]
+fn ram_above_the_mmio_hole_is_a_fourth_memory_map_entry() {
+    check(
+        &["run", "--mem", "5G", "--cmdline", "big", &kernel("multiboot")],
+        "multiboot: EAX = 0x2BADB002\n\
+         mem_lower 640 KiB, mem_upper 3144704 KiB\n\
+         memory map: 4 entries\n\
+         boot loader: mini-kvm\n\
+         cmdline: big\n",
+    );
+    check(
+        &["run", "--mem", "5G", &kernel("pvh")],
+        "PVH: 32-bit entry, hvm_start_info magic 0x336ec578\n\
+         memory map: 4 entries\n\
+         cmdline: \n",
+    );
+}
+
 #[test]
 fn multiboot_without_a_command_line_gets_an_empty_one() {
     require_kvm();

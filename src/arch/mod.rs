@@ -1,17 +1,7 @@
-//! x86 CPU state, nothing else: how the registers look when a guest starts in each mode, and the
-//! descriptor and page tables that state points at.
+//! CPU and platform facts, nothing that runs: where everything is in guest-physical memory, how
+//! the registers look when a guest starts in each mode, and the tables that state points at.
+//! Only x86 today; `arch` imports nothing above it.
 
-pub mod cpuid;
-pub mod gdt;
-pub mod modes;
-pub mod paging;
+pub mod x86;
 
-use thiserror::Error;
-
-pub use modes::CpuMode;
-
-#[derive(Debug, Error)]
-pub enum ArchError {
-    #[error("cannot write the VMM's tables into guest memory: {0}")]
-    Write(#[from] vm_memory::GuestMemoryError),
-}
+pub use x86::{ArchError, CpuMode};

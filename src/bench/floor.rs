@@ -10,8 +10,8 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::BenchError;
-use crate::arch::modes::setup_real_mode;
-use crate::vmm::memory::{REAL_MODE_LOAD_ADDRESS, REAL_MODE_SEGMENT};
+use crate::arch::x86::layout::{REAL_MODE_LOAD_ADDRESS, REAL_MODE_SEGMENT};
+use crate::arch::x86::modes::setup_real_mode;
 
 const RAM: usize = 1 << 20;
 const HYPERCALL_PORT: u16 = 0x500;

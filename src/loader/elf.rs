@@ -204,5 +204,5 @@ impl ElfImage {
 
 /// Is `address` inside guest RAM (where an entry point must be: our page tables identity-map RAM)?
 pub fn entry_in_ram(memory: &GuestMemoryMmap, address: u64) -> bool {
-    address <= memory.last_addr().0
+    memory.address_in_range(GuestAddress(address))
 }

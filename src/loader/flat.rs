@@ -1,9 +1,9 @@
 //! Flat binaries: raw machine code copied to a fixed load address, 0x10000 in every mode.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{GuestMode, LoaderError};
-use crate::vmm::memory::{FLAT_LOAD_ADDRESS, REAL_MODE_ADDRESS_LIMIT};
+use crate::arch::x86::layout::{FLAT_LOAD_ADDRESS, REAL_MODE_ADDRESS_LIMIT, low_ram_end};
 
 /// Copies a flat image to 0x10000 for a guest starting in `mode`. It must fit in guest RAM and,
 /// in real mode, below 1 MiB, the most real mode can address. (`loader::load` has already
@@ -14,7 +14,7 @@ pub fn load_flat_image(
     image: &[u8],
     mode: GuestMode,
 ) -> Result<(), LoaderError> {
-    let ram_end = memory.last_addr().0 + 1;
+    let ram_end = low_ram_end(super::ram_size(memory));
     let (limit, limit_what, hint) = if mode == GuestMode::Real && ram_end >= REAL_MODE_ADDRESS_LIMIT
     {
         (

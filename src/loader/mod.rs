@@ -15,13 +15,13 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use crate::arch::modes::EntryRegisters;
-use crate::vmm::memory::{
+use crate::arch::x86::layout::{
     BOOT_INFO_ADDRESS, BOOT_INFO_SIZE, FLAT_LOAD_ADDRESS, INITIAL_STACK_TOP, VMM_TABLES_END,
-    VMM_TABLES_START,
+    VMM_TABLES_START, low_ram_end,
 };
+use crate::arch::x86::modes::EntryRegisters;
 pub use builtin::{BuiltinGuest, BuiltinKind, GuestMode, builtin_guest, builtin_guests};
 pub use detect::ImageFormat;
 
@@ -231,8 +231,10 @@ pub fn check_load_range(
     start: u64,
     len: u64,
 ) -> Result<(), LoaderError> {
-    let ram_end = memory.last_addr().0 + 1;
+    let ram_end = low_ram_end(ram_size(memory));
     let end = start.saturating_add(len);
+    // Images load below the MMIO hole: a range that reaches past the low RAM is refused even
+    // when RAM continues at 4 GiB.
     if end > ram_end {
         return Err(LoaderError::OutsideMemory {
             name: name.to_string(),
@@ -261,26 +263,9 @@ pub const BOOT_CMDLINE_MAX: u64 = BOOT_INFO_SIZE - BOOT_CMDLINE_OFFSET - 1;
 /// The boot loader name a multiboot kernel is told.
 pub const BOOT_LOADER_NAME: &[u8] = b"mini-kvm\0";
 
-/// What a memory map entry describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryKind {
-    Ram,
-    /// The VMM's tables and the boot information: a kernel must not overwrite them while it
-    /// still needs them.
-    Reserved,
-}
-
-/// Guest RAM as a kernel is told about it: (start, length, kind).
-pub fn memory_map(ram_size: u64) -> Vec<(u64, u64, MemoryKind)> {
-    vec![
-        (0, VMM_TABLES_START, MemoryKind::Ram),
-        (
-            VMM_TABLES_START,
-            VMM_TABLES_END - VMM_TABLES_START,
-            MemoryKind::Reserved,
-        ),
-        (VMM_TABLES_END, ram_size - VMM_TABLES_END, MemoryKind::Ram),
-    ]
+/// The total size of guest RAM, in bytes (all its regions).
+pub fn ram_size(memory: &GuestMemoryMmap) -> u64 {
+    memory.iter().map(|region| region.len()).sum()
 }
 
 /// Writes the NUL-terminated command line into the boot-information page; returns its address.

@@ -6,15 +6,15 @@
 //! "a.out kludge"), at the addresses the header itself gives, which is how a flat binary can be
 //! a multiboot kernel.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::elf::{ElfImage, entry_in_ram};
 use super::{
     BOOT_CMDLINE_OFFSET, BOOT_LOADER_NAME, BOOT_LOADER_NAME_OFFSET, BOOT_MEMORY_MAP_OFFSET,
-    LoaderError, MemoryKind, check_load_range, memory_map, write_cmdline,
+    LoaderError, check_load_range, write_cmdline,
 };
-use crate::arch::modes::EntryRegisters;
-use crate::vmm::memory::{BOOT_INFO_ADDRESS, INITIAL_STACK_TOP};
+use crate::arch::x86::layout::{BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, low_ram_end, memory_map};
+use crate::arch::x86::modes::EntryRegisters;
 
 /// What the boot loader puts in EAX, so the kernel knows it was booted by a multiboot loader.
 pub const BOOTLOADER_MAGIC: u32 = 0x2bad_b002;
@@ -145,17 +145,13 @@ fn load_by_header_addresses(
 /// Writes the multiboot information structure, its memory map, the boot loader's name and the
 /// command line into the boot-information page (docs/memory-map.md).
 fn write_info(memory: &GuestMemoryMmap, cmdline: &str) -> Result<(), LoaderError> {
-    let ram_size = memory.last_addr().0 + 1;
+    let ram_size = super::ram_size(memory);
     let mut map = Vec::new();
     for (start, length, kind) in memory_map(ram_size) {
         map.extend_from_slice(&20u32.to_le_bytes()); // size of the rest of this entry
         map.extend_from_slice(&start.to_le_bytes());
         map.extend_from_slice(&length.to_le_bytes());
-        let kind: u32 = match kind {
-            MemoryKind::Ram => 1,
-            MemoryKind::Reserved => 2,
-        };
-        map.extend_from_slice(&kind.to_le_bytes());
+        map.extend_from_slice(&kind.e820_type().to_le_bytes());
     }
     let cmdline_address = write_cmdline(memory, cmdline)?;
     let loader_name_address = BOOT_INFO_ADDRESS + BOOT_LOADER_NAME_OFFSET;
@@ -165,9 +161,10 @@ fn write_info(memory: &GuestMemoryMmap, cmdline: &str) -> Result<(), LoaderError
     debug_assert!(BOOT_MEMORY_MAP_OFFSET + map.len() as u64 <= BOOT_LOADER_NAME_OFFSET);
     debug_assert!(BOOT_LOADER_NAME_OFFSET + BOOT_LOADER_NAME.len() as u64 <= BOOT_CMDLINE_OFFSET);
 
-    // KiB of RAM from 0 up to 640 KiB ("lower") and from 1 MiB ("upper"), as a PC BIOS reports.
+    // KiB of RAM from 0 up to 640 KiB ("lower") and from 1 MiB up to the first hole ("upper"),
+    // as a PC BIOS reports.
     let lower_kib = ram_size.min(640 << 10) >> 10;
-    let upper_kib = ram_size.saturating_sub(1 << 20) >> 10;
+    let upper_kib = low_ram_end(ram_size).saturating_sub(1 << 20) >> 10;
     let mut info = [0u32; 22];
     info[0] = INFO_MEMORY | INFO_CMDLINE | INFO_MEMORY_MAP | INFO_LOADER_NAME;
     info[1] = lower_kib as u32;

@@ -8,11 +8,11 @@
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_info};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use super::{BOOT_MEMORY_MAP_OFFSET, LoaderError, MemoryKind, memory_map, write_cmdline};
-use crate::arch::modes::EntryRegisters;
-use crate::vmm::memory::{BOOT_INFO_ADDRESS, INITIAL_STACK_TOP};
+use super::{BOOT_MEMORY_MAP_OFFSET, LoaderError, ram_size, write_cmdline};
+use crate::arch::x86::layout::{BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, memory_map};
+use crate::arch::x86::modes::EntryRegisters;
 
 /// `hvm_start_info.magic`: "xEn3" with the high bit of each byte cleared.
 pub const START_INFO_MAGIC: u32 = 0x336e_c578;
@@ -24,17 +24,13 @@ pub fn prepare(
     entry: u64,
     cmdline: &str,
 ) -> Result<EntryRegisters, LoaderError> {
-    let ram_size = memory.last_addr().0 + 1;
+    let ram_size = ram_size(memory);
     let map: Vec<hvm_memmap_table_entry> = memory_map(ram_size)
         .into_iter()
         .map(|(addr, size, kind)| hvm_memmap_table_entry {
             addr,
             size,
-            // E820 types: 1 = RAM, 2 = reserved.
-            type_: match kind {
-                MemoryKind::Ram => 1,
-                MemoryKind::Reserved => 2,
-            },
+            type_: kind.e820_type(),
             reserved: 0,
         })
         .collect();

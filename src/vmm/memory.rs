@@ -1,45 +1,19 @@
-//! Guest RAM and the guest-physical memory layout.
+//! Guest RAM: the host mapping behind it, and the questions the VMM asks about it.
 //!
-//! Guest RAM is one anonymous mapping in the VMM process (vm-memory's `GuestMemoryMmap`, mapped
-//! with `MAP_NORESERVE`: the host only gives it pages the guest touches), registered with KVM as
-//! memory slot 0 at guest-physical address 0.
+//! Guest RAM is anonymous memory in the VMM process (vm-memory's `GuestMemoryMmap`, mapped with
+//! `MAP_NORESERVE`: the host only gives it pages the guest touches), in one or two regions laid
+//! out by [`layout::ram_regions`]: below the MMIO hole, and from 4 GiB for what does not fit
+//! there. Each region becomes one KVM memory slot.
 
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 
-/// Where a flat real-mode image is loaded: segment 0x1000, offset 0.
-pub const REAL_MODE_SEGMENT: u16 = 0x1000;
-pub const REAL_MODE_LOAD_ADDRESS: u64 = (REAL_MODE_SEGMENT as u64) << 4;
-/// Real mode can address 1 MiB (plus the 64 KiB "high memory area" above it, which we don't use).
-pub const REAL_MODE_ADDRESS_LIMIT: u64 = 1 << 20;
-
-/// The VMM's own tables for protected- and long-mode guests, in low guest RAM (docs/memory-map.md).
-/// A guest image may not overlap `VMM_TABLES_START..VMM_TABLES_END`.
-pub const VMM_TABLES_START: u64 = 0x1000;
-pub const VMM_TABLES_END: u64 = 0x9000;
-/// The GDT the VMM builds (src/arch/gdt.rs): 6 descriptors.
-pub const GDT_ADDRESS: u64 = 0x1000;
-/// A 32-bit TSS (104 bytes): KVM wants a valid task register outside real mode.
-pub const TSS_ADDRESS: u64 = 0x1080;
-/// One page for the boot protocols: the multiboot info or PVH `hvm_start_info`, the memory map,
-/// the command line.
-pub const BOOT_INFO_ADDRESS: u64 = 0x2000;
-pub const BOOT_INFO_SIZE: u64 = 0x1000;
-/// Page tables (src/arch/paging.rs): the 32-bit page directory, or PML4, PDPT and 4 PDs.
-pub const PAGE_TABLES_ADDRESS: u64 = 0x3000;
-/// Where flat protected- and long-mode images are loaded (the same address as real mode's).
-pub const FLAT_LOAD_ADDRESS: u64 = REAL_MODE_LOAD_ADDRESS;
-/// ESP/RSP at entry for every guest that does not start in real mode: the stack grows down from
-/// the load address, below the image and above the VMM's tables.
-pub const INITIAL_STACK_TOP: u64 = 0x10000;
-
-/// Default guest RAM: 1 MiB, the whole real-mode address space.
-pub const DEFAULT_MEMORY_SIZE: u64 = 1 << 20;
-/// Smallest RAM we accept: the load address plus one 64 KiB segment for code, data and stack.
-pub const MIN_MEMORY_SIZE: u64 = REAL_MODE_LOAD_ADDRESS + 0x10000;
-/// Largest RAM we accept: far more than any guest here needs, and it keeps typos like `--mem
-/// 64000G` from reaching mmap.
-pub const MAX_MEMORY_SIZE: u64 = 64 << 30;
+use crate::arch::x86::layout;
 
 #[derive(Debug, Error)]
 pub enum MemoryError {
@@ -50,29 +24,94 @@ pub enum MemoryError {
     },
 }
 
-/// Maps `size` bytes of zeroed guest RAM at guest-physical address 0.
+/// Maps `size` bytes of zeroed guest RAM, split around the MMIO hole.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)])
-        .map_err(|source| MemoryError::Map { size, source })
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(size)
+        .into_iter()
+        .map(|(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map { size, source })
 }
 
-/// Is `[address, address + len)` entirely guest RAM? (`len` may be 0.) Guest RAM is one
-/// region starting at 0, so this is a bounds check against its end.
+/// Gives every region of `memory` to KVM as a memory slot (0, 1), at its guest-physical address.
+pub fn register_memory_slots(
+    vm_fd: &VmFd,
+    memory: &GuestMemoryMmap,
+) -> Result<(), kvm_ioctls::Error> {
+    for (slot, region) in memory.iter().enumerate() {
+        let host_address = region
+            .get_host_address(MemoryRegionAddress(0))
+            .map_err(|_| kvm_ioctls::Error::new(libc::EFAULT))?;
+        let slot = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host_address as u64,
+        };
+        // SAFETY: the region maps `memory_size` bytes at `host_address` and lives as long as
+        // the VM (the vCPUs and devices hold clones of `memory`), so KVM never sees unmapped
+        // memory.
+        unsafe { vm_fd.set_user_memory_region(slot) }?;
+    }
+    Ok(())
+}
+
+/// Is `[address, address + len)` entirely guest RAM? (`len` may be 0.)
 pub fn range_is_ram(memory: &GuestMemoryMmap, address: u64, len: u64) -> bool {
-    let ram_end = memory.last_addr().0 + 1;
-    address.checked_add(len).is_some_and(|end| end <= ram_end)
+    if len == 0 {
+        return address_is_ram_or_end(memory, address);
+    }
+    address.checked_add(len).is_some() && memory.check_range(GuestAddress(address), len as usize)
+}
+
+/// An empty range is "in RAM" anywhere inside a region or at its very end.
+fn address_is_ram_or_end(memory: &GuestMemoryMmap, address: u64) -> bool {
+    memory.address_in_range(GuestAddress(address))
+        || address
+            .checked_sub(1)
+            .is_some_and(|last| memory.address_in_range(GuestAddress(last)))
 }
 
 /// Reads up to `buf.len()` bytes at a guest-physical address; returns how many could be read
 /// (fewer at the end of RAM, 0 outside it). Used for reports and traces, where a short read is fine.
 pub fn read_prefix(memory: &GuestMemoryMmap, address: u64, buf: &mut [u8]) -> usize {
-    let ram_end = memory.last_addr().0 + 1;
-    if address >= ram_end {
+    let Some(region) = memory.find_region(GuestAddress(address)) else {
         return 0;
-    }
-    let len = buf.len().min((ram_end - address) as usize);
+    };
+    let left_in_region = region.last_addr().0 - address + 1;
+    let len = buf.len().min(left_in_region as usize);
     match memory.read_slice(&mut buf[..len], GuestAddress(address)) {
         Ok(()) => len,
         Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_is_split_around_the_hole() {
+        // MAP_NORESERVE: these gigabytes are never touched.
+        let memory = create_guest_memory(4 << 30).unwrap();
+        assert_eq!(memory.num_regions(), 2);
+        assert_eq!(crate::loader::ram_size(&memory), 4 << 30);
+        assert!(range_is_ram(&memory, 0xbfff_f000, 0x1000));
+        assert!(!range_is_ram(&memory, 0xbfff_f000, 0x1001));
+        assert!(!range_is_ram(&memory, layout::IOAPIC_ADDRESS, 1));
+        assert!(range_is_ram(&memory, 1 << 32, 1 << 30));
+        assert!(!range_is_ram(&memory, 1 << 32, (1 << 30) + 1));
+        assert!(range_is_ram(&memory, 0xc000_0000, 0));
+        assert!(!range_is_ram(&memory, u64::MAX, 2));
+    }
+
+    #[test]
+    fn short_reads_at_the_end_of_ram() {
+        let memory = create_guest_memory(1 << 20).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(read_prefix(&memory, (1 << 20) - 3, &mut buf), 3);
+        assert_eq!(read_prefix(&memory, 1 << 20, &mut buf), 0);
+        assert_eq!(read_prefix(&memory, 0, &mut buf), 8);
     }
 }

@@ -23,7 +23,7 @@ use super::snapshot::{CpuSnapshot, ExitCause};
 use super::stats::{COALESCED, ExitStats, LiveCounters};
 use super::vm::OutputCoalescing;
 use crate::arch::CpuMode;
-use crate::arch::modes::{CR0_PG, RFLAGS_IF};
+use crate::arch::x86::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};
 
 /// KVM hands `in`/`out` data over in one page of `kvm_run` at most.

@@ -8,22 +8,24 @@ use std::sync::{Arc, Once, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region};
+use kvm_bindings::kvm_pit_config;
 use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use super::exit::GuestOutcome;
 use super::kvm::{self, KvmError};
-use super::memory::{MemoryError, REAL_MODE_SEGMENT, create_guest_memory};
+use super::memory::{MemoryError, create_guest_memory, register_memory_slots};
 use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
-use crate::arch::modes::{
+use crate::arch::ArchError;
+use crate::arch::x86::layout::REAL_MODE_SEGMENT;
+use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
 };
-use crate::arch::{ArchError, cpuid, gdt, paging};
+use crate::arch::x86::{cpuid, gdt, paging};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput};
 use crate::devices::bus::UnclaimedPorts;
@@ -127,7 +129,8 @@ impl Vm {
         // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
         let vm_fd = Arc::new(kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?);
 
-        // 4. Guest RAM: map it in our process, load the image, give it to KVM as slot 0.
+        // 4. Guest RAM: map it in our process, load the image, give it to KVM (one slot per
+        // region: below the MMIO hole, and above 4 GiB).
         let memory = create_guest_memory(setup.memory_size)?;
         let entry = loader::load(&memory, setup.name, setup.image, &setup.load)?;
         // (Real mode, the default, goes unmentioned: its traces stay as they were.)
@@ -139,20 +142,7 @@ impl Vm {
                 entry.mode.name()
             );
         }
-        let host_address = memory
-            .get_host_address(GuestAddress(0))
-            .expect("guest RAM starts at 0") as u64;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: setup.memory_size,
-            userspace_addr: host_address,
-        };
-        // SAFETY: `memory` maps `memory_size` bytes at `host_address` and lives as long as the VM
-        // (the vCPU holds a clone of it), so KVM never sees unmapped memory.
-        unsafe { vm_fd.set_user_memory_region(region) }
-            .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        register_memory_slots(&vm_fd, &memory).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
 
         // 5. The in-kernel interrupt controllers (PIC, IOAPIC, a local APIC per vCPU) and the PIT.
         // After the memory region, not before: measured on kvm_pvm, open → first KVM_RUN takes
@@ -370,7 +360,7 @@ fn set_entry_registers(
 ) -> Result<(), VmError> {
     let mut sregs = vcpu_fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     let mut regs = vcpu_fd.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
-    let ram_size = memory.last_addr().0 + 1;
+    let ram_size = loader::ram_size(memory);
     match entry.mode {
         GuestMode::Real => setup_real_mode(&mut sregs, &mut regs, REAL_MODE_SEGMENT),
         GuestMode::Protected { paging } => {

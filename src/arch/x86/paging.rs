@@ -9,7 +9,7 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::ArchError;
-use crate::vmm::memory::PAGE_TABLES_ADDRESS;
+use super::layout::PAGE_TABLES_ADDRESS;
 
 /// Entry bits common to every level: present, writable.
 const PRESENT: u64 = 1 << 0;

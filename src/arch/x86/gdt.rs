@@ -20,7 +20,7 @@ use kvm_bindings::kvm_segment;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::ArchError;
-use crate::vmm::memory::{GDT_ADDRESS, TSS_ADDRESS};
+use super::layout::{GDT_ADDRESS, TSS_ADDRESS};
 
 pub const CODE32_SELECTOR: u16 = 0x08;
 pub const DATA_SELECTOR: u16 = 0x10;

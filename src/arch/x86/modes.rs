@@ -4,7 +4,7 @@
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 
 use super::gdt::{self, GDT_LIMIT};
-use crate::vmm::memory::GDT_ADDRESS;
+use super::layout::GDT_ADDRESS;
 
 /// CR0.PE: protected mode enable.
 pub const CR0_PE: u64 = 1 << 0;

@@ -1,0 +1,168 @@
+//! Every guest-physical address mini-kvm uses, in one file (docs/memory-map.md draws it).
+//!
+//! ```text
+//!  0x0000_0000  low RAM: real-mode IVT and BDA, the VMM's tables (0x1000-0x8fff), stack,
+//!               flat images at 0x10000, kernels at 1 MiB ...
+//!  0xc000_0000  the MMIO hole (1 GiB, never RAM): device windows, the IOAPIC, the local APICs
+//!  0x1_0000_0000  RAM above 4 GiB, when a guest has more than 3 GiB
+//! ```
+//!
+//! RAM larger than the hole's start is split around it: two memory slots, the second one
+//! continuing at 4 GiB, and the memory maps handed to kernels say so ([`ram_regions`]).
+
+/// Where a flat real-mode image is loaded: segment 0x1000, offset 0.
+pub const REAL_MODE_SEGMENT: u16 = 0x1000;
+pub const REAL_MODE_LOAD_ADDRESS: u64 = (REAL_MODE_SEGMENT as u64) << 4;
+/// Real mode can address 1 MiB (plus the 64 KiB "high memory area" above it, which we don't use).
+pub const REAL_MODE_ADDRESS_LIMIT: u64 = 1 << 20;
+
+/// The VMM's own tables for guests outside real mode, in low guest RAM. A guest image may not
+/// overlap `VMM_TABLES_START..VMM_TABLES_END`.
+pub const VMM_TABLES_START: u64 = 0x1000;
+pub const VMM_TABLES_END: u64 = 0x9000;
+/// The GDT the VMM builds (src/arch/x86/gdt.rs): 6 descriptors.
+pub const GDT_ADDRESS: u64 = 0x1000;
+/// A 32-bit TSS (104 bytes): KVM wants a valid task register outside real mode.
+pub const TSS_ADDRESS: u64 = 0x1080;
+/// The MP table (src/arch/x86/mptable.rs), in the rest of the GDT's page: the Intel MP spec's
+/// "first kilobyte of the Extended BIOS Data Area", found through the BDA word at
+/// [`BDA_EBDA_SEGMENT`]. Room for [`MPTABLE_SIZE`] bytes.
+pub const MPTABLE_ADDRESS: u64 = 0x1100;
+pub const MPTABLE_SIZE: u64 = 0x2000 - MPTABLE_ADDRESS;
+/// The BIOS Data Area word that holds the EBDA's segment (address >> 4).
+pub const BDA_EBDA_SEGMENT: u64 = 0x40e;
+/// One page for the boot protocols: the multiboot info or PVH `hvm_start_info`, the memory map,
+/// the command line.
+pub const BOOT_INFO_ADDRESS: u64 = 0x2000;
+pub const BOOT_INFO_SIZE: u64 = 0x1000;
+/// Page tables (src/arch/x86/paging.rs): the 32-bit page directory, or PML4, PDPT and 4 PDs.
+pub const PAGE_TABLES_ADDRESS: u64 = 0x3000;
+/// Where flat protected- and long-mode images are loaded (the same address as real mode's).
+pub const FLAT_LOAD_ADDRESS: u64 = REAL_MODE_LOAD_ADDRESS;
+/// ESP/RSP at entry for every guest that does not start in real mode: the stack grows down from
+/// the load address, below the image and above the VMM's tables.
+pub const INITIAL_STACK_TOP: u64 = 0x10000;
+
+/// The 32-bit MMIO hole: from here to 4 GiB nothing is RAM. Devices live here.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+pub const MMIO_HOLE_END: u64 = 1 << 32;
+/// Where device windows (MMIO ranges handed out by the device manager) start and end: the hole
+/// up to the IOAPIC.
+pub const DEVICE_WINDOWS_START: u64 = 0xd000_0000;
+pub const DEVICE_WINDOWS_END: u64 = IOAPIC_ADDRESS;
+/// KVM's in-kernel IOAPIC, at the address every PC has it.
+pub const IOAPIC_ADDRESS: u64 = 0xfec0_0000;
+/// Every CPU's local APIC, at the address of the IA32_APIC_BASE MSR's reset value.
+pub const LOCAL_APIC_ADDRESS: u64 = 0xfee0_0000;
+/// RAM that does not fit below the hole continues here.
+pub const HIGH_RAM_START: u64 = 1 << 32;
+
+/// Default guest RAM: 1 MiB, the whole real-mode address space.
+pub const DEFAULT_MEMORY_SIZE: u64 = 1 << 20;
+/// Smallest RAM we accept: the load address plus one 64 KiB segment for code, data and stack.
+pub const MIN_MEMORY_SIZE: u64 = REAL_MODE_LOAD_ADDRESS + 0x10000;
+/// Largest RAM we accept: far more than any guest here needs, and it keeps typos like `--mem
+/// 64000G` from reaching mmap.
+pub const MAX_MEMORY_SIZE: u64 = 64 << 30;
+
+/// The guest-physical ranges (start, length) of `ram_size` bytes of RAM: one range below the MMIO
+/// hole, and a second one from 4 GiB when the RAM does not fit below it.
+pub fn ram_regions(ram_size: u64) -> Vec<(u64, u64)> {
+    let low = ram_size.min(MMIO_HOLE_START);
+    let mut regions = vec![(0, low)];
+    if ram_size > low {
+        regions.push((HIGH_RAM_START, ram_size - low));
+    }
+    regions
+}
+
+/// What a memory map entry describes (the E820 types: 1 RAM, 2 reserved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryKind {
+    Ram,
+    /// The VMM's tables and the boot information: a kernel must not overwrite them while it
+    /// still needs them.
+    Reserved,
+}
+
+impl MemoryKind {
+    /// The E820 (and multiboot, and PVH) type number.
+    pub fn e820_type(self) -> u32 {
+        match self {
+            MemoryKind::Ram => 1,
+            MemoryKind::Reserved => 2,
+        }
+    }
+}
+
+/// Guest RAM as a kernel is told about it (multiboot, PVH, and later E820): (start, length,
+/// kind). The VMM's tables are reserved; the MMIO hole is simply not listed.
+pub fn memory_map(ram_size: u64) -> Vec<(u64, u64, MemoryKind)> {
+    let mut map = Vec::with_capacity(4);
+    for (start, len) in ram_regions(ram_size) {
+        if start == 0 {
+            map.push((0, VMM_TABLES_START, MemoryKind::Ram));
+            map.push((
+                VMM_TABLES_START,
+                VMM_TABLES_END - VMM_TABLES_START,
+                MemoryKind::Reserved,
+            ));
+            map.push((VMM_TABLES_END, len - VMM_TABLES_END, MemoryKind::Ram));
+        } else {
+            map.push((start, len, MemoryKind::Ram));
+        }
+    }
+    map
+}
+
+/// The end of the RAM below the hole: where low-memory images and tables must end.
+pub fn low_ram_end(ram_size: u64) -> u64 {
+    ram_size.min(MMIO_HOLE_START)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_ram_is_one_region() {
+        assert_eq!(ram_regions(1 << 20), vec![(0, 1 << 20)]);
+        assert_eq!(ram_regions(MMIO_HOLE_START), vec![(0, MMIO_HOLE_START)]);
+    }
+
+    #[test]
+    fn large_ram_is_split_around_the_hole() {
+        assert_eq!(
+            ram_regions(4 << 30),
+            vec![(0, 0xc000_0000), (0x1_0000_0000, 1 << 30)]
+        );
+        assert_eq!(low_ram_end(4 << 30), MMIO_HOLE_START);
+    }
+
+    #[test]
+    fn the_memory_map_reserves_the_tables_and_skips_the_hole() {
+        use MemoryKind::*;
+        assert_eq!(
+            memory_map(2 << 20),
+            vec![
+                (0, 0x1000, Ram),
+                (0x1000, 0x8000, Reserved),
+                (0x9000, 0x1f7000, Ram)
+            ]
+        );
+        assert_eq!(
+            memory_map(5 << 30)[2..],
+            [(0x9000, 0xbfff7000, Ram), (1 << 32, 2 << 30, Ram)]
+        );
+    }
+
+    #[test]
+    fn the_hole_holds_the_apics_and_the_device_windows() {
+        for address in [IOAPIC_ADDRESS, LOCAL_APIC_ADDRESS, DEVICE_WINDOWS_START] {
+            assert!((MMIO_HOLE_START..MMIO_HOLE_END).contains(&address));
+        }
+        assert!(DEVICE_WINDOWS_END <= IOAPIC_ADDRESS);
+        assert!(MPTABLE_ADDRESS >= TSS_ADDRESS + 104);
+        assert!(MPTABLE_ADDRESS + MPTABLE_SIZE <= BOOT_INFO_ADDRESS);
+    }
+}
