@@ -57,6 +57,11 @@ pub const LOCAL_APIC_ADDRESS: u64 = 0xfee0_0000;
 /// RAM that does not fit below the hole continues here.
 pub const HIGH_RAM_START: u64 = 1 << 32;
 
+// The tables sharing the first page of the VMM's area do not overlap (checked at compile time).
+const _: () = assert!(MPTABLE_ADDRESS >= TSS_ADDRESS + 104);
+const _: () = assert!(MPTABLE_ADDRESS + MPTABLE_SIZE <= BOOT_INFO_ADDRESS);
+const _: () = assert!(DEVICE_WINDOWS_END <= IOAPIC_ADDRESS);
+
 /// Default guest RAM: 1 MiB, the whole real-mode address space.
 pub const DEFAULT_MEMORY_SIZE: u64 = 1 << 20;
 /// Smallest RAM we accept: the load address plus one 64 KiB segment for code, data and stack.
@@ -161,8 +166,5 @@ mod tests {
         for address in [IOAPIC_ADDRESS, LOCAL_APIC_ADDRESS, DEVICE_WINDOWS_START] {
             assert!((MMIO_HOLE_START..MMIO_HOLE_END).contains(&address));
         }
-        assert!(DEVICE_WINDOWS_END <= IOAPIC_ADDRESS);
-        assert!(MPTABLE_ADDRESS >= TSS_ADDRESS + 104);
-        assert!(MPTABLE_ADDRESS + MPTABLE_SIZE <= BOOT_INFO_ADDRESS);
     }
 }
