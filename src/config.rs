@@ -33,6 +33,8 @@ pub enum ConfigError {
         list = builtin_names()
     )]
     UnknownGuest { name: String },
+    #[error("'{0}' is not a CPU count: give a whole number from 1 (e.g. --cpus 2)")]
+    BadCpuCount(String),
     #[error("'{0}' is not a CPU mode: give real, protected or long")]
     BadMode(String),
     #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
@@ -160,6 +162,8 @@ pub struct RunConfig {
     pub memory_size: Option<u64>,
     /// For each guest.
     pub timeout: Option<Duration>,
+    /// `--cpus`: vCPUs per guest (1 and up; the host's KVM and mini-kvm bound it, vm.rs).
+    pub cpus: usize,
     /// Trace every VM exit and hypercall on stderr.
     pub verbose: bool,
     /// Print exit statistics on stderr at the end.
@@ -188,6 +192,7 @@ impl RunConfig {
             guests,
             memory_size: None,
             timeout: None,
+            cpus: 1,
             verbose: false,
             stats: false,
             output: OutputStyle::Lines,
@@ -280,6 +285,14 @@ pub fn parse_memory_size(text: &str) -> Result<u64, ConfigError> {
     Ok(bytes)
 }
 
+/// Parses `--cpus`: a whole number from 1 (the upper bound depends on the host: vm.rs).
+pub fn parse_cpus(text: &str) -> Result<usize, ConfigError> {
+    match text.trim().parse::<usize>() {
+        Ok(cpus) if cpus >= 1 => Ok(cpus),
+        _ => Err(ConfigError::BadCpuCount(text.to_string())),
+    }
+}
+
 /// Parses `--timeout`: a positive number of seconds, fractions allowed.
 pub fn parse_timeout(text: &str) -> Result<Duration, ConfigError> {
     let bad = || ConfigError::BadTimeout(text.to_string());
@@ -335,6 +348,18 @@ mod tests {
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("soon").is_err());
         assert!(parse_timeout("inf").is_err());
+    }
+
+    #[test]
+    fn cpu_counts() {
+        assert_eq!(parse_cpus("1"), Ok(1));
+        assert_eq!(parse_cpus("4"), Ok(4));
+        assert_eq!(parse_cpus("0"), Err(ConfigError::BadCpuCount("0".into())));
+        assert_eq!(
+            parse_cpus("two"),
+            Err(ConfigError::BadCpuCount("two".into()))
+        );
+        assert_eq!(parse_cpus("-1"), Err(ConfigError::BadCpuCount("-1".into())));
     }
 
     #[test]

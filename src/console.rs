@@ -318,6 +318,8 @@ struct InputShared {
     state: Mutex<InputState>,
     /// Signalled when bytes arrive, the input ends, or the wait is cancelled.
     changed: Condvar,
+    /// Run once when a keyboard takes this input (the terminal goes into raw mode then).
+    keyboard_hook: Mutex<Option<fn()>>,
 }
 
 struct InputState {
@@ -349,6 +351,7 @@ impl GuestInput {
                     source: Some(source),
                 }),
                 changed: Condvar::new(),
+                keyboard_hook: Mutex::new(None),
             }),
         }
     }
@@ -364,6 +367,7 @@ impl GuestInput {
                     source: None,
                 }),
                 changed: Condvar::new(),
+                keyboard_hook: Mutex::new(None),
             }),
         };
         let feeder = InputFeeder {
@@ -400,6 +404,19 @@ impl GuestInput {
                 .changed
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    /// Runs `hook` when a keyboard device first takes this input (src/terminal.rs puts the
+    /// terminal in raw mode then, so that every key reaches the guest at once).
+    pub fn on_keyboard_claimed(&self, hook: fn()) {
+        *lock(&self.shared.keyboard_hook) = Some(hook);
+    }
+
+    /// A keyboard device takes this input: runs the hook, once.
+    pub fn keyboard_claimed(&self) {
+        if let Some(hook) = lock(&self.shared.keyboard_hook).take() {
+            hook();
         }
     }
 

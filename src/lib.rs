@@ -33,13 +33,22 @@ pub fn shared_consoles(config: &RunConfig, sink: SharedSink, input: GuestInput) 
             let label = config
                 .labelled()
                 .then(|| LineLabel::for_guest(index, &guest.name(), config.colour));
+            // Only the guest that reads stdin may put the terminal in raw mode, when its
+            // keyboard takes the input (src/terminal.rs).
+            let input = if index == config.input_guest {
+                let input = input.clone();
+                if config.terminal {
+                    input.on_keyboard_claimed(|| {
+                        terminal::enter_raw_mode();
+                    });
+                }
+                input
+            } else {
+                GuestInput::none()
+            };
             GuestIo {
                 output: GuestOutput::to_sink(sink.clone(), label),
-                input: if index == config.input_guest {
-                    input.clone()
-                } else {
-                    GuestInput::none()
-                },
+                input,
             }
         })
         .collect()
@@ -53,5 +62,5 @@ pub fn run_guests(
     cancel: &AtomicBool,
 ) -> Result<Vec<GuestResult>, VmError> {
     let group = Group::create(config, consoles)?;
-    Ok(group.run(config.timeout, cancel))
+    Ok(group.run(config.timeout, cancel, terminal::quit_flag()))
 }

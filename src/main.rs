@@ -9,15 +9,15 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use mini_kvm::config::{
-    GuestImage, ModeArg, OutputStyle, RunConfig, flat_mode, parse_memory_size, parse_mode,
-    parse_timeout, use_colour,
+    GuestImage, ModeArg, OutputStyle, RunConfig, flat_mode, parse_cpus, parse_memory_size,
+    parse_mode, parse_timeout, use_colour,
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
 use mini_kvm::terminal::{self, TerminalInput};
-use mini_kvm::vmm::exit::exit_code;
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm;
+use mini_kvm::vmm::outcome::exit_code;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,12 @@ exit, 130 stopped from the --tui view).")]
         /// Default: 1M (16M for the teaching OS, `os`).
         #[arg(long, value_name = "SIZE", value_parser = parse_memory_size)]
         mem: Option<u64>,
+
+        /// vCPUs per guest, 1 to what the host's KVM allows (e.g. --cpus 4). The first CPU
+        /// starts the guest; the others wait for the INIT and SIPI it sends them, as on a PC
+        /// (e.g. mini-kvm run --cpus 4 smp). Default: 1.
+        #[arg(long, value_name = "N", value_parser = parse_cpus, default_value = "1")]
+        cpus: usize,
 
         /// Stop a guest still running after SECONDS (e.g. --timeout 1, --timeout 0.5); its
         /// status is then 124.
@@ -173,6 +179,7 @@ fn main() -> ExitCode {
         Command::Run {
             guests,
             mem,
+            cpus,
             timeout,
             verbose,
             stats,
@@ -206,6 +213,7 @@ fn main() -> ExitCode {
             let no_color_env = std::env::var("NO_COLOR").ok();
             let config = RunConfig {
                 memory_size: mem,
+                cpus,
                 timeout,
                 verbose,
                 stats,
@@ -291,10 +299,8 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
             eprintln!("{message}");
         }
         if config.verbose {
-            let unclaimed = &report.unclaimed;
-            for (direction, counts) in [("reads", &unclaimed.reads), ("writes", &unclaimed.writes)]
-            {
-                for (port, count) in counts {
+            for (direction, accesses) in [("reads", "in"), ("writes", "out")] {
+                for (port, count) in report.stats.unclaimed_ports(accesses) {
                     eprintln!("{label}unclaimed port {port:#06x}: {direction}: {count}");
                 }
             }

@@ -88,9 +88,9 @@ pub fn restore() {
     }
 }
 
-/// Has the user asked to quit (Ctrl-A x)? src/vmm/vm.rs stops the guest then.
-pub fn quit_requested() -> bool {
-    QUIT.load(Ordering::Acquire)
+/// Set when the user asks to quit (Ctrl-A x): src/vmm/vm.rs stops the guest then.
+pub fn quit_flag() -> &'static AtomicBool {
+    &QUIT
 }
 
 fn install_restore_hooks() {

@@ -140,7 +140,7 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
         let cancel = Arc::clone(&cancel);
         thread::Builder::new()
             .name("guests".into())
-            .spawn(move || group.run(timeout, &cancel))
+            .spawn(move || group.run(timeout, &cancel, &AtomicBool::new(false)))
             .map_err(VmError::Thread)?
     };
 

@@ -78,7 +78,14 @@ fn multiboot_gets_magic_memory_map_and_command_line() {
 #[test]
 fn ram_above_the_mmio_hole_is_a_fourth_memory_map_entry() {
     check(
-        &["run", "--mem", "5G", "--cmdline", "big", &kernel("multiboot")],
+        &[
+            "run",
+            "--mem",
+            "5G",
+            "--cmdline",
+            "big",
+            &kernel("multiboot"),
+        ],
         "multiboot: EAX = 0x2BADB002\n\
          mem_lower 640 KiB, mem_upper 3144704 KiB\n\
          memory map: 4 entries\n\

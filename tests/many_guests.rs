@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use mini_kvm::config::{GuestImage, RunConfig};
 use mini_kvm::console::{GuestInput, SharedSink};
-use mini_kvm::vmm::exit::GuestOutcome;
+use mini_kvm::vmm::outcome::GuestOutcome;
 
 fn count_entries(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()

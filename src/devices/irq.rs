@@ -14,10 +14,6 @@ use std::sync::Arc;
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
-/// IRQ numbers of the ISA devices (they are also the GSIs of KVM's default routing).
-pub const KEYBOARD_IRQ: u32 = 1;
-pub const COM1_IRQ: u32 = 4;
-
 #[derive(Clone)]
 pub struct IrqLine {
     irq: u32,

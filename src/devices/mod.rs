@@ -1,14 +1,13 @@
-//! Device models. Each sits behind the [`bus::PortIoDevice`] trait; none makes KVM calls: a
-//! device's only link to KVM is its [`IrqLine`].
+//! Device models. Each sits behind the [`bus::BusDevice`] trait and sees only offsets within its
+//! range; none makes KVM calls or sees a vCPU: a device's only link to KVM is its [`IrqLine`].
+//! `devices` imports nothing above it (only `arch` and the console it prints to).
 
 pub mod bus;
-pub mod debug_exit;
-pub mod debugcon;
 pub mod hypercall;
-pub mod i8042;
 pub mod irq;
-pub mod scancodes;
-pub mod serial;
+pub mod legacy;
 
-pub use bus::{GuestCpu, GuestStop, IoAction, PortBus, PortIoDevice};
+pub use bus::{
+    Access, AddressSpace, Bus, BusDevice, BusError, BusRange, GuestStop, IoAction, SharedDevice,
+};
 pub use irq::IrqLine;

@@ -1,204 +1,338 @@
-//! How a guest run ended: the faults a guest can hit, the exit statuses mini-kvm uses, and the
-//! report printed for each (what happened in words, then the registers: vmm/snapshot.rs).
+//! One VM exit in, one action out: the part of the run loop that decides, as a plain function
+//! ([`handle_exit`]) that the unit tests below feed made-up exits.
+//!
+//! The vCPU (vcpu.rs) copies each exit out of `kvm_run` into a [`VmExit`], calls
+//! [`handle_exit`], and carries out the [`ExitAction`]: complete a read, run a hypercall, stop
+//! the guest, or report a fault. Port and MMIO accesses go to the buses; the loop itself knows no
+//! addresses.
 
-use std::fmt;
-use std::time::Duration;
+use super::outcome::Fault;
+use super::stats::ExitStats;
+use crate::devices::{Access, Bus, GuestStop, IoAction};
 
-use super::snapshot::CpuSnapshot;
-
-/// Why a guest was stopped by something it did wrong, or by something the VMM cannot handle.
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// KVM_EXIT_SHUTDOWN: a triple fault.
-    TripleFault,
-    /// KVM_EXIT_INTERNAL_ERROR with suberror KVM_INTERNAL_ERROR_EMULATION.
-    EmulationFailure,
-    /// KVM_EXIT_INTERNAL_ERROR with another suberror.
-    InternalError { suberror: u32 },
-    /// KVM_EXIT_MMIO: an access to a guest-physical address that is neither RAM nor a device.
-    UnhandledMmio {
-        address: u64,
-        write: bool,
+/// An exit, copied out of `kvm_run`. The data of an access is in the vCPU's data buffer: what
+/// the guest wrote, or where a read's answer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    IoIn {
+        port: u16,
         len: usize,
     },
-    /// KVM_EXIT_FAIL_ENTRY: the CPU refused to enter the guest (invalid guest state).
-    FailedEntry { reason: u64 },
-    /// `hlt` with interrupts enabled, but nothing that could ever raise an interrupt.
-    HaltedForever,
-    /// Any other exit reason the VMM does not handle.
-    UnhandledExit { reason: String },
-    /// The KVM_RUN ioctl itself failed.
-    RunFailed { error: String },
-}
-
-impl Fault {
-    /// The process exit status for this fault (README: "Exit statuses").
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Fault::TripleFault => exit_code::TRIPLE_FAULT,
-            Fault::EmulationFailure | Fault::InternalError { .. } => exit_code::KVM_INTERNAL_ERROR,
-            _ => exit_code::UNHANDLED_EXIT,
-        }
-    }
-}
-
-impl Fault {
-    /// A name for summaries.
-    pub fn short_name(&self) -> &'static str {
-        match self {
-            Fault::TripleFault => "triple fault",
-            Fault::EmulationFailure => "emulation failure",
-            Fault::InternalError { .. } => "KVM internal error",
-            Fault::UnhandledMmio { .. } => "unhandled MMIO",
-            Fault::FailedEntry { .. } => "failed entry",
-            Fault::HaltedForever => "halted forever",
-            Fault::UnhandledExit { .. } => "unhandled exit",
-            Fault::RunFailed { .. } => "KVM_RUN failed",
-        }
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::TripleFault => write!(
-                f,
-                "triple fault (KVM_EXIT_SHUTDOWN): the CPU hit an exception it could not deliver, \
-                 then failed to deliver the double fault, and shut down"
-            ),
-            Fault::EmulationFailure => write!(
-                f,
-                "emulation failure (KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION): the \
-                 host KVM could not emulate this instruction"
-            ),
-            Fault::InternalError { suberror } => write!(
-                f,
-                "KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror {suberror})"
-            ),
-            Fault::UnhandledMmio {
-                address,
-                write,
-                len,
-            } => write!(
-                f,
-                "unhandled MMIO (KVM_EXIT_MMIO): a {len}-byte {} at guest-physical {address:#x}, \
-                 which is neither RAM nor a device",
-                if *write { "write" } else { "read" }
-            ),
-            Fault::FailedEntry { reason } => write!(
-                f,
-                "KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x})"
-            ),
-            Fault::HaltedForever => write!(
-                f,
-                "`hlt` with interrupts enabled, but the guest has no interrupt controller: \
-                 nothing can ever wake it"
-            ),
-            Fault::UnhandledExit { reason } => {
-                write!(f, "unhandled VM exit {reason}")
-            }
-            Fault::RunFailed { error } => write!(f, "KVM_RUN failed: {error}"),
-        }
-    }
-}
-
-/// The process exit statuses mini-kvm uses besides the guest's own (README: "Exit statuses").
-pub mod exit_code {
-    /// mini-kvm could not set up the guest (no KVM, unreadable image, ...).
-    pub const SETUP_ERROR: u8 = 1;
-    /// A bad command line (clap's convention).
-    pub const USAGE_ERROR: u8 = 2;
-    /// The guest was still running at the `--timeout` (as coreutils `timeout`).
-    pub const TIMEOUT: u8 = 124;
-    /// The guest triple-faulted.
-    pub const TRIPLE_FAULT: u8 = 125;
-    /// KVM reported an internal error, such as an instruction it could not emulate.
-    pub const KVM_INTERNAL_ERROR: u8 = 126;
-    /// Any other VM exit mini-kvm cannot handle (MMIO outside RAM, failed entry, ...).
-    pub const UNHANDLED_EXIT: u8 = 127;
-    /// The user stopped the guest (quit the `--tui` view) while it was running: 128 + SIGINT,
-    /// as a shell reports a program ended by Ctrl-C.
-    pub const CANCELLED: u8 = 130;
-}
-
-/// How one guest's run ended.
-pub enum GuestOutcome {
-    /// The EXIT hypercall, with the guest's status.
-    Exited(u8),
-    /// `hlt` with interrupts disabled: the guest is done.
-    Halted,
-    /// The guest pulled the reset line (i8042 0xFE).
-    Rebooted,
-    /// The user quit with Ctrl-A x (src/terminal.rs).
-    Quit,
-    /// Still running at the `--timeout`; where it was.
-    TimedOut {
-        after: Duration,
-        cpu: Box<CpuSnapshot>,
+    IoOut {
+        port: u16,
+        len: usize,
     },
-    /// Stopped by a fault; where it was.
-    Faulted { fault: Fault, cpu: Box<CpuSnapshot> },
-    /// Stopped by the user (quitting the `--tui` view, Ctrl-C) while still running.
-    Cancelled { cpu: Box<CpuSnapshot> },
+    MmioRead {
+        address: u64,
+        len: usize,
+    },
+    MmioWrite {
+        address: u64,
+        len: usize,
+    },
+    Hlt,
+    Shutdown,
+    InternalError {
+        suberror: u32,
+    },
+    FailEntry {
+        reason: u64,
+    },
+    /// KVM_RUN returned EINTR: a signal kicked the vCPU out (to pause or stop it).
+    Interrupted,
+    Other {
+        reason: String,
+    },
+    RunFailed {
+        error: String,
+    },
 }
 
-impl GuestOutcome {
-    /// The status the mini-kvm process exits with for this outcome.
-    pub fn exit_code(&self) -> u8 {
+impl VmExit {
+    /// The name in traces and statistics.
+    pub fn reason(&self) -> &'static str {
         match self {
-            GuestOutcome::Exited(status) => *status,
-            GuestOutcome::Halted | GuestOutcome::Rebooted | GuestOutcome::Quit => 0,
-            GuestOutcome::TimedOut { .. } => exit_code::TIMEOUT,
-            GuestOutcome::Faulted { fault, .. } => fault.exit_code(),
-            GuestOutcome::Cancelled { .. } => exit_code::CANCELLED,
+            VmExit::IoIn { .. } => "IO_IN",
+            VmExit::IoOut { .. } => "IO_OUT",
+            VmExit::MmioRead { .. } | VmExit::MmioWrite { .. } => "MMIO",
+            VmExit::Hlt => "HLT",
+            VmExit::Shutdown => "SHUTDOWN",
+            VmExit::InternalError { .. } => "INTERNAL_ERROR",
+            VmExit::FailEntry { .. } => "FAIL_ENTRY",
+            VmExit::Interrupted => "INTR",
+            VmExit::Other { .. } => "OTHER",
+            VmExit::RunFailed { .. } => "RUN_FAILED",
         }
     }
 
-    /// A few words for summaries: "exited 0", "timed out", "faulted: triple fault", ...
-    pub fn short_description(&self) -> String {
-        match self {
-            GuestOutcome::Exited(status) => format!("exited {status}"),
-            GuestOutcome::Halted => "halted".to_string(),
-            GuestOutcome::Rebooted => "rebooted".to_string(),
-            GuestOutcome::TimedOut { .. } => "timed out".to_string(),
-            GuestOutcome::Faulted { fault, .. } => format!("faulted: {}", fault.short_name()),
-            GuestOutcome::Cancelled { .. } => "stopped".to_string(),
-            GuestOutcome::Quit => "quit (Ctrl-A x)".to_string(),
-        }
+    /// A read, whose answer a trace can show only after it was handled.
+    pub fn is_read(&self) -> bool {
+        matches!(self, VmExit::IoIn { .. } | VmExit::MmioRead { .. })
     }
 
-    /// A message for stderr, or `None` when the guest ended normally.
-    pub fn report(&self, guest: &str) -> Option<String> {
+    /// The number of data bytes the exit carries.
+    pub fn data_len(&self) -> usize {
         match self {
-            GuestOutcome::Exited(_) | GuestOutcome::Halted => None,
-            GuestOutcome::Rebooted => Some(format!(
-                "mini-kvm: guest '{guest}' asked for a reboot (0xfe to the i8042 command port): stopped"
-            )),
-            GuestOutcome::Quit => Some(format!(
-                "mini-kvm: guest '{guest}' stopped: you pressed Ctrl-A x"
-            )),
-            GuestOutcome::TimedOut { after, cpu } => Some(format!(
-                "mini-kvm: guest '{guest}' was still running after {:.1} s (--timeout): stopped\n{cpu}",
-                after.as_secs_f64()
-            )),
-            GuestOutcome::Faulted { fault, cpu } => {
-                // kvm_amd re-initialises the vCPU when it intercepts a shutdown (the VMCB is
-                // undefined afterwards), so the registers KVM then reports are the reset state.
-                let note = if matches!(fault, Fault::TripleFault)
-                    && super::kvm::host_kvm_module() == "kvm_amd"
-                {
-                    "\n  (kvm_amd resets the vCPU at a triple fault: these are its reset registers, \
-                     not the faulting ones)"
-                } else {
-                    ""
-                };
-                Some(format!(
-                    "mini-kvm: guest '{guest}' faulted: {fault}{note}\n{cpu}"
-                ))
+            VmExit::IoIn { len, .. }
+            | VmExit::IoOut { len, .. }
+            | VmExit::MmioRead { len, .. }
+            | VmExit::MmioWrite { len, .. } => *len,
+            _ => 0,
+        }
+    }
+}
+
+/// What the vCPU does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitAction {
+    /// Enter the guest again.
+    Resume,
+    /// A read was answered: hand the data to KVM, then resume.
+    CompleteRead,
+    /// The guest rang the hypercall doorbell with this call number.
+    Hypercall(u8),
+    /// A device stopped the guest.
+    Stop(GuestStop),
+    /// `hlt` without an in-kernel irqchip: the end of the guest if interrupts are off, a guest
+    /// that can never wake if they are on (the vCPU looks at RFLAGS.IF).
+    Halt,
+    /// A kick: see whether the run is being paused or stopped.
+    Kicked,
+    /// The guest cannot go on.
+    Fault(Fault),
+}
+
+/// The two buses of a machine.
+pub struct Buses {
+    pub pio: Bus,
+    pub mmio: Bus,
+}
+
+/// The "direction" of accesses in the statistics.
+pub const IN: &str = "in";
+pub const OUT: &str = "out";
+pub const READ: &str = "read";
+pub const WRITE: &str = "write";
+
+/// Decides what an exit means. Accesses are dispatched to `buses` (a read fills `data`) and
+/// counted in `stats`, unclaimed ones included.
+pub fn handle_exit(
+    exit: &VmExit,
+    buses: &Buses,
+    data: &mut [u8],
+    stats: &mut ExitStats,
+) -> ExitAction {
+    match *exit {
+        VmExit::IoIn { port, len } => {
+            let access = buses.pio.read(u64::from(port), &mut data[..len]);
+            stats.count_access(&buses.pio, u64::from(port), IN, &access);
+            ExitAction::CompleteRead
+        }
+        VmExit::IoOut { port, len } => {
+            let access = buses.pio.write(u64::from(port), &data[..len]);
+            stats.count_access(&buses.pio, u64::from(port), OUT, &access);
+            match access {
+                Access::Claimed(_, action) => action_of(action),
+                Access::Unclaimed => ExitAction::Resume,
             }
-            GuestOutcome::Cancelled { cpu } => Some(format!(
-                "mini-kvm: guest '{guest}' was stopped while still running\n{cpu}"
-            )),
         }
+        VmExit::MmioRead { address, len } => {
+            let access = buses.mmio.read(address, &mut data[..len]);
+            stats.count_access(&buses.mmio, address, READ, &access);
+            match access {
+                Access::Claimed(..) => ExitAction::CompleteRead,
+                Access::Unclaimed => unhandled_mmio(address, false, len),
+            }
+        }
+        VmExit::MmioWrite { address, len } => {
+            let access = buses.mmio.write(address, &data[..len]);
+            stats.count_access(&buses.mmio, address, WRITE, &access);
+            match access {
+                Access::Claimed(_, action) => action_of(action),
+                Access::Unclaimed => unhandled_mmio(address, true, len),
+            }
+        }
+        VmExit::Hlt => ExitAction::Halt,
+        VmExit::Interrupted => ExitAction::Kicked,
+        VmExit::Shutdown => ExitAction::Fault(Fault::TripleFault),
+        VmExit::InternalError { suberror } => {
+            ExitAction::Fault(if suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+                Fault::EmulationFailure
+            } else {
+                Fault::InternalError { suberror }
+            })
+        }
+        VmExit::FailEntry { reason } => ExitAction::Fault(Fault::FailedEntry { reason }),
+        VmExit::Other { ref reason } => ExitAction::Fault(Fault::UnhandledExit {
+            reason: reason.clone(),
+        }),
+        VmExit::RunFailed { ref error } => ExitAction::Fault(Fault::RunFailed {
+            error: error.clone(),
+        }),
+    }
+}
+
+fn action_of(action: IoAction) -> ExitAction {
+    match action {
+        IoAction::Continue => ExitAction::Resume,
+        IoAction::Stop(stop) => ExitAction::Stop(stop),
+        IoAction::Hypercall(number) => ExitAction::Hypercall(number),
+    }
+}
+
+/// MMIO outside RAM and outside every device: the guest cannot go on.
+fn unhandled_mmio(address: u64, write: bool, len: usize) -> ExitAction {
+    ExitAction::Fault(Fault::UnhandledMmio {
+        address,
+        write,
+        len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::hypercall::HypercallDoorbell;
+    use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
+    use crate::devices::{AddressSpace, BusDevice, BusRange, bus};
+
+    /// A register file of 16 bytes at MMIO 0xd0000000 that echoes what was written.
+    #[derive(Default)]
+    struct Registers([u8; 16]);
+
+    impl BusDevice for Registers {
+        fn name(&self) -> &'static str {
+            "registers"
+        }
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            let at = offset as usize;
+            data.copy_from_slice(&self.0[at..at + data.len()]);
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) -> IoAction {
+            let at = offset as usize;
+            self.0[at..at + data.len()].copy_from_slice(data);
+            IoAction::Continue
+        }
+    }
+
+    fn buses() -> Buses {
+        let mut pio = Bus::new(AddressSpace::Pio);
+        pio.insert(BusRange::new(0x500, 1), &bus::shared(HypercallDoorbell))
+            .unwrap();
+        pio.insert(DEBUG_EXIT_PORTS, &bus::shared(DebugExit))
+            .unwrap();
+        let mut mmio = Bus::new(AddressSpace::Mmio);
+        mmio.insert(
+            BusRange::new(0xd000_0000, 16),
+            &bus::shared(Registers::default()),
+        )
+        .unwrap();
+        Buses { pio, mmio }
+    }
+
+    #[test]
+    fn a_write_to_the_doorbell_is_a_hypercall() {
+        let (buses, mut stats) = (buses(), ExitStats::default());
+        let mut data = [0x05];
+        let exit = VmExit::IoOut {
+            port: 0x500,
+            len: 1,
+        };
+        let action = handle_exit(&exit, &buses, &mut data, &mut stats);
+        assert_eq!(action, ExitAction::Hypercall(0x05));
+        assert_eq!(stats.accesses_of(0x500, OUT), Some(("hypercall", 1)));
+    }
+
+    #[test]
+    fn isa_debug_exit_stops_the_guest() {
+        let (buses, mut stats) = (buses(), ExitStats::default());
+        let mut data = [0x10, 0, 0, 0];
+        let exit = VmExit::IoOut { port: 0xf4, len: 4 };
+        let action = handle_exit(&exit, &buses, &mut data, &mut stats);
+        assert_eq!(action, ExitAction::Stop(GuestStop::Exit(0x21)));
+    }
+
+    #[test]
+    fn unclaimed_ports_read_as_ones_and_are_counted() {
+        let (buses, mut stats) = (buses(), ExitStats::default());
+        let mut data = [0u8; 2];
+        let exit = VmExit::IoIn {
+            port: 0x1234,
+            len: 2,
+        };
+        assert_eq!(
+            handle_exit(&exit, &buses, &mut data, &mut stats),
+            ExitAction::CompleteRead
+        );
+        assert_eq!(data, [0xff, 0xff]);
+        let out = VmExit::IoOut { port: 0x80, len: 1 };
+        assert_eq!(
+            handle_exit(&out, &buses, &mut [0x55], &mut stats),
+            ExitAction::Resume
+        );
+        assert_eq!(stats.unclaimed_ports(IN), vec![(0x1234, 1)]);
+        assert_eq!(stats.unclaimed_ports(OUT), vec![(0x80, 1)]);
+    }
+
+    #[test]
+    fn mmio_goes_to_the_device_and_unclaimed_mmio_is_a_fault() {
+        let (buses, mut stats) = (buses(), ExitStats::default());
+        let write = VmExit::MmioWrite {
+            address: 0xd000_0004,
+            len: 4,
+        };
+        let mut data = [1, 2, 3, 4];
+        assert_eq!(
+            handle_exit(&write, &buses, &mut data, &mut stats),
+            ExitAction::Resume
+        );
+        let read = VmExit::MmioRead {
+            address: 0xd000_0004,
+            len: 4,
+        };
+        let mut answer = [0u8; 4];
+        assert_eq!(
+            handle_exit(&read, &buses, &mut answer, &mut stats),
+            ExitAction::CompleteRead
+        );
+        assert_eq!(answer, [1, 2, 3, 4]);
+        let outside = VmExit::MmioRead {
+            address: 0xd000_0010,
+            len: 4,
+        };
+        assert_eq!(
+            handle_exit(&outside, &buses, &mut answer, &mut stats),
+            ExitAction::Fault(Fault::UnhandledMmio {
+                address: 0xd000_0010,
+                write: false,
+                len: 4
+            })
+        );
+    }
+
+    #[test]
+    fn faults_and_other_exits() {
+        let (buses, mut stats) = (buses(), ExitStats::default());
+        let mut handle = |exit: VmExit| handle_exit(&exit, &buses, &mut [], &mut stats);
+        assert_eq!(
+            handle(VmExit::Shutdown),
+            ExitAction::Fault(Fault::TripleFault)
+        );
+        assert_eq!(
+            handle(VmExit::InternalError {
+                suberror: kvm_bindings::KVM_INTERNAL_ERROR_EMULATION
+            }),
+            ExitAction::Fault(Fault::EmulationFailure)
+        );
+        assert_eq!(
+            handle(VmExit::InternalError { suberror: 3 }),
+            ExitAction::Fault(Fault::InternalError { suberror: 3 })
+        );
+        assert_eq!(handle(VmExit::Hlt), ExitAction::Halt);
+        assert_eq!(handle(VmExit::Interrupted), ExitAction::Kicked);
+        assert_eq!(
+            handle(VmExit::FailEntry { reason: 7 }),
+            ExitAction::Fault(Fault::FailedEntry { reason: 7 })
+        );
     }
 }

@@ -53,11 +53,10 @@ impl Group {
                     cmdline: config.cmdline.as_deref(),
                 },
                 memory_size: config.memory_for(guest),
+                cpus: config.cpus,
                 irqchip: config.irqchip,
                 verbose: config.verbose,
                 trace_label: &trace_label,
-                // Only the guest that reads stdin may put the terminal in raw mode.
-                terminal: config.terminal && index == config.input_guest,
                 coalesce: config.coalesce,
             };
             vms.push(Vm::create(&kvm, &setup, io)?);
@@ -74,15 +73,21 @@ impl Group {
     }
 
     /// Runs every guest at once, each on its own threads, until all have ended. A guest that
-    /// faults or times out ends alone; the others go on. Setting `cancel` stops them all.
-    pub fn run(self, timeout: Option<Duration>, cancel: &AtomicBool) -> Vec<GuestResult> {
+    /// faults or times out ends alone; the others go on. Setting `cancel` (or `quit`: Ctrl-A x)
+    /// stops them all.
+    pub fn run(
+        self,
+        timeout: Option<Duration>,
+        cancel: &AtomicBool,
+        quit: &AtomicBool,
+    ) -> Vec<GuestResult> {
         thread::scope(|scope| {
             let running: Vec<_> = self
                 .vms
                 .into_iter()
                 .map(|vm| {
                     let name = vm.name().to_string();
-                    (name, scope.spawn(move || vm.run(timeout, cancel)))
+                    (name, scope.spawn(move || vm.run(timeout, cancel, quit)))
                 })
                 .collect();
             running
@@ -105,7 +110,7 @@ pub fn group_exit_code(results: &[GuestResult]) -> u8 {
         .iter()
         .map(|result| match &result.report {
             Ok(report) => report.outcome.exit_code(),
-            Err(_) => super::exit::exit_code::SETUP_ERROR,
+            Err(_) => super::outcome::exit_code::SETUP_ERROR,
         })
         .find(|&status| status != 0)
         .unwrap_or(0)
@@ -132,7 +137,7 @@ pub fn summary_table(results: &[GuestResult], stats: bool) -> String {
                 report.stats.total_exits().to_string(),
             ),
             Err(error) => (
-                super::exit::exit_code::SETUP_ERROR,
+                super::outcome::exit_code::SETUP_ERROR,
                 format!("mini-kvm error: {error}"),
                 "-".to_string(),
             ),

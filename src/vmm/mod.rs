@@ -1,10 +1,21 @@
-//! The machine: one [`vm::Vm`] per guest, with its memory, its vCPU and its devices.
+//! The machine: one [`vm::Vm`] per guest, with its memory, its vCPUs and its devices.
+//!
+//! - `kvm.rs`: the /dev/kvm handle; `memory.rs`: guest RAM and its memory slots;
+//! - `vm.rs`: building a machine in a short, readable order, and watching it run;
+//! - `vcpus.rs`, `vcpu.rs`, `exit.rs`: the vCPU threads, their run loop, and the decision per exit;
+//! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
+//! - `outcome.rs`, `snapshot.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
+//! - `group.rs`: several guests at once, each its own VM.
 
+pub mod coalesced;
+pub mod device_manager;
 pub mod exit;
 pub mod group;
 pub mod kvm;
 pub mod memory;
+pub mod outcome;
 pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
+pub mod vcpus;
 pub mod vm;

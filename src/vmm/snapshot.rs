@@ -23,6 +23,9 @@ pub struct CpuSnapshot {
     pub preceding_len: usize,
     /// For exits caused by an instruction RIP may have moved past: that instruction.
     pub caused_by: Option<String>,
+    /// An application processor still waiting for the INIT and SIPI that would start it: its
+    /// registers are the reset state, of no interest.
+    pub never_started: bool,
 }
 
 impl CpuSnapshot {
@@ -145,6 +148,12 @@ fn segment(name: &str, s: &kvm_segment) -> String {
 impl fmt::Display for CpuSnapshot {
     /// A register dump for reports.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.never_started {
+            return write!(
+                f,
+                "  never started: waiting for the INIT and SIPI that would start this CPU"
+            );
+        }
         let r = &self.regs;
         let s = &self.sregs;
         writeln!(f, "  mode: {}", self.mode().name())?;

@@ -4,9 +4,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::devices::{Access, AddressSpace, Bus};
+
 /// The "direction" under which writes drained from the coalesced-I/O ring are counted: they
 /// are port writes that made no exit of their own.
 pub const COALESCED: &str = "out, coalesced";
+/// The device name of accesses no device answered.
+pub const UNCLAIMED: &str = "unclaimed";
 
 /// What other threads may watch while a guest runs: its exit count, and how it ended.
 #[derive(Debug, Default)]
@@ -40,8 +44,9 @@ impl LiveCounters {
 pub struct ExitStats {
     /// Exits by reason ("IO_OUT", "HLT", ...).
     pub by_reason: BTreeMap<&'static str, u64>,
-    /// Port-I/O exits by (port, "in"/"out"), with the device's name.
-    pub by_port: BTreeMap<(u16, &'static str), (&'static str, u64)>,
+    /// Port-I/O and MMIO accesses by (space, address, direction: "in"/"out"/"read"/"write"),
+    /// with the device's name ("unclaimed" when none answered).
+    pub by_access: BTreeMap<(AddressSpace, u64, &'static str), (&'static str, u64)>,
     /// Wall time inside KVM_RUN (guest code, plus what KVM handles in the kernel).
     pub in_guest: Duration,
     /// Wall time from the start of the run to its end.
@@ -53,15 +58,69 @@ impl ExitStats {
         self.by_reason.values().sum()
     }
 
-    pub fn count(&mut self, reason: &'static str) {
+    pub fn count_exit(&mut self, reason: &'static str) {
         *self.by_reason.entry(reason).or_default() += 1;
     }
 
-    pub fn count_port(&mut self, port: u16, direction: &'static str, device: &'static str) {
-        self.by_port
-            .entry((port, direction))
+    /// Counts one access to `address` on `bus`, with the name of the device that took it.
+    pub fn count_access<T>(
+        &mut self,
+        bus: &Bus,
+        address: u64,
+        direction: &'static str,
+        access: &Access<T>,
+    ) {
+        let device = match access {
+            Access::Claimed(name, _) => name,
+            Access::Unclaimed => UNCLAIMED,
+        };
+        self.count_at(bus.space(), address, direction, device);
+    }
+
+    pub fn count_at(
+        &mut self,
+        space: AddressSpace,
+        address: u64,
+        direction: &'static str,
+        device: &'static str,
+    ) {
+        self.by_access
+            .entry((space, address, direction))
             .or_insert((device, 0))
             .1 += 1;
+    }
+
+    /// Accesses of one port in one direction: the device and the count.
+    pub fn accesses_of(&self, port: u64, direction: &str) -> Option<(&'static str, u64)> {
+        self.by_access
+            .iter()
+            .find(|((space, address, dir), _)| {
+                *space == AddressSpace::Pio && *address == port && *dir == direction
+            })
+            .map(|(_, &entry)| entry)
+    }
+
+    /// The unclaimed ports accessed in `direction` ("in" or "out"), with their counts.
+    pub fn unclaimed_ports(&self, direction: &str) -> Vec<(u16, u64)> {
+        self.by_access
+            .iter()
+            .filter(|((space, _, dir), (device, _))| {
+                *space == AddressSpace::Pio && *dir == direction && *device == UNCLAIMED
+            })
+            .map(|((_, port, _), (_, count))| (*port as u16, *count))
+            .collect()
+    }
+
+    /// Adds another vCPU's counts: a guest's statistics are those of all its vCPUs.
+    pub fn merge(&mut self, other: &ExitStats) {
+        for (reason, count) in &other.by_reason {
+            *self.by_reason.entry(reason).or_default() += count;
+        }
+        for (key, (device, count)) in &other.by_access {
+            self.by_access.entry(*key).or_insert((device, 0)).1 += count;
+        }
+        self.in_guest += other.in_guest;
+        self.total = self.total.max(other.total);
     }
 
     /// The `--stats` table. `host` names the host's KVM module: the figures mean very different
@@ -76,9 +135,9 @@ impl ExitStats {
             let _ = writeln!(out, "  {reason:<20} {count:>10}");
         }
         let (coalesced, exits): (Vec<_>, Vec<_>) = self
-            .by_port
+            .by_access
             .iter()
-            .partition(|((_, direction), _)| *direction == COALESCED);
+            .partition(|((_, _, direction), _)| *direction == COALESCED);
         for (heading, rows) in [("by port", exits), ("coalesced (no exit)", coalesced)] {
             if rows.is_empty() {
                 continue;
@@ -89,14 +148,17 @@ impl ExitStats {
                 "writes"
             };
             let _ = writeln!(out, "  {heading:<20} {unit:>10}  device");
-            for ((port, direction), (device, count)) in rows {
+            for ((space, address, direction), (device, count)) in rows {
                 let direction = if *direction == COALESCED {
                     "out"
                 } else {
                     direction
                 };
-                let port = format!("{port:#06x} {direction}");
-                let _ = writeln!(out, "  {port:<20} {count:>10}  {device}");
+                let place = match space {
+                    AddressSpace::Pio => format!("{address:#06x} {direction}"),
+                    AddressSpace::Mmio => format!("{address:#x} {direction}"),
+                };
+                let _ = writeln!(out, "  {place:<20} {count:>10}  {device}");
             }
         }
         let in_vmm = self.total.saturating_sub(self.in_guest);

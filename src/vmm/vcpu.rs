@@ -1,213 +1,172 @@
-//! The vCPU run loop: `KVM_RUN`, then hand the exit to the bus, until the guest ends.
+//! One vCPU's run loop: `KVM_RUN`, then [`handle_exit`] decides, until the guest ends.
 //!
-//! The loop knows no port numbers and no devices: every `in`/`out` goes to the [`PortBus`].
-//! Registers travel through `kvm_run`'s shared `sync_regs` area (KVM_CAP_SYNC_REGS): KVM stores
-//! them there at every exit, and loads RAX back from there when a hypercall has set it, so the
-//! hypercall path makes no KVM_GET_REGS / KVM_SET_REGS ioctls.
+//! The loop knows no addresses and no devices: every `in`/`out` and MMIO access goes to the
+//! buses. Registers travel through `kvm_run`'s shared `sync_regs` area (KVM_CAP_SYNC_REGS): KVM
+//! stores them there at every exit, and loads RAX back from there when a hypercall has set it, so
+//! the hypercall path makes no KVM_GET_REGS / KVM_SET_REGS ioctls.
 //!
-//! Writes to coalesced ports (the UART's transmit register, the debug console: see
-//! `Vm::create`) do not exit at all: KVM appends them to a ring shared with us, which the loop
-//! drains, in order, before it handles the next exit and when the guest ends.
+//! Writes to coalesced ports (coalesced.rs) do not exit at all: KVM appends them to a ring shared
+//! with us, which the loop drains, in order, before it handles the next exit and when the guest
+//! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpus.rs): the vCPU set pauses
+//! and stops its vCPUs through it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use kvm_bindings::{KVM_INTERNAL_ERROR_EMULATION, KVM_MP_STATE_HALTED, kvm_regs, kvm_sregs};
+use kvm_bindings::{kvm_regs, kvm_sregs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
-use super::exit::Fault;
+use super::coalesced::OutputCoalescing;
+use super::exit::{Buses, ExitAction, VmExit, handle_exit};
 use super::memory::read_prefix;
+use super::outcome::Fault;
 use super::snapshot::{CpuSnapshot, ExitCause};
 use super::stats::{COALESCED, ExitStats, LiveCounters};
-use super::vm::OutputCoalescing;
+use super::vcpus::{ControlRequest, PausedCpu, VcpuControl};
 use crate::arch::CpuMode;
 use crate::arch::x86::modes::{CR0_PG, RFLAGS_IF};
-use crate::devices::{GuestCpu, GuestStop, IoAction, PortBus};
+use crate::devices::hypercall::{CallOutcome, CallRegisters, HypercallHandler, PageTables};
+use crate::devices::{AddressSpace, GuestStop};
 
 /// KVM hands `in`/`out` data over in one page of `kvm_run` at most.
-const MAX_PIO_DATA: usize = 4096;
+const MAX_DATA: usize = 4096;
 
-/// Why the run loop returned.
+/// Why a vCPU's run loop returned.
 pub enum VcpuEnd {
-    /// A device stopped the guest (EXIT hypercall, reboot).
+    /// A device or a hypercall stopped the guest (EXIT, isa-debug-exit, reboot).
     Stopped(GuestStop),
-    /// `hlt` with interrupts off.
+    /// `hlt` with interrupts off, without an in-kernel irqchip.
     Halted,
     Faulted(Fault, Box<CpuSnapshot>),
-    /// Another thread asked the loop to stop (`--timeout`); where the guest was.
+    /// The vCPU set asked the loop to stop (`--timeout`, the end of the guest on another CPU);
+    /// where the vCPU was.
     Interrupted(Box<CpuSnapshot>),
-}
-
-/// An exit, copied out of `kvm_run` so the loop can use the vCPU again while handling it.
-enum Exit {
-    IoIn {
-        port: u16,
-        len: usize,
-    },
-    IoOut {
-        port: u16,
-        len: usize,
-    },
-    Hlt,
-    Shutdown,
-    InternalError {
-        suberror: u32,
-    },
-    Mmio {
-        address: u64,
-        write: bool,
-        len: usize,
-    },
-    FailEntry {
-        reason: u64,
-    },
-    /// KVM_RUN returned EINTR: a signal kicked the vCPU out (see `Vm::run`).
-    Interrupted,
-    Other {
-        reason: String,
-    },
-    RunFailed {
-        error: String,
-    },
-}
-
-impl Exit {
-    fn reason(&self) -> &'static str {
-        match self {
-            Exit::IoIn { .. } => "IO_IN",
-            Exit::IoOut { .. } => "IO_OUT",
-            Exit::Hlt => "HLT",
-            Exit::Shutdown => "SHUTDOWN",
-            Exit::InternalError { .. } => "INTERNAL_ERROR",
-            Exit::Mmio { .. } => "MMIO",
-            Exit::FailEntry { .. } => "FAIL_ENTRY",
-            Exit::Interrupted => "INTR",
-            Exit::Other { .. } => "OTHER",
-            Exit::RunFailed { .. } => "RUN_FAILED",
-        }
-    }
 }
 
 /// How a vCPU reports and what it may rely on.
 pub struct VcpuOptions {
-    /// `--verbose`: one line per exit on stderr.
-    pub trace: bool,
-    /// Put before each trace line: the guest's label when several guests run.
-    pub trace_label: String,
+    /// `--verbose`: one line per exit on stderr, after this label (the guest's label when several
+    /// guests run, and the CPU when the guest has several).
+    pub trace: Option<String>,
     /// Coalesced I/O for the output-only ports, when the host has it (`--no-coalesce`: `None`).
-    pub coalescing: Option<OutputCoalescing>,
+    pub coalescing: Option<Arc<OutputCoalescing>>,
 }
 
 pub struct Vcpu {
+    index: usize,
     fd: VcpuFd,
     memory: GuestMemoryMmap,
-    bus: PortBus,
-    /// `--verbose`: one line per exit on stderr.
-    trace: bool,
-    coalescing: Option<OutputCoalescing>,
+    buses: Arc<Buses>,
+    hypercalls: HypercallHandler,
+    control: Arc<VcpuControl>,
+    trace: Option<String>,
+    coalescing: Option<Arc<OutputCoalescing>>,
     stats: ExitStats,
-    /// The data of the current `out`, copied out of `kvm_run`; of the current `in`, before it
-    /// is copied into `kvm_run`.
-    out_data: Box<[u8; MAX_PIO_DATA]>,
-    in_data: Box<[u8; MAX_PIO_DATA]>,
+    /// The data of the current access: what the guest wrote, or the answer to its read.
+    data: Box<[u8; MAX_DATA]>,
     /// Does this host's KVM complete an `in`/`out` before exiting (RIP already past it)?
     /// KVM's instruction emulator does (kvm_pvm); hardware KVM exits with RIP on it.
     io_completed_at_exit: bool,
-    /// Put before each trace line: the guest's label when several guests run.
-    trace_label: String,
     live: Arc<LiveCounters>,
 }
 
 impl Vcpu {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        index: usize,
         fd: VcpuFd,
         memory: GuestMemoryMmap,
-        bus: PortBus,
+        buses: Arc<Buses>,
+        hypercalls: HypercallHandler,
+        control: Arc<VcpuControl>,
         options: VcpuOptions,
         live: Arc<LiveCounters>,
     ) -> Vcpu {
         Vcpu {
+            index,
             fd,
             memory,
-            bus,
+            buses,
+            hypercalls,
+            control,
             trace: options.trace,
             coalescing: options.coalescing,
             stats: ExitStats::default(),
-            out_data: Box::new([0; MAX_PIO_DATA]),
-            in_data: Box::new([0; MAX_PIO_DATA]),
+            data: Box::new([0; MAX_DATA]),
             io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
-            trace_label: options.trace_label,
             live,
         }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     pub fn stats(&self) -> &ExitStats {
         &self.stats
     }
 
-    pub fn bus(&self) -> &PortBus {
-        &self.bus
-    }
-
-    /// Runs the guest until it ends, faults, or `stop` is set and the thread is kicked.
-    pub fn run(&mut self, stop: &Arc<AtomicBool>) -> VcpuEnd {
+    /// Runs the guest until it ends, faults, or the vCPU set stops this vCPU.
+    pub fn run(&mut self) -> VcpuEnd {
         // Ask KVM to store the registers in kvm_run at every exit (KVM_CAP_SYNC_REGS).
         self.fd.set_sync_valid_reg(SyncReg::Register);
         self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
         let started = Instant::now();
-        let end = self.run_loop(stop);
+        let end = self.run_loop();
         // Writes the guest made since its last exit.
         self.drain_coalesced();
-        self.bus.flush();
+        self.hypercalls.flush();
         self.stats.total = started.elapsed();
         end
     }
 
-    fn run_loop(&mut self, stop: &Arc<AtomicBool>) -> VcpuEnd {
+    fn run_loop(&mut self) -> VcpuEnd {
         let mut exit_number: u64 = 0;
         loop {
-            if stop.load(Ordering::Acquire) {
-                return VcpuEnd::Interrupted(Box::new(self.snapshot()));
+            match self.control.request() {
+                ControlRequest::Run => {}
+                ControlRequest::Pause => {
+                    let state = self.paused_state();
+                    self.control.park(self.index, state);
+                    continue;
+                }
+                ControlRequest::Stop => {
+                    let mut snapshot = self.snapshot();
+                    snapshot.never_started = self.waits_for_sipi();
+                    return VcpuEnd::Interrupted(Box::new(snapshot));
+                }
             }
             let exit = self.enter_guest();
             // Coalesced writes happened before this exit: they go first, in order.
             self.drain_coalesced();
-            if matches!(exit, Exit::Interrupted) {
-                if self.halted_with_interrupts_off() {
-                    return VcpuEnd::Halted;
-                }
+            if exit == VmExit::Interrupted {
+                // A kick: the control request says why (a kick is not counted as an exit).
                 continue;
             }
             exit_number += 1;
             self.live.count_exit();
-            self.stats.count(exit.reason());
-            if let Exit::IoIn { port, len } = exit {
-                // An `in` is answered before it is traced, so the trace can show the data.
-                self.stats
-                    .count_port(port, "in", self.bus.device_name(port));
-                self.bus.read(port, &mut self.in_data[..len]);
-                complete_port_in(&mut self.fd, &self.in_data[..len]);
-            }
-            if self.trace {
+            self.stats.count_exit(exit.reason());
+            // A write is traced before its device acts (what it prints follows the trace line);
+            // a read after, so the trace can show the answer.
+            if self.trace.is_some() && !exit.is_read() {
                 self.trace_exit(exit_number, &exit);
             }
-            match exit {
-                Exit::IoIn { .. } => {}
-                Exit::IoOut { port, len } => {
-                    self.stats
-                        .count_port(port, "out", self.bus.device_name(port));
-                    let mut cpu = ExitCpu::new(&mut self.fd);
-                    let data = &self.out_data[..len];
-                    if let IoAction::Stop(stop) = self.bus.write(port, data, &mut cpu) {
-                        return VcpuEnd::Stopped(stop);
-                    }
-                    if let Some(coalescing) = &mut self.coalescing {
-                        coalescing.note_write(port);
+            let len = exit.data_len().min(MAX_DATA);
+            let action = handle_exit(&exit, &self.buses, &mut self.data[..len], &mut self.stats);
+            if self.trace.is_some() && exit.is_read() {
+                self.trace_exit(exit_number, &exit);
+            }
+            match action {
+                ExitAction::Resume | ExitAction::Kicked => {}
+                ExitAction::CompleteRead => self.complete_read(&exit),
+                ExitAction::Hypercall(number) => {
+                    if let CallOutcome::Exit(status) = self.hypercall(number) {
+                        return VcpuEnd::Stopped(GuestStop::Exit(status));
                     }
                 }
-                Exit::Hlt => {
+                ExitAction::Stop(stop) => return VcpuEnd::Stopped(stop),
+                ExitAction::Halt => {
                     let mut snapshot = self.snapshot();
                     if snapshot.regs.rflags & RFLAGS_IF == 0 {
                         return VcpuEnd::Halted;
@@ -215,134 +174,172 @@ impl Vcpu {
                     snapshot.caused_by = Some(snapshot.exit_instruction(ExitCause::Halt, true));
                     return VcpuEnd::Faulted(Fault::HaltedForever, Box::new(snapshot));
                 }
-                Exit::Shutdown => return self.fault(Fault::TripleFault),
-                Exit::InternalError { suberror } => {
-                    return self.fault(if suberror == KVM_INTERNAL_ERROR_EMULATION {
-                        Fault::EmulationFailure
-                    } else {
-                        Fault::InternalError { suberror }
-                    });
-                }
-                Exit::Mmio {
-                    address,
-                    write,
-                    len,
-                } => {
+                ExitAction::Fault(fault) => {
                     let mut snapshot = self.snapshot();
-                    if write {
+                    if matches!(exit, VmExit::MmioWrite { .. }) {
                         snapshot.caused_by =
                             Some(snapshot.exit_instruction(ExitCause::MemoryWrite, true));
                     }
-                    let fault = Fault::UnhandledMmio {
-                        address,
-                        write,
-                        len,
-                    };
                     return VcpuEnd::Faulted(fault, Box::new(snapshot));
                 }
-                Exit::FailEntry { reason } => return self.fault(Fault::FailedEntry { reason }),
-                Exit::Other { reason } => return self.fault(Fault::UnhandledExit { reason }),
-                Exit::RunFailed { error } => return self.fault(Fault::RunFailed { error }),
-                Exit::Interrupted => unreachable!("handled above"),
+            }
+            if let (VmExit::IoOut { port, .. }, Some(coalescing)) = (&exit, &self.coalescing) {
+                coalescing.note_write(u64::from(*port));
             }
         }
     }
 
-    /// With the in-kernel irqchip, `hlt` never exits to mini-kvm: KVM blocks the vCPU until an
-    /// interrupt can be taken. After `cli; hlt` none ever can (mini-kvm sends no NMI), so the
-    /// guest has ended, as a `hlt` with interrupts off ends a guest without an irqchip. Only a
-    /// kick shows it: `Vm::run` kicks a vCPU that has made no exit for a while.
-    fn halted_with_interrupts_off(&mut self) -> bool {
-        let halted = self
-            .fd
-            .get_mp_state()
-            .is_ok_and(|state| state.mp_state == KVM_MP_STATE_HALTED);
-        halted
-            && self
-                .fd
-                .get_regs()
-                .is_ok_and(|regs| regs.rflags & RFLAGS_IF == 0)
-    }
-
-    /// One KVM_RUN. `out` data is copied out of `kvm_run`, so that the device may look at the
-    /// vCPU's registers while it handles the write.
-    fn enter_guest(&mut self) -> Exit {
+    /// One KVM_RUN, its exit copied out of `kvm_run` (the data of a write into `self.data`), so
+    /// that the loop may use the vCPU again while it handles the exit.
+    fn enter_guest(&mut self) -> VmExit {
         let entered = Instant::now();
         let result = self.fd.run();
         self.stats.in_guest += entered.elapsed();
+        let copy = |data: &[u8], buffer: &mut [u8; MAX_DATA]| {
+            let len = data.len().min(MAX_DATA);
+            buffer[..len].copy_from_slice(&data[..len]);
+            len
+        };
         match result {
-            // The device answers after the coalesced writes are drained (in run_loop).
-            Ok(VcpuExit::IoIn(port, data)) => Exit::IoIn {
+            Ok(VcpuExit::IoIn(port, data)) => VmExit::IoIn {
                 port,
-                len: data.len().min(MAX_PIO_DATA),
+                len: data.len().min(MAX_DATA),
             },
-            Ok(VcpuExit::IoOut(port, data)) => {
-                let len = data.len().min(MAX_PIO_DATA);
-                self.out_data[..len].copy_from_slice(&data[..len]);
-                Exit::IoOut { port, len }
-            }
-            Ok(VcpuExit::Hlt) => Exit::Hlt,
-            Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+            Ok(VcpuExit::IoOut(port, data)) => VmExit::IoOut {
+                port,
+                len: copy(data, &mut self.data),
+            },
+            Ok(VcpuExit::MmioRead(address, data)) => VmExit::MmioRead {
+                address,
+                len: data.len().min(MAX_DATA),
+            },
+            Ok(VcpuExit::MmioWrite(address, data)) => VmExit::MmioWrite {
+                address,
+                len: copy(data, &mut self.data),
+            },
+            Ok(VcpuExit::Hlt) => VmExit::Hlt,
+            Ok(VcpuExit::Shutdown) => VmExit::Shutdown,
             Ok(VcpuExit::InternalError) => {
                 // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
                 // union member KVM filled in.
                 let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                Exit::InternalError { suberror }
+                VmExit::InternalError { suberror }
             }
-            Ok(VcpuExit::MmioRead(address, data)) => Exit::Mmio {
-                address,
-                write: false,
-                len: data.len(),
-            },
-            Ok(VcpuExit::MmioWrite(address, data)) => Exit::Mmio {
-                address,
-                write: true,
-                len: data.len(),
-            },
-            Ok(VcpuExit::FailEntry(reason, _cpu)) => Exit::FailEntry { reason },
-            Ok(other) => Exit::Other {
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => VmExit::FailEntry { reason },
+            Ok(other) => VmExit::Other {
                 reason: format!("{other:?}"),
             },
             Err(error) if error.errno() == libc::EINTR || error.errno() == libc::EAGAIN => {
-                Exit::Interrupted
+                VmExit::Interrupted
             }
-            Err(error) => Exit::RunFailed {
+            Err(error) => VmExit::RunFailed {
                 error: error.to_string(),
             },
         }
     }
 
-    /// Hands the writes KVM queued on the coalesced-I/O ring to their devices, in order.
-    fn drain_coalesced(&mut self) {
-        if !self
-            .coalescing
-            .as_ref()
-            .is_some_and(OutputCoalescing::active)
-        {
-            return;
-        }
-        while let Ok(Some(entry)) = self.fd.coalesced_mmio_read() {
-            let port = entry.phys_addr as u16;
-            let len = (entry.len as usize).min(entry.data.len());
-            let device = self.bus.device_name(port);
-            self.stats.count_port(port, COALESCED, device);
-            if self.trace {
-                let data = &entry.data[..len];
-                eprintln!(
-                    "{}  coalesced write: port {port:#06x} ({device}), size {len}, data {}",
-                    self.trace_label,
-                    port_data(data)
-                );
+    /// Hands the answer of an `in` or an MMIO read to KVM, which finishes the instruction with
+    /// it at the next KVM_RUN.
+    fn complete_read(&mut self, exit: &VmExit) {
+        let len = exit.data_len().min(MAX_DATA);
+        let data = &self.data[..len];
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_IO or KVM_EXIT_MMIO (`exit` says which), so the
+        // matching union member is the one KVM filled in. For I/O, `data_offset` points inside
+        // the kvm_run mapping with room for `size * count` bytes; MMIO data is 8 bytes in place.
+        unsafe {
+            match exit {
+                VmExit::IoIn { .. } => {
+                    let io = run.__bindgen_anon_1.io;
+                    let room = io.size as usize * io.count as usize;
+                    let target =
+                        (run as *mut kvm_bindings::kvm_run as *mut u8).add(io.data_offset as usize);
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), target, data.len().min(room));
+                }
+                VmExit::MmioRead { .. } => {
+                    let mmio = &mut run.__bindgen_anon_1.mmio;
+                    let n = data.len().min(mmio.data.len());
+                    mmio.data[..n].copy_from_slice(&data[..n]);
+                }
+                _ => {}
             }
-            let mut cpu = ExitCpu::new(&mut self.fd);
-            // Only the UART and the debug console are coalesced: their writes never stop the
-            // guest.
-            let _ = self.bus.write(port, &entry.data[..len], &mut cpu);
         }
     }
 
-    fn fault(&mut self, fault: Fault) -> VcpuEnd {
-        VcpuEnd::Faulted(fault, Box::new(self.snapshot()))
+    /// Runs the hypercall `number` with the arguments in this vCPU's registers, and puts its
+    /// result in RAX.
+    fn hypercall(&mut self, number: u8) -> CallOutcome {
+        // Read once from the sync_regs area KVM filled at this exit (no copy of the whole area).
+        let sync = self.fd.sync_regs_mut();
+        let registers = CallRegisters {
+            number,
+            args: [sync.regs.rbx, sync.regs.rcx, sync.regs.rsi],
+            mode: CpuMode::of(&sync.sregs),
+            data_segment_base: sync.sregs.ds.base,
+        };
+        let paging = sync.sregs.cr0 & CR0_PG != 0;
+        let mut page_tables = VcpuPageTables {
+            fd: &self.fd,
+            paging,
+        };
+        let outcome = self.hypercalls.handle(&registers, &mut page_tables);
+        if let CallOutcome::Result(value) = outcome {
+            let regs = &mut self.fd.sync_regs_mut().regs;
+            regs.rax = match registers.mode.bits() {
+                16 => (regs.rax & !0xffff) | (value & 0xffff),
+                32 => value & 0xffff_ffff,
+                _ => value,
+            };
+            // Tell KVM to load the registers from kvm_run at the next KVM_RUN.
+            self.fd.set_sync_dirty_reg(SyncReg::Register);
+        }
+        outcome
+    }
+
+    /// Hands the writes KVM queued on the coalesced-I/O ring to their devices, in order.
+    fn drain_coalesced(&mut self) {
+        let Some(coalescing) = self.coalescing.clone() else {
+            return;
+        };
+        if !coalescing.active() {
+            return;
+        }
+        let _ring = coalescing.lock_ring();
+        while let Ok(Some(entry)) = self.fd.coalesced_mmio_read() {
+            let port = entry.phys_addr;
+            let len = (entry.len as usize).min(entry.data.len());
+            let data = &entry.data[..len];
+            let device = self.buses.pio.device_name(port);
+            self.stats
+                .count_at(AddressSpace::Pio, port, COALESCED, device);
+            if let Some(label) = &self.trace {
+                eprintln!(
+                    "{label}  coalesced write: port {port:#06x} ({device}), size {len}, data {}",
+                    port_data(data)
+                );
+            }
+            // Only output-only registers are coalesced: their writes never stop the guest.
+            let _ = self.buses.pio.write(port, data);
+        }
+    }
+
+    /// An AP that nobody has started yet (KVM_MP_STATE_UNINITIALIZED or INIT_RECEIVED).
+    fn waits_for_sipi(&self) -> bool {
+        self.fd.get_mp_state().is_ok_and(|state| {
+            matches!(
+                state.mp_state,
+                kvm_bindings::KVM_MP_STATE_UNINITIALIZED | kvm_bindings::KVM_MP_STATE_INIT_RECEIVED
+            )
+        })
+    }
+
+    /// What the vCPU set sees of a paused vCPU.
+    fn paused_state(&mut self) -> PausedCpu {
+        let mp_state = self.fd.get_mp_state().map_or(u32::MAX, |s| s.mp_state);
+        PausedCpu {
+            snapshot: self.snapshot(),
+            mp_state,
+        }
     }
 
     /// The registers (as KVM stored them at the last exit) and the code bytes at RIP.
@@ -356,53 +353,50 @@ impl Vcpu {
         if self.fd.get_kvm_run().kvm_dirty_regs & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0 {
             regs = sync.regs;
         }
-        snapshot_of(&mut self.fd, &self.memory, regs, sregs)
+        snapshot_of(&self.fd, &self.memory, regs, sregs)
     }
 
     /// The `--verbose` line for one exit.
-    fn trace_exit(&mut self, number: u64, exit: &Exit) {
+    fn trace_exit(&mut self, number: u64, exit: &VmExit) {
         let sync = self.fd.sync_regs();
-        let cpu = snapshot_of(&mut self.fd, &self.memory, sync.regs, sync.sregs);
+        let cpu = snapshot_of(&self.fd, &self.memory, sync.regs, sync.sregs);
+        let data = &self.data[..exit.data_len().min(MAX_DATA)];
         let detail = match exit {
-            Exit::IoIn { port, len } => format!(
-                "port {port:#06x} ({}) in, size {len}, data {}",
-                self.bus.device_name(*port),
-                port_data(&self.in_data[..*len])
+            VmExit::IoIn { port, len } | VmExit::IoOut { port, len } => format!(
+                "port {port:#06x} ({}) {}, size {len}, data {}",
+                self.buses.pio.device_name(u64::from(*port)),
+                if exit.is_read() { "in" } else { "out" },
+                port_data(data)
             ),
-            Exit::IoOut { port, len } => {
-                format!(
-                    "port {port:#06x} ({}) out, size {len}, data {}",
-                    self.bus.device_name(*port),
-                    port_data(&self.out_data[..*len])
-                )
+            VmExit::MmioRead { address, len } | VmExit::MmioWrite { address, len } => {
+                let device = self.buses.mmio.device_name(*address);
+                let what = if exit.is_read() { "read" } else { "write" };
+                if device == "unclaimed" {
+                    format!("{what} {len} bytes at {address:#x}")
+                } else {
+                    format!(
+                        "{what} {len} bytes at {address:#x} ({device}), data {}",
+                        port_data(data)
+                    )
+                }
             }
-            Exit::InternalError { suberror } => format!("suberror {suberror}"),
-            Exit::Mmio {
-                address,
-                write,
-                len,
-            } => format!(
-                "{} {len} bytes at {address:#x}",
-                if *write { "write" } else { "read" }
-            ),
-            Exit::FailEntry { reason } => format!("hardware reason {reason:#x}"),
-            Exit::Other { reason } => reason.clone(),
-            Exit::RunFailed { error } => error.clone(),
-            Exit::Hlt | Exit::Shutdown | Exit::Interrupted => String::new(),
+            VmExit::InternalError { suberror } => format!("suberror {suberror}"),
+            VmExit::FailEntry { reason } => format!("hardware reason {reason:#x}"),
+            VmExit::Other { reason } => reason.clone(),
+            VmExit::RunFailed { error } => error.clone(),
+            VmExit::Hlt | VmExit::Shutdown | VmExit::Interrupted => String::new(),
         };
         let completed = self.io_completed_at_exit;
         let instruction = match exit {
-            Exit::IoIn { .. } => cpu.exit_instruction(ExitCause::PortIn, completed),
-            Exit::IoOut { .. } => cpu.exit_instruction(ExitCause::PortOut, completed),
-            Exit::Hlt => cpu.exit_instruction(ExitCause::Halt, completed),
-            Exit::Mmio { write: true, .. } => {
-                cpu.exit_instruction(ExitCause::MemoryWrite, completed)
-            }
+            VmExit::IoIn { .. } => cpu.exit_instruction(ExitCause::PortIn, completed),
+            VmExit::IoOut { .. } => cpu.exit_instruction(ExitCause::PortOut, completed),
+            VmExit::Hlt => cpu.exit_instruction(ExitCause::Halt, completed),
+            VmExit::MmioWrite { .. } => cpu.exit_instruction(ExitCause::MemoryWrite, completed),
             _ => cpu.instruction(),
         };
         let line = format!(
             "{}exit #{number} {:<8} at {}  {instruction}  {detail}",
-            self.trace_label,
+            self.trace.as_deref().unwrap_or(""),
             exit.reason(),
             cpu.location(),
         );
@@ -410,7 +404,26 @@ impl Vcpu {
     }
 }
 
-/// Up to the first 8 bytes of port data, little-endian, for traces.
+/// The calling vCPU's page tables, for hypercall buffers: identity without paging,
+/// KVM_TRANSLATE with it.
+struct VcpuPageTables<'a> {
+    fd: &'a VcpuFd,
+    paging: bool,
+}
+
+impl PageTables for VcpuPageTables<'_> {
+    fn translate(&mut self, linear: u64) -> Option<u64> {
+        if !self.paging {
+            return Some(linear);
+        }
+        match self.fd.translate_gva(linear) {
+            Ok(translation) if translation.valid != 0 => Some(translation.physical_address),
+            _ => None,
+        }
+    }
+}
+
+/// Up to the first 8 bytes of access data, little-endian, for traces.
 fn first_bytes(data: &[u8]) -> u64 {
     let mut value = [0u8; 8];
     let shown = data.len().min(8);
@@ -418,22 +431,7 @@ fn first_bytes(data: &[u8]) -> u64 {
     u64::from_le_bytes(value)
 }
 
-/// Hands the data of an `in` to KVM: it lands in `kvm_run` at `io.data_offset`, where KVM
-/// takes it from at the next KVM_RUN to finish the instruction.
-fn complete_port_in(fd: &mut VcpuFd, data: &[u8]) {
-    let run = fd.get_kvm_run();
-    // SAFETY: the last exit was KVM_EXIT_IO, so `io` is the union member KVM filled in; its
-    // `data_offset` points inside the kvm_run mapping (KVM's API guarantees `size * count`
-    // bytes there), and `data` is no longer than that.
-    unsafe {
-        let io = run.__bindgen_anon_1.io;
-        let room = io.size as usize * io.count as usize;
-        let target = (run as *mut kvm_bindings::kvm_run as *mut u8).add(io.data_offset as usize);
-        std::ptr::copy_nonoverlapping(data.as_ptr(), target, data.len().min(room));
-    }
-}
-
-/// Port data for traces: its value in hex, and a single printable byte as a character too.
+/// Access data for traces: its value in hex, and a single printable byte as a character too.
 fn port_data(data: &[u8]) -> String {
     let value = hex_value(first_bytes(data), data.len());
     match data {
@@ -453,7 +451,7 @@ fn hex_value(value: u64, len: usize) -> String {
 
 /// Builds a snapshot, reading the code at CS.base + RIP through the guest's page tables.
 fn snapshot_of(
-    fd: &mut VcpuFd,
+    fd: &VcpuFd,
     memory: &GuestMemoryMmap,
     regs: kvm_regs,
     sregs: kvm_sregs,
@@ -465,7 +463,11 @@ fn snapshot_of(
     };
     let mut code = [0u8; 15];
     let mut preceding = [0u8; 15];
-    let (code_len, preceding_len) = match linear_to_physical(fd, &sregs, linear) {
+    let mut page_tables = VcpuPageTables {
+        fd,
+        paging: sregs.cr0 & CR0_PG != 0,
+    };
+    let (code_len, preceding_len) = match page_tables.translate(linear) {
         // Stay inside RIP's page: the pages around it may map elsewhere.
         Some(physical) => {
             let in_page = (4096 - (linear % 4096)) as usize;
@@ -486,79 +488,6 @@ fn snapshot_of(
         preceding,
         preceding_len,
         caused_by: None,
-    }
-}
-
-/// Guest-linear to guest-physical: identity without paging, KVM_TRANSLATE with it.
-fn linear_to_physical(fd: &VcpuFd, sregs: &kvm_sregs, linear: u64) -> Option<u64> {
-    if sregs.cr0 & CR0_PG == 0 {
-        return Some(linear);
-    }
-    match fd.translate_gva(linear) {
-        Ok(translation) if translation.valid != 0 => Some(translation.physical_address),
-        _ => None,
-    }
-}
-
-/// The vCPU as the device handling an `out` sees it, through the sync_regs area.
-struct ExitCpu<'a> {
-    fd: &'a mut VcpuFd,
-    /// Read once from the sync_regs area KVM filled at this exit (no copy of the whole area).
-    mode: CpuMode,
-    args: [u64; 3],
-    data_segment_base: u64,
-    paging: bool,
-}
-
-impl<'a> ExitCpu<'a> {
-    fn new(fd: &'a mut VcpuFd) -> ExitCpu<'a> {
-        let sync = fd.sync_regs_mut();
-        let (mode, args) = (
-            CpuMode::of(&sync.sregs),
-            [sync.regs.rbx, sync.regs.rcx, sync.regs.rsi],
-        );
-        let (data_segment_base, paging) = (sync.sregs.ds.base, sync.sregs.cr0 & CR0_PG != 0);
-        ExitCpu {
-            fd,
-            mode,
-            args,
-            data_segment_base,
-            paging,
-        }
-    }
-}
-
-impl GuestCpu for ExitCpu<'_> {
-    fn mode(&self) -> CpuMode {
-        self.mode
-    }
-
-    fn hypercall_args(&self) -> [u64; 3] {
-        self.args
-    }
-
-    fn set_result(&mut self, value: u64) {
-        let regs = &mut self.fd.sync_regs_mut().regs;
-        regs.rax = match self.mode.bits() {
-            16 => (regs.rax & !0xffff) | (value & 0xffff),
-            32 => value & 0xffff_ffff,
-            _ => value,
-        };
-        // Tell KVM to load the registers from kvm_run at the next KVM_RUN.
-        self.fd.set_sync_dirty_reg(SyncReg::Register);
-    }
-
-    fn data_segment_base(&self) -> u64 {
-        self.data_segment_base
-    }
-
-    fn translate(&mut self, linear: u64) -> Option<u64> {
-        if !self.paging {
-            return Some(linear);
-        }
-        match self.fd.translate_gva(linear) {
-            Ok(translation) if translation.valid != 0 => Some(translation.physical_address),
-            _ => None,
-        }
+        never_started: false,
     }
 }

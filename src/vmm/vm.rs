@@ -1,43 +1,42 @@
-//! One guest = one KVM VM: its memory, its devices, its vCPU thread.
+//! One guest = one KVM VM: its memory, its devices, its vCPUs.
 //!
-//! [`Vm::create`] makes the KVM calls in the order docs/kvm-api.md walks through them;
-//! [`Vm::run`] runs the vCPU on its own thread and enforces `--timeout`.
+//! [`Vm::create`] builds the machine in the order docs/kvm-api.md walks through: the VM, its
+//! RAM and image, the interrupt controllers, the vCPUs, the firmware tables, the devices.
+//! [`Vm::run`] starts a thread per vCPU (vcpus.rs) and watches them: it flushes the guest's
+//! output, enforces `--timeout`, and notices a guest that can never run again.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Once, mpsc};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_pit_config;
-use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
-use super::exit::GuestOutcome;
+use super::coalesced::OutputCoalescing;
+use super::device_manager::{DeviceError, DeviceInfo, DeviceManager};
 use super::kvm::{self, KvmError};
 use super::memory::{MemoryError, create_guest_memory, register_memory_slots};
+use super::outcome::{AllCpus, GuestOutcome};
 use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
+use super::vcpus::{Joined, VcpuControl, VcpuSet};
 use crate::arch::ArchError;
 use crate::arch::x86::layout::REAL_MODE_SEGMENT;
 use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
 };
-use crate::arch::x86::{cpuid, gdt, paging};
+use crate::arch::x86::{cpuid, gdt, mptable, paging};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput};
-use crate::devices::bus::UnclaimedPorts;
-use crate::devices::debug_exit::{DEBUG_EXIT_LAST_PORT, DEBUG_EXIT_PORT, DebugExit};
-use crate::devices::debugcon::{DEBUGCON_PORT, DebugConsole};
-use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDevice};
-use crate::devices::i8042::{I8042, I8042_COMMAND_PORT, I8042_DATA_PORT};
-use crate::devices::irq::{COM1_IRQ, KEYBOARD_IRQ};
-use crate::devices::serial::{COM1_LAST_PORT, COM1_PORT, Uart};
-use crate::devices::{GuestStop, IrqLine, PortBus};
+use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
+use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
+use crate::devices::legacy::debugcon::{DEBUGCON_PORT, DebugConsole};
+use crate::devices::legacy::i8042::{self, I8042, KEYBOARD_IRQ};
+use crate::devices::legacy::serial::{COM1_IRQ, COM1_PORTS, Uart};
+use crate::devices::{BusRange, GuestStop, bus};
 use crate::loader::{self, Entry, GuestMode, LoadOptions, LoaderError};
-use crate::terminal;
 
 #[derive(Debug, Error)]
 pub enum VmError {
@@ -49,6 +48,8 @@ pub enum VmError {
     Loader(#[from] LoaderError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     #[error("{call} failed: {source}")]
     Ioctl {
         call: &'static str,
@@ -65,11 +66,19 @@ pub enum VmError {
          virtualization (kvm_intel, kvm_amd), e.g. in the hardware-KVM rig (tests/hw-kvm/run)"
     )]
     NoPagingSupport { module: &'static str },
-    #[error("cannot create an eventfd for an interrupt line: {0}")]
-    EventFd(std::io::Error),
-    #[error("cannot start the vCPU thread: {0}")]
+    #[error(
+        "--cpus {asked}: this host's KVM allows at most {host} vCPUs in a VM, and mini-kvm at most \
+         {ours} (what its MP table describes): give --cpus 1 to {limit}",
+        limit = (*host).min(*ours)
+    )]
+    TooManyCpus {
+        asked: usize,
+        host: usize,
+        ours: usize,
+    },
+    #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
-    #[error("the vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
+    #[error("a vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
     VcpuPanicked(String),
     #[error("the terminal view failed: {0}")]
     Terminal(std::io::Error),
@@ -79,6 +88,9 @@ fn ioctl(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Ioctl { call, source }
 }
 
+/// The most vCPUs mini-kvm gives one VM: as many as its MP table describes.
+pub const MAX_CPUS: usize = mptable::MAX_CPUS;
+
 /// Everything needed to build one guest.
 pub struct GuestSetup<'a> {
     /// The guest's name, for messages.
@@ -87,15 +99,15 @@ pub struct GuestSetup<'a> {
     /// The mode of a flat binary, the kernel command line.
     pub load: LoadOptions<'a>,
     pub memory_size: u64,
+    /// `--cpus`: the number of vCPUs (1 and up).
+    pub cpus: usize,
     /// `--irqchip`: give a real-mode guest the in-kernel interrupt controller and PIT too (every
-    /// other guest has them anyway).
+    /// other guest has them anyway, and so does a guest with several CPUs).
     pub irqchip: bool,
     /// `--verbose`: trace every exit and hypercall on stderr.
     pub verbose: bool,
     /// Put before each trace line (the guest's label when several guests run), or "".
     pub trace_label: &'a str,
-    /// stdin is a terminal: raw mode once the guest uses the keyboard (src/terminal.rs).
-    pub terminal: bool,
     /// Coalesce the writes to output-only ports (no `--no-coalesce`).
     pub coalesce: bool,
 }
@@ -103,27 +115,37 @@ pub struct GuestSetup<'a> {
 /// How a run went.
 pub struct RunReport {
     pub outcome: GuestOutcome,
+    /// The counts of all the guest's vCPUs together.
     pub stats: ExitStats,
-    pub unclaimed: UnclaimedPorts,
 }
 
 pub struct Vm {
     name: String,
     /// Kept open for the VM's lifetime; closing it (on drop) destroys the VM.
     _vm_fd: Arc<VmFd>,
-    vcpu: Vcpu,
+    vcpus: Vec<Vcpu>,
+    control: Arc<VcpuControl>,
+    devices: Vec<DeviceInfo>,
     output: GuestOutput,
     input: GuestInput,
     live: Arc<LiveCounters>,
 }
 
 impl Vm {
-    /// Creates the VM, its memory, its devices and its vCPU, and loads the image.
+    /// Creates the VM, its memory, its devices and its vCPUs, and loads the image.
     pub fn create(kvm: &Kvm, setup: &GuestSetup, io: GuestIo) -> Result<Vm, VmError> {
-        // 2. The hypercall path reads and writes registers through kvm_run (see vcpu.rs).
-        let sync_regs = kvm.check_extension_int(Cap::SyncRegs);
-        if sync_regs & 0b11 != 0b11 {
+        // 2. What the host must offer: the hypercall path reads and writes registers through
+        // kvm_run (see vcpu.rs); and enough vCPUs.
+        if kvm.check_extension_int(Cap::SyncRegs) & 0b11 != 0b11 {
             return Err(VmError::MissingCapability("KVM_CAP_SYNC_REGS"));
+        }
+        let host_max = kvm.get_max_vcpus();
+        if setup.cpus == 0 || setup.cpus > host_max.min(MAX_CPUS) {
+            return Err(VmError::TooManyCpus {
+                asked: setup.cpus,
+                host: host_max,
+                ours: MAX_CPUS,
+            });
         }
 
         // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
@@ -147,8 +169,8 @@ impl Vm {
         // 5. The in-kernel interrupt controllers (PIC, IOAPIC, a local APIC per vCPU) and the PIT.
         // After the memory region, not before: measured on kvm_pvm, open → first KVM_RUN takes
         // ~0.7 ms this way and ~7 ms with the irqchip created first (benches/irqchip_order.rs).
-        // Before the vCPU: KVM gives a vCPU its local APIC only if the irqchip exists.
-        let irqchip = entry.mode != GuestMode::Real || setup.irqchip;
+        // Before the vCPUs: KVM gives a vCPU its local APIC only if the irqchip exists.
+        let irqchip = entry.mode != GuestMode::Real || setup.irqchip || setup.cpus > 1;
         if irqchip {
             vm_fd
                 .create_irq_chip()
@@ -158,76 +180,70 @@ impl Vm {
                 .map_err(ioctl("KVM_CREATE_PIT2"))?;
         }
 
-        // 6-7. KVM_CREATE_VCPU, then its CPUID and registers: the CPU mode the guest starts in.
-        let mut vcpu_fd = vm_fd.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
-        if entry.mode != GuestMode::Real {
-            let cpuid = cpuid::supported_cpuid(kvm).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
-            vcpu_fd
-                .set_cpuid2(&cpuid)
-                .map_err(ioctl("KVM_SET_CPUID2"))?;
+        // 6-7. KVM_CREATE_VCPU for each CPU, its CPUID, and the boot CPU's registers: the CPU
+        // mode the guest starts in. With the irqchip, the other CPUs wait (inside KVM_RUN) for
+        // the INIT and SIPI a guest sends them through its local APIC, as on a real PC.
+        let vcpu_fds = create_vcpus(kvm, &vm_fd, setup.cpus, irqchip)?;
+        set_entry_registers(&vcpu_fds[0], &memory, &entry)?;
+        // The MP table tells the guest its CPUs and IOAPIC (there is none without the irqchip).
+        if irqchip {
+            mptable::write(&memory, setup.cpus)?;
         }
-        set_entry_registers(&vcpu_fd, &memory, &entry)?;
 
-        // 8. Devices on the port-I/O bus, with their interrupt lines.
-        let irq_line = |irq| connect_irq_line(&vm_fd, irq, irqchip);
-        let mut keyboard = I8042::new(io.input.clone(), irq_line(KEYBOARD_IRQ)?);
-        if setup.terminal {
-            keyboard = keyboard.on_keyboard_claimed(Box::new(|| {
-                terminal::enter_raw_mode();
-            }));
-        }
-        let mut bus = PortBus::new();
-        bus.register(
-            &[(COM1_PORT, COM1_LAST_PORT)],
-            Box::new(Uart::new(
-                io.output.clone(),
-                io.input.clone(),
-                irq_line(COM1_IRQ)?,
-            )),
-        );
-        bus.register(
-            &[(DEBUGCON_PORT, DEBUGCON_PORT)],
-            Box::new(DebugConsole::new(io.output.clone())),
-        );
-        // 0x61, between the i8042's two ports, is the PC speaker gate: left unclaimed (with the
-        // irqchip, KVM's PIT answers it in the kernel).
-        bus.register(
-            &[
-                (I8042_DATA_PORT, I8042_DATA_PORT),
-                (I8042_COMMAND_PORT, I8042_COMMAND_PORT),
-            ],
-            Box::new(keyboard),
-        );
-        bus.register(
-            &[(DEBUG_EXIT_PORT, DEBUG_EXIT_LAST_PORT)],
-            Box::new(DebugExit),
-        );
-        bus.register(
-            &[(HYPERCALL_PORT, HYPERCALL_PORT)],
-            Box::new(HypercallDevice::new(
-                memory.clone(),
-                io.output.clone(),
-                io.input.clone(),
-                setup.verbose.then(|| setup.trace_label.to_string()),
-            )),
-        );
-
-        let coalescing = if setup.coalesce {
-            OutputCoalescing::new(kvm, &vm_fd, &mut vcpu_fd)
+        // 8. Devices on the buses, with their interrupt lines.
+        let mut devices = DeviceManager::new(Arc::clone(&vm_fd), irqchip);
+        attach_devices(&mut devices, &io)?;
+        let coalescing = if setup.coalesce && kvm.check_extension(Cap::CoalescedPio) {
+            OutputCoalescing::new(&vm_fd, devices.coalesced_ports())
         } else {
             None
         };
+        let (buses, device_info) = devices.into_buses();
+        let buses = Arc::new(buses);
 
         let live = Arc::new(LiveCounters::default());
-        let options = VcpuOptions {
-            trace: setup.verbose,
-            trace_label: setup.trace_label.to_string(),
-            coalescing,
-        };
+        let control = VcpuControl::shared(setup.cpus);
+        let started = Instant::now();
+        let several = setup.cpus > 1;
+        let mut vcpus = Vec::with_capacity(setup.cpus);
+        for (index, mut fd) in vcpu_fds.into_iter().enumerate() {
+            // Every vCPU maps the VM's coalesced ring, to drain it after its own exits.
+            let coalescing = coalescing
+                .clone()
+                .filter(|_| fd.map_coalesced_mmio_ring().is_ok());
+            let trace_label = if several {
+                format!("{}[cpu {index}] ", setup.trace_label)
+            } else {
+                setup.trace_label.to_string()
+            };
+            let hypercalls = HypercallHandler::new(
+                memory.clone(),
+                io.output.clone(),
+                io.input.clone(),
+                started,
+                setup.verbose.then(|| trace_label.clone()),
+            );
+            let options = VcpuOptions {
+                trace: setup.verbose.then_some(trace_label),
+                coalescing,
+            };
+            vcpus.push(Vcpu::new(
+                index,
+                fd,
+                memory.clone(),
+                Arc::clone(&buses),
+                hypercalls,
+                Arc::clone(&control),
+                options,
+                Arc::clone(&live),
+            ));
+        }
         Ok(Vm {
             name: setup.name.to_string(),
             _vm_fd: vm_fd,
-            vcpu: Vcpu::new(vcpu_fd, memory, bus, options, Arc::clone(&live)),
+            vcpus,
+            control,
+            devices: device_info,
             output: io.output,
             input: io.input,
             live,
@@ -238,118 +254,223 @@ impl Vm {
         &self.name
     }
 
+    /// What is attached to the machine (for firmware tables and `--verbose`).
+    pub fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
     /// Counters that other threads may read while the guest runs (the `--tui` view).
     pub fn live_counters(&self) -> Arc<LiveCounters> {
         Arc::clone(&self.live)
     }
 
-    /// Runs the guest to its end on a vCPU thread. With a `timeout`, a guest still running then
-    /// is stopped; so is a guest still running when another thread sets `cancel`. A signal kicks
-    /// the vCPU thread out of KVM_RUN (docs/kvm-api.md, "Stopping").
-    pub fn run(self, timeout: Option<Duration>, cancel: &AtomicBool) -> Result<RunReport, VmError> {
-        install_kick_handler();
+    /// Runs the guest to its end, a thread per vCPU. With a `timeout`, a guest still running
+    /// then is stopped; so is a guest still running when another thread sets `cancel` or `quit`
+    /// (Ctrl-A x).
+    pub fn run(
+        self,
+        timeout: Option<Duration>,
+        cancel: &AtomicBool,
+        quit: &AtomicBool,
+    ) -> Result<RunReport, VmError> {
         let Vm {
             name,
             _vm_fd,
-            mut vcpu,
+            vcpus,
+            control,
             output,
             input,
             live,
+            ..
         } = self;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let vcpu_stop = Arc::clone(&stop);
+        let several = vcpus.len() > 1;
         let started = Instant::now();
-        let thread = thread::Builder::new()
-            .name(format!("vcpu-{name}"))
-            .spawn(move || {
-                let end = vcpu.run(&vcpu_stop);
-                let _ = done_tx.send(());
-                (end, vcpu)
-            })
-            .map_err(VmError::Thread)?;
-
-        // Wait for the guest, flushing its partial output lines now and then so that a prompt
-        // or a progress line shows up even before its newline.
-        const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-        let mut timed_out = false;
-        let mut cancelled = false;
-        let mut quit = false;
-        // A guest that has made no exit for IDLE_CHECK may sit in `cli; hlt` inside KVM, which
-        // never tells us: kick it, and the vCPU thread looks (`halted_with_interrupts_off`).
-        const IDLE_CHECK: Duration = Duration::from_secs(1);
-        let mut exits_seen = live.exits();
-        let mut idle_since = Instant::now();
-        loop {
-            if cancel.load(Ordering::Acquire) {
-                cancelled = true;
-                break;
-            }
-            if terminal::quit_requested() {
-                quit = true;
-                break;
-            }
-            let wait = match timeout {
-                Some(limit) => match limit.checked_sub(started.elapsed()) {
-                    Some(left) => left.min(FLUSH_INTERVAL),
-                    None => {
-                        timed_out = true;
-                        break;
-                    }
-                },
-                None => FLUSH_INTERVAL,
-            };
-            match done_rx.recv_timeout(wait) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => output.flush_without_waiting(),
-            }
-            let exits = live.exits();
-            if exits != exits_seen {
-                exits_seen = exits;
-                idle_since = Instant::now();
-            } else if idle_since.elapsed() >= IDLE_CHECK {
-                let _ = thread.kill(kick_signal());
-                idle_since = Instant::now();
-            }
-        }
-        if timed_out || cancelled || quit {
-            stop.store(true, Ordering::Release);
+        let mut set = VcpuSet::start(vcpus, control, &name).map_err(VmError::Thread)?;
+        let stopped_by = watch(&mut set, &live, &output, timeout, cancel, quit, started);
+        if stopped_by.is_some_and(|why| why != StoppedBy::Idle) {
+            // Output nobody can take now is dropped rather than waited for.
             output.stop();
-            input.cancel();
-            // The signal may land just before the thread enters KVM_RUN, where it would be
-            // missed: kick until the thread has noticed.
-            while !thread.is_finished() {
-                let _ = thread.kill(kick_signal());
-                thread::sleep(Duration::from_millis(1));
-            }
         }
-        let (end, vcpu) = thread
-            .join()
-            .map_err(|_| VmError::VcpuPanicked(name.clone()))?;
-        output.finish();
-        // The guest is over: end the input threads' waits (keyboard, UART).
+        // A vCPU may wait for input in GETCHAR: end that wait, then stop every vCPU.
         input.cancel();
+        set.stop();
+        let Joined { ends, end_order } = set
+            .join()
+            .ok_or_else(|| VmError::VcpuPanicked(name.clone()))?;
+        output.finish();
 
-        let outcome = match end {
-            VcpuEnd::Stopped(GuestStop::Exit(status)) => GuestOutcome::Exited(status),
-            VcpuEnd::Stopped(GuestStop::Reboot) => GuestOutcome::Rebooted,
-            VcpuEnd::Halted => GuestOutcome::Halted,
-            VcpuEnd::Faulted(fault, cpu) => GuestOutcome::Faulted { fault, cpu },
-            VcpuEnd::Interrupted(_) if quit => GuestOutcome::Quit,
-            VcpuEnd::Interrupted(cpu) if cancelled => GuestOutcome::Cancelled { cpu },
-            VcpuEnd::Interrupted(cpu) => GuestOutcome::TimedOut {
-                // The limit, not the measured time, which a loaded machine stretches.
-                after: timeout.unwrap_or_else(|| started.elapsed()),
-                cpu,
-            },
-        };
+        let mut stats = ExitStats::default();
+        for (_, vcpu) in &ends {
+            stats.merge(vcpu.stats());
+        }
+        let outcome = decide_outcome(ends, &end_order, stopped_by, timeout, started, several);
         live.finish(outcome.exit_code(), outcome.short_description());
-        Ok(RunReport {
-            outcome,
-            stats: vcpu.stats().clone(),
-            unclaimed: vcpu.bus().unclaimed().clone(),
-        })
+        Ok(RunReport { outcome, stats })
     }
+}
+
+/// Why the watcher stopped the vCPUs, when no vCPU ended the guest itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoppedBy {
+    Timeout,
+    Cancel,
+    Quit,
+    /// Every CPU halted with interrupts off (or never started): nothing can wake the guest.
+    Idle,
+}
+
+/// Watches the running vCPUs until one ends the guest, or until the watcher stops them.
+fn watch(
+    set: &mut VcpuSet,
+    live: &LiveCounters,
+    output: &GuestOutput,
+    timeout: Option<Duration>,
+    cancel: &AtomicBool,
+    quit: &AtomicBool,
+    started: Instant,
+) -> Option<StoppedBy> {
+    // Partial output lines are flushed now and then, so that a prompt or a progress line shows
+    // up even before its newline.
+    const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+    // With the irqchip, `hlt` waits inside KVM and never tells us. A guest that has made no
+    // exit for IDLE_CHECK is paused and looked at: if every CPU is halted with interrupts off,
+    // it has ended. A vCPU busy in the VMM (waiting for input) does not pause in PATIENCE.
+    const IDLE_CHECK: Duration = Duration::from_secs(1);
+    const PATIENCE: Duration = Duration::from_millis(100);
+    let mut exits_seen = live.exits();
+    let mut idle_since = Instant::now();
+    loop {
+        if cancel.load(Ordering::Acquire) {
+            return Some(StoppedBy::Cancel);
+        }
+        if quit.load(Ordering::Acquire) {
+            return Some(StoppedBy::Quit);
+        }
+        let wait = match timeout {
+            Some(limit) => match limit.checked_sub(started.elapsed()) {
+                Some(left) => left.min(FLUSH_INTERVAL),
+                None => return Some(StoppedBy::Timeout),
+            },
+            None => FLUSH_INTERVAL,
+        };
+        if set.wait_for_an_end(wait) {
+            return None;
+        }
+        output.flush_without_waiting();
+        let exits = live.exits();
+        if exits != exits_seen {
+            exits_seen = exits;
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= IDLE_CHECK {
+            if let Some(cpus) = set.pause(PATIENCE) {
+                if cpus.iter().all(|cpu| cpu.is_idle_for_good()) {
+                    return Some(StoppedBy::Idle);
+                }
+                set.resume();
+            }
+            idle_since = Instant::now();
+        }
+    }
+}
+
+/// How the guest ended: as the first vCPU that ended it says, or else as the watcher stopped it.
+fn decide_outcome(
+    ends: Vec<(VcpuEnd, Vcpu)>,
+    end_order: &[usize],
+    stopped_by: Option<StoppedBy>,
+    timeout: Option<Duration>,
+    started: Instant,
+    several: bool,
+) -> GuestOutcome {
+    let mut ends: Vec<Option<VcpuEnd>> = ends.into_iter().map(|(end, _)| Some(end)).collect();
+    let first = end_order
+        .iter()
+        .copied()
+        .find(|&index| !matches!(ends[index], Some(VcpuEnd::Interrupted(_)) | None));
+    if let Some(index) = first {
+        return match ends[index].take() {
+            Some(VcpuEnd::Stopped(GuestStop::Exit(status))) => GuestOutcome::Exited(status),
+            Some(VcpuEnd::Stopped(GuestStop::Reboot)) => GuestOutcome::Rebooted,
+            Some(VcpuEnd::Halted) => GuestOutcome::Halted,
+            Some(VcpuEnd::Faulted(fault, cpu)) => GuestOutcome::Faulted {
+                fault,
+                cpu,
+                on_cpu: several.then_some(index),
+            },
+            Some(VcpuEnd::Interrupted(_)) | None => unreachable!("found above"),
+        };
+    }
+    let cpus: AllCpus = ends
+        .into_iter()
+        .filter_map(|end| match end {
+            Some(VcpuEnd::Interrupted(cpu)) => Some(cpu),
+            _ => None,
+        })
+        .collect();
+    match stopped_by {
+        Some(StoppedBy::Idle) => GuestOutcome::Halted,
+        Some(StoppedBy::Quit) => GuestOutcome::Quit,
+        Some(StoppedBy::Timeout) => GuestOutcome::TimedOut {
+            // The limit, not the measured time, which a loaded machine stretches.
+            after: timeout.unwrap_or_else(|| started.elapsed()),
+            cpus,
+        },
+        Some(StoppedBy::Cancel) | None => GuestOutcome::Cancelled { cpus },
+    }
+}
+
+/// The vCPUs, each with its CPUID (its APIC ID in it) when the guest has more than real mode.
+fn create_vcpus(
+    kvm: &Kvm,
+    vm_fd: &VmFd,
+    count: usize,
+    irqchip: bool,
+) -> Result<Vec<VcpuFd>, VmError> {
+    let supported = if irqchip || count > 1 {
+        Some(cpuid::supported_cpuid(kvm).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?)
+    } else {
+        None
+    };
+    (0..count)
+        .map(|index| {
+            let fd = vm_fd
+                .create_vcpu(index as u64)
+                .map_err(ioctl("KVM_CREATE_VCPU"))?;
+            if let Some(supported) = &supported {
+                let table = cpuid::for_vcpu(supported, index as u32, count as u32);
+                fd.set_cpuid2(&table).map_err(ioctl("KVM_SET_CPUID2"))?;
+            }
+            Ok(fd)
+        })
+        .collect()
+}
+
+/// The devices every guest has, at the ports of a PC.
+fn attach_devices(devices: &mut DeviceManager, io: &GuestIo) -> Result<(), VmError> {
+    let com1 = devices.legacy_irq(COM1_IRQ, "uart")?;
+    let uart = Uart::new(io.output.clone(), io.input.clone(), com1);
+    devices.attach_ports(bus::shared(uart), &[(COM1_PORTS, 0)], Some(COM1_IRQ))?;
+
+    let debugcon = DebugConsole::new(io.output.clone());
+    devices.attach_ports(bus::shared(debugcon), &[(DEBUGCON_PORT, 0)], None)?;
+
+    // 0x61, between the i8042's two ports, is the PC speaker gate: left unclaimed (with the
+    // irqchip, KVM's PIT answers it in the kernel).
+    let keyboard_irq = devices.legacy_irq(KEYBOARD_IRQ, "i8042")?;
+    let keyboard = I8042::new(io.input.clone(), keyboard_irq);
+    devices.attach_ports(
+        bus::shared(keyboard),
+        &[
+            (i8042::I8042_DATA_PORT, i8042::DATA),
+            (i8042::I8042_COMMAND_PORT, i8042::COMMAND),
+        ],
+        Some(KEYBOARD_IRQ),
+    )?;
+
+    devices.attach_ports(bus::shared(DebugExit), &[(DEBUG_EXIT_PORTS, 0)], None)?;
+    let doorbell = BusRange::new(u64::from(HYPERCALL_PORT), 1);
+    devices.attach_ports(bus::shared(HypercallDoorbell), &[(doorbell, 0)], None)?;
+    Ok(())
 }
 
 /// Writes the tables the entry mode needs (GDT, TSS, page tables) and sets the vCPU's registers.
@@ -392,79 +513,4 @@ fn set_entry_registers(
         }
     }
     Ok(())
-}
-
-/// An interrupt line for a device: an irqfd on `irq` when the VM has an irqchip.
-fn connect_irq_line(vm_fd: &VmFd, irq: u32, irqchip: bool) -> Result<IrqLine, VmError> {
-    if !irqchip {
-        return Ok(IrqLine::disconnected(irq));
-    }
-    let event = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
-    vm_fd
-        .register_irqfd(&event, irq)
-        .map_err(ioctl("KVM_IRQFD"))?;
-    Ok(IrqLine::connected(irq, event))
-}
-
-/// Coalesced I/O for the output-only ports: the UART's transmit register and the debug console.
-///
-/// KVM can queue writes to them on a ring shared with us instead of exiting for each byte
-/// (KVM_REGISTER_COALESCED_MMIO with a port-I/O zone, KVM_CAP_COALESCED_PIO): `hello` then needs
-/// 2 exits instead of 13. The zones are registered at the guest's first write to one of these
-/// ports, not at creation: registering one leaves KVM with an SRCU grace period that a VM
-/// destroyed within ~20 ms waits for (measured: 15 ms at teardown, docs/benchmarks.md), a cost
-/// only guests that print should pay.
-pub struct OutputCoalescing {
-    vm_fd: Arc<VmFd>,
-    ports: [u16; 2],
-    registered: bool,
-}
-
-impl OutputCoalescing {
-    /// Maps the coalesced ring of `vcpu_fd`; `None` when the host cannot coalesce port I/O.
-    fn new(kvm: &Kvm, vm_fd: &Arc<VmFd>, vcpu_fd: &mut VcpuFd) -> Option<OutputCoalescing> {
-        (kvm.check_extension(Cap::CoalescedPio) && vcpu_fd.map_coalesced_mmio_ring().is_ok()).then(
-            || OutputCoalescing {
-                vm_fd: Arc::clone(vm_fd),
-                ports: [COM1_PORT, DEBUGCON_PORT],
-                registered: false,
-            },
-        )
-    }
-
-    /// The guest wrote to `port` (an exit): from the first write to an output-only port on,
-    /// later writes to them go to the ring.
-    pub fn note_write(&mut self, port: u16) {
-        if self.registered || !self.ports.contains(&port) {
-            return;
-        }
-        self.registered = true;
-        for port in self.ports {
-            // If KVM refuses a zone, writes to that port simply keep exiting.
-            let _ = self
-                .vm_fd
-                .register_coalesced_mmio(IoEventAddress::Pio(u64::from(port)), 1);
-        }
-    }
-
-    /// Whether the ring can hold entries (and must be drained).
-    pub fn active(&self) -> bool {
-        self.registered
-    }
-}
-
-/// The signal that kicks a vCPU thread out of KVM_RUN.
-fn kick_signal() -> libc::c_int {
-    SIGRTMIN()
-}
-
-/// Installs a do-nothing handler for the kick signal: its only job is to make KVM_RUN return
-/// EINTR (the default action would kill the process).
-fn install_kick_handler() {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-        register_signal_handler(kick_signal(), on_kick)
-            .expect("registering a real-time signal handler cannot fail");
-    });
 }

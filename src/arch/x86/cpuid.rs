@@ -1,14 +1,61 @@
-//! CPUID for guests outside real mode.
+//! CPUID for guests outside real mode, one table per vCPU.
 //!
 //! A new vCPU has an empty CPUID table, and KVM checks control-register and EFER bits against it:
 //! without the "long mode" bit (leaf 0x80000001, EDX bit 29), `KVM_SET_SREGS` refuses EFER.LME,
-//! and a guest's own `wrmsr` to EFER faults. So protected- and long-mode guests get what the host
-//! KVM supports (`KVM_GET_SUPPORTED_CPUID`), unchanged: their `cpuid` then tells them the truth.
+//! and a guest's own `wrmsr` to EFER faults. So every vCPU gets what the host KVM supports
+//! (`KVM_GET_SUPPORTED_CPUID`), with one change per vCPU: its APIC ID, so that a guest can tell
+//! its CPUs apart and match them with the MP table (mptable.rs). The APIC ID of vCPU `n` is `n`,
+//! as KVM gives its local APIC.
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
 
-/// The CPUID table to give a vCPU: everything the host KVM can offer.
+/// Everything the host KVM can offer.
 pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
     kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+}
+
+/// The table for vCPU `apic_id` of `cpu_count`: `supported` with the CPU's APIC ID in leaf 1
+/// (EBX bits 31-24, the "initial APIC ID"), in the x2APIC topology leaves 0xB and 0x1F (EDX),
+/// and the logical processor count in leaf 1 (EBX bits 23-16).
+pub fn for_vcpu(supported: &CpuId, apic_id: u32, cpu_count: u32) -> CpuId {
+    let mut cpuid = supported.clone();
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            1 => {
+                entry.ebx =
+                    (entry.ebx & 0x0000_ffff) | (apic_id << 24) | (cpu_count.min(255) << 16);
+            }
+            0xb | 0x1f => entry.edx = apic_id,
+            _ => {}
+        }
+    }
+    cpuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    #[test]
+    fn each_vcpu_gets_its_apic_id() {
+        let entries = [
+            kvm_cpuid_entry2 {
+                function: 1,
+                ebx: 0xff01_0800,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                edx: 7,
+                ..Default::default()
+            },
+        ];
+        let supported = CpuId::from_entries(&entries).unwrap();
+        let cpuid = for_vcpu(&supported, 3, 4);
+        assert_eq!(cpuid.as_slice()[0].ebx, 0x0304_0800);
+        assert_eq!(cpuid.as_slice()[1].edx, 3);
+    }
 }

@@ -5,6 +5,7 @@ pub mod cpuid;
 pub mod gdt;
 pub mod layout;
 pub mod modes;
+pub mod mptable;
 pub mod paging;
 
 use thiserror::Error;

@@ -17,12 +17,15 @@ use std::thread;
 
 use vm_superio::Serial;
 
-use super::bus::{GuestCpu, IoAction, PortIoDevice};
-use super::irq::IrqLine;
 use crate::console::{GuestInput, GuestOutput, InputWait};
+use crate::devices::bus::{BusDevice, BusRange, IoAction};
+use crate::devices::irq::IrqLine;
 
-pub const COM1_PORT: u16 = 0x3f8;
-pub const COM1_LAST_PORT: u16 = 0x3ff;
+/// COM1: eight ports from 0x3f8, and IRQ 4, as on every PC.
+pub const COM1_PORTS: BusRange = BusRange::new(0x3f8, 8);
+pub const COM1_IRQ: u32 = 4;
+/// The transmit register (THR): output only, so its writes may be coalesced.
+const THR: u64 = 0;
 
 /// Interrupt enable register offset and its "received data available" bit.
 const IER: u8 = 1;
@@ -134,23 +137,23 @@ impl Drop for Uart {
     }
 }
 
-impl PortIoDevice for Uart {
+impl BusDevice for Uart {
     fn name(&self) -> &'static str {
         "uart"
     }
 
-    fn read(&mut self, port: u16, data: &mut [u8]) {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         self.receive_waiting_input();
         data.fill(0);
-        data[0] = lock(&self.shared).read((port - COM1_PORT) as u8);
+        data[0] = lock(&self.shared).read(offset as u8);
         self.shared.room.notify_all();
     }
 
-    fn write(&mut self, port: u16, data: &[u8], _cpu: &mut dyn GuestCpu) -> IoAction {
+    fn write(&mut self, offset: u64, data: &[u8]) -> IoAction {
         let Some(&value) = data.first() else {
             return IoAction::Continue;
         };
-        let offset = (port - COM1_PORT) as u8;
+        let offset = offset as u8;
         // Errors are only possible from the output writer or the trigger, neither of which
         // fails (GuestOutput drops output it cannot deliver).
         let mut serial = lock(&self.shared);
@@ -165,6 +168,10 @@ impl PortIoDevice for Uart {
             }
         }
         IoAction::Continue
+    }
+
+    fn coalesced_offsets(&self) -> &'static [u64] {
+        &[THR]
     }
 
     fn flush(&mut self) {

@@ -1,9 +1,9 @@
 //! The debug console on port 0xe9 (the Bochs/QEMU convention): every byte written is printed.
 
-use super::bus::{GuestCpu, IoAction, PortIoDevice};
 use crate::console::GuestOutput;
+use crate::devices::bus::{BusDevice, BusRange, IoAction};
 
-pub const DEBUGCON_PORT: u16 = 0xe9;
+pub const DEBUGCON_PORT: BusRange = BusRange::new(0xe9, 1);
 
 pub struct DebugConsole {
     output: GuestOutput,
@@ -15,21 +15,26 @@ impl DebugConsole {
     }
 }
 
-impl PortIoDevice for DebugConsole {
+impl BusDevice for DebugConsole {
     fn name(&self) -> &'static str {
         "debugcon"
     }
 
     /// Reading the port returns 0xe9: that is how a guest detects the debug console.
-    fn read(&mut self, _port: u16, data: &mut [u8]) {
-        data.fill(DEBUGCON_PORT as u8);
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0xe9);
     }
 
-    fn write(&mut self, _port: u16, data: &[u8], _cpu: &mut dyn GuestCpu) -> IoAction {
+    fn write(&mut self, _offset: u64, data: &[u8]) -> IoAction {
         // An `out %ax` prints only its low byte, as on QEMU.
         if let Some(&byte) = data.first() {
             self.output.write_bytes(&[byte]);
         }
         IoAction::Continue
+    }
+
+    /// Output only: every write may wait on KVM's coalesced-I/O ring.
+    fn coalesced_offsets(&self) -> &'static [u64] {
+        &[0]
     }
 }

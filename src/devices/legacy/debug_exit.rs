@@ -3,10 +3,9 @@
 //! exit status (V << 1) | 1. It lets one test kernel report its result the same way under
 //! mini-kvm and under QEMU (the benchmarks compare the two).
 
-use super::bus::{GuestCpu, GuestStop, IoAction, PortIoDevice};
+use crate::devices::bus::{BusDevice, BusRange, GuestStop, IoAction};
 
-pub const DEBUG_EXIT_PORT: u16 = 0xf4;
-pub const DEBUG_EXIT_LAST_PORT: u16 = 0xf7;
+pub const DEBUG_EXIT_PORTS: BusRange = BusRange::new(0xf4, 4);
 
 #[derive(Default)]
 pub struct DebugExit;
@@ -18,17 +17,17 @@ impl DebugExit {
     }
 }
 
-impl PortIoDevice for DebugExit {
+impl BusDevice for DebugExit {
     fn name(&self) -> &'static str {
         "debug-exit"
     }
 
     /// Nothing to read: all ones, as on QEMU.
-    fn read(&mut self, _port: u16, data: &mut [u8]) {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);
     }
 
-    fn write(&mut self, _port: u16, data: &[u8], _cpu: &mut dyn GuestCpu) -> IoAction {
+    fn write(&mut self, _offset: u64, data: &[u8]) -> IoAction {
         let mut value = [0u8; 4];
         let len = data.len().min(4);
         value[..len].copy_from_slice(&data[..len]);

@@ -27,13 +27,20 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
-use super::bus::{GuestCpu, GuestStop, IoAction, PortIoDevice};
-use super::irq::IrqLine;
 use super::scancodes::KeyboardEncoder;
 use crate::console::{GuestInput, InputWait};
+use crate::devices::bus::{BusDevice, BusRange, GuestStop, IoAction};
+use crate::devices::irq::IrqLine;
 
-pub const I8042_DATA_PORT: u16 = 0x60;
-pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// The data port (offset 0) and the status/command port (offset 4), with 0x61-0x63 between them
+/// belonging to other devices (0x61 is the PC speaker gate): the controller is attached in two
+/// pieces that share one offset space.
+pub const I8042_DATA_PORT: BusRange = BusRange::new(0x60, 1);
+pub const I8042_COMMAND_PORT: BusRange = BusRange::new(0x64, 1);
+pub const DATA: u64 = 0;
+pub const COMMAND: u64 = 4;
+/// IRQ 1, the keyboard's line on every PC.
+pub const KEYBOARD_IRQ: u32 = 1;
 
 /// Status register bits.
 const STATUS_OUTPUT_FULL: u8 = 0x01;
@@ -169,15 +176,10 @@ fn lock(controller: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Called once, when the guest first uses the keyboard (src/vmm/vm.rs puts the terminal in raw
-/// mode there).
-pub type OnKeyboardClaimed = Box<dyn FnOnce() + Send>;
-
 pub struct I8042 {
     controller: Arc<Mutex<Controller>>,
     input: GuestInput,
-    /// Taken when the input thread starts: the keyboard then owns the guest's input.
-    on_claimed: Option<OnKeyboardClaimed>,
+    /// The input thread has started: the keyboard owns the guest's input.
     claimed: bool,
 }
 
@@ -194,15 +196,8 @@ impl I8042 {
                 irq,
             })),
             input,
-            on_claimed: None,
             claimed: false,
         }
-    }
-
-    /// Runs `callback` when the guest first uses the keyboard.
-    pub fn on_keyboard_claimed(mut self, callback: OnKeyboardClaimed) -> I8042 {
-        self.on_claimed = Some(callback);
-        self
     }
 
     /// The guest uses the keyboard: from now on its input arrives as key presses.
@@ -210,9 +205,8 @@ impl I8042 {
         if std::mem::replace(&mut self.claimed, true) {
             return;
         }
-        if let Some(callback) = self.on_claimed.take() {
-            callback();
-        }
+        // From a terminal, this is when raw mode starts (src/terminal.rs).
+        self.input.keyboard_claimed();
         let controller = Arc::clone(&self.controller);
         let input = self.input.clone();
         // If the thread cannot start, the keyboard stays silent; the guest runs on.
@@ -242,32 +236,32 @@ impl I8042 {
     }
 }
 
-impl PortIoDevice for I8042 {
+impl BusDevice for I8042 {
     fn name(&self) -> &'static str {
         "i8042"
     }
 
-    fn read(&mut self, port: u16, data: &mut [u8]) {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         self.claim_keyboard();
         let mut controller = lock(&self.controller);
         data.fill(0);
-        data[0] = if port == I8042_DATA_PORT {
+        data[0] = if offset == DATA {
             controller.read_data()
         } else {
             controller.status()
         };
     }
 
-    fn write(&mut self, port: u16, data: &[u8], _cpu: &mut dyn GuestCpu) -> IoAction {
+    fn write(&mut self, offset: u64, data: &[u8]) -> IoAction {
         let Some(&value) = data.first() else {
             return IoAction::Continue;
         };
-        let is_reset_pulse = port == I8042_COMMAND_PORT && value == 0xfe;
+        let is_reset_pulse = offset == COMMAND && value == 0xfe;
         if !is_reset_pulse {
             self.claim_keyboard();
         }
         let mut controller = lock(&self.controller);
-        let reset = if port == I8042_DATA_PORT {
+        let reset = if offset == DATA {
             controller.data(value)
         } else {
             controller.command(value)

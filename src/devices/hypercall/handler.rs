@@ -1,0 +1,312 @@
+//! Runs a decoded hypercall against guest memory and the guest's console.
+//!
+//! The vCPU decodes the call from its registers ([`super::abi::Request`]) and hands it here with
+//! a way to walk the guest's page tables ([`PageTables`]); the result goes back into RAX. The
+//! handler never sees the vCPU itself, and the bus never sees the hypercall.
+
+use std::time::Instant;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use super::abi::{CallRegisters, GuestBuffer, HypercallError, Request, call_name};
+use crate::console::{GuestInput, GuestOutput, InputWait};
+
+/// Guest-linear to guest-physical, as the calling vCPU's page tables say.
+pub trait PageTables {
+    /// `None` when `linear` is not mapped.
+    fn translate(&mut self, linear: u64) -> Option<u64>;
+}
+
+/// What a call asks of the vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Write this into RAX (cut to the mode's width) and resume.
+    Result(u64),
+    /// Stop the guest with this status (EXIT).
+    Exit(u8),
+}
+
+/// One vCPU's hypercall handler: each vCPU has its own (its own buffers; a vCPU waiting in
+/// GETCHAR holds up no other), sharing the guest's memory, console and clock.
+pub struct HypercallHandler {
+    memory: GuestMemoryMmap,
+    output: GuestOutput,
+    input: GuestInput,
+    /// When the guest started: CLOCK counts from here.
+    started: Instant,
+    /// Print a line per call on stderr (`--verbose`), after this label (the guest's label when
+    /// several guests run, or "").
+    trace: Option<String>,
+    /// Reused for WRITE and READ, so a call does not allocate once they have grown.
+    buffer: Vec<u8>,
+    pieces: Vec<(u64, u64)>,
+}
+
+impl HypercallHandler {
+    pub fn new(
+        memory: GuestMemoryMmap,
+        output: GuestOutput,
+        input: GuestInput,
+        started: Instant,
+        trace: Option<String>,
+    ) -> HypercallHandler {
+        HypercallHandler {
+            memory,
+            output,
+            input,
+            started,
+            trace,
+            buffer: Vec::new(),
+            pieces: Vec::new(),
+        }
+    }
+
+    /// Decodes and runs one call; a failed call is a negative result, never a stop.
+    pub fn handle(
+        &mut self,
+        registers: &CallRegisters,
+        page_tables: &mut dyn PageTables,
+    ) -> CallOutcome {
+        let result =
+            Request::decode(registers).and_then(|request| self.execute(request, page_tables));
+        if let Some(label) = &self.trace {
+            trace_call(label, registers, &result);
+        }
+        match result {
+            Ok(outcome) => outcome,
+            Err(error) => CallOutcome::Result(error.code() as u64),
+        }
+    }
+
+    fn execute(
+        &mut self,
+        request: Request,
+        page_tables: &mut dyn PageTables,
+    ) -> Result<CallOutcome, HypercallError> {
+        let done = |value| Ok(CallOutcome::Result(value));
+        match request {
+            Request::Exit { status } => {
+                self.output.flush();
+                Ok(CallOutcome::Exit(status))
+            }
+            Request::PutChar(byte) => {
+                self.output.write_bytes(&[byte]);
+                done(0)
+            }
+            Request::PutNum(value) => {
+                let mut digits = [0u8; 20];
+                self.output.write_bytes(format_decimal(value, &mut digits));
+                done(0)
+            }
+            Request::NewLine => {
+                self.output.write_bytes(b"\n");
+                done(0)
+            }
+            Request::GetChar => {
+                self.output.flush();
+                let mut byte = [0u8; 1];
+                match self.input.read_blocking(&mut byte) {
+                    InputWait::Read(_) => done(u64::from(byte[0])),
+                    // -1 ends the input; a cancelled wait means the guest is being stopped
+                    // anyway, and the result is never seen.
+                    InputWait::EndOfInput | InputWait::Cancelled => done(-1i64 as u64),
+                }
+            }
+            Request::Write(buffer) => {
+                self.translate(buffer, page_tables)?;
+                self.buffer.resize(buffer.len as usize, 0);
+                read_pieces(&self.memory, &self.pieces, &mut self.buffer);
+                self.output.write_bytes(&self.buffer);
+                // A buffer is a unit the guest chose, often a prompt without its newline (the
+                // teaching OS's "Select: ", read back through the keyboard, not GETCHAR): show
+                // it now, not at the next 100 ms flush. (Labelled output still waits for whole
+                // lines.)
+                self.output.flush();
+                done(buffer.len)
+            }
+            Request::Read(buffer) => {
+                self.translate(buffer, page_tables)?;
+                self.output.flush();
+                self.buffer.resize(buffer.len as usize, 0);
+                match self.input.read_blocking(&mut self.buffer) {
+                    InputWait::Read(n) => {
+                        write_pieces(&self.memory, &self.pieces, &self.buffer[..n]);
+                        done(n as u64)
+                    }
+                    InputWait::EndOfInput | InputWait::Cancelled => done(0),
+                }
+            }
+            Request::Clock => done(self.started.elapsed().as_nanos() as u64),
+        }
+    }
+
+    /// Leaves in `self.pieces` the guest-physical pieces `buffer` is made of (one piece when
+    /// paging is off). Fails unless every byte is mapped and is guest RAM.
+    fn translate(
+        &mut self,
+        buffer: GuestBuffer,
+        page_tables: &mut dyn PageTables,
+    ) -> Result<(), HypercallError> {
+        const PAGE: u64 = 4096;
+        let pieces = &mut self.pieces;
+        pieces.clear();
+        let end = buffer.linear + buffer.len;
+        let mut address = buffer.linear;
+        while address < end {
+            let piece_end = end.min((address / PAGE + 1) * PAGE);
+            let physical = page_tables
+                .translate(address)
+                .ok_or(HypercallError::Fault)?;
+            let piece_len = piece_end - address;
+            let in_ram = physical.checked_add(piece_len).is_some()
+                && self
+                    .memory
+                    .check_range(GuestAddress(physical), piece_len as usize);
+            if !in_ram {
+                return Err(HypercallError::Fault);
+            }
+            match pieces.last_mut() {
+                Some((start, len)) if *start + *len == physical => *len += piece_len,
+                _ => pieces.push((physical, piece_len)),
+            }
+            address = piece_end;
+        }
+        Ok(())
+    }
+
+    /// The guest has ended: write out what it printed.
+    pub fn flush(&self) {
+        self.output.flush();
+    }
+}
+
+/// Formats `value` in decimal into `digits` without allocating; returns the digits used.
+fn format_decimal(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &digits[start..];
+        }
+    }
+}
+
+/// Copies guest memory pieces into `buffer` (already checked to be RAM).
+fn read_pieces(memory: &GuestMemoryMmap, pieces: &[(u64, u64)], buffer: &mut [u8]) {
+    let mut offset = 0;
+    for &(address, len) in pieces {
+        let len = len as usize;
+        // Cannot fail: `translate` checked that every piece is RAM.
+        let _ = memory.read_slice(&mut buffer[offset..offset + len], GuestAddress(address));
+        offset += len;
+    }
+}
+
+/// Copies `bytes` into guest memory pieces (already checked to be RAM), in order.
+fn write_pieces(memory: &GuestMemoryMmap, pieces: &[(u64, u64)], bytes: &[u8]) {
+    let mut remaining = bytes;
+    for &(address, len) in pieces {
+        let n = remaining.len().min(len as usize);
+        let _ = memory.write_slice(&remaining[..n], GuestAddress(address));
+        remaining = &remaining[n..];
+        if remaining.is_empty() {
+            break;
+        }
+    }
+}
+
+fn trace_call(
+    label: &str,
+    registers: &CallRegisters,
+    result: &Result<CallOutcome, HypercallError>,
+) {
+    let mask = registers.mode.register_mask();
+    let [a0, a1, a2] = registers.masked_args();
+    let what = match result {
+        Ok(CallOutcome::Result(value)) => format!("-> {}", value & mask),
+        Ok(CallOutcome::Exit(status)) => format!("-> guest exits with status {status}"),
+        Err(error) => format!("-> {} ({})", error.code(), error.describe()),
+    };
+    eprintln!(
+        "{label}    hypercall {:#04x} {}(arg0={a0:#x}, arg1={a1:#x}, arg2={a2:#x}) {what}",
+        registers.number,
+        call_name(registers.number)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::CpuMode;
+    use crate::devices::hypercall::abi::call;
+
+    struct Identity;
+    impl PageTables for Identity {
+        fn translate(&mut self, linear: u64) -> Option<u64> {
+            Some(linear)
+        }
+    }
+
+    /// Maps linear page 0x80000 to physical page 0x3000 and nothing else.
+    struct OnePage;
+    impl PageTables for OnePage {
+        fn translate(&mut self, linear: u64) -> Option<u64> {
+            (linear & !0xfff == 0x80000).then_some(0x3000 | (linear & 0xfff))
+        }
+    }
+
+    fn handler() -> (HypercallHandler, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let output = GuestOutput::to_sink(sink.clone(), None);
+        let handler =
+            HypercallHandler::new(memory, output, GuestInput::none(), Instant::now(), None);
+        (handler, sink)
+    }
+
+    fn call(number: u8, args: [u64; 3]) -> CallRegisters {
+        CallRegisters {
+            number,
+            args,
+            mode: CpuMode::Protected32,
+            data_segment_base: 0,
+        }
+    }
+
+    #[test]
+    fn write_prints_guest_memory_through_the_page_tables() {
+        let (mut handler, sink) = handler();
+        handler
+            .memory
+            .write_slice(b"hi there", GuestAddress(0x3010))
+            .unwrap();
+        let outcome = handler.handle(&call(call::WRITE, [0x80010, 8, 0]), &mut OnePage);
+        assert_eq!(outcome, CallOutcome::Result(8));
+        assert_eq!(sink.lock().unwrap().as_slice(), b"hi there");
+    }
+
+    #[test]
+    fn buffers_outside_ram_or_unmapped_fault() {
+        let (mut handler, _) = handler();
+        let efault = CallOutcome::Result(-2i64 as u64);
+        // Past the end of the 64 KiB of RAM.
+        let outcome = handler.handle(&call(call::WRITE, [0xfff0, 0x20, 0]), &mut Identity);
+        assert_eq!(outcome, efault);
+        // The second page is not mapped.
+        let outcome = handler.handle(&call(call::WRITE, [0x80ff0, 0x20, 0]), &mut OnePage);
+        assert_eq!(outcome, efault);
+    }
+
+    #[test]
+    fn read_at_end_of_input_returns_zero_and_exit_stops() {
+        let (mut handler, _) = handler();
+        let outcome = handler.handle(&call(call::READ, [0x100, 16, 0]), &mut Identity);
+        assert_eq!(outcome, CallOutcome::Result(0));
+        let outcome = handler.handle(&call(call::GETCHAR, [0; 3]), &mut Identity);
+        assert_eq!(outcome, CallOutcome::Result(u64::MAX));
+        let outcome = handler.handle(&call(call::EXIT, [42, 0, 0]), &mut Identity);
+        assert_eq!(outcome, CallOutcome::Exit(42));
+    }
+}
