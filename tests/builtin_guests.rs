@@ -113,6 +113,7 @@ fn list_names_every_builtin_guest() {
         "minimal",
         "multiplication",
         "multiplication_short",
+        "smp",
     ] {
         assert!(
             names.contains(&name.to_string()),

@@ -1,0 +1,138 @@
+//! Several vCPUs in one VM (`--cpus N`): the built-in `smp` guest wakes the other CPUs with
+//! INIT-SIPI-SIPI and shares a count of primes; a fault on a secondary CPU names that CPU; the
+//! timeout report shows every CPU; bad counts are refused.
+
+mod common;
+
+use common::{assert_error, mini_kvm, require_kvm, test_guest};
+
+/// The exact output of `mini-kvm run --cpus N smp`: the blocks of 100 numbers are dealt
+/// round-robin, so each CPU's count depends only on N, never on timing.
+fn smp_output(cpus: usize) -> String {
+    let (noun, per_cpu): (&str, &[(u32, u32)]) = match cpus {
+        1 => ("CPU", &[(550, 40)]),
+        2 => ("CPUs", &[(288, 20), (262, 20)]),
+        4 => ("CPUs", &[(147, 10), (131, 10), (141, 10), (131, 10)]),
+        _ => unreachable!("no expected output for {cpus} CPUs"),
+    };
+    let ids: Vec<String> = (0..cpus).map(|id| id.to_string()).collect();
+    let mut text = format!(
+        "smp: the MP table lists {cpus} {noun}, APIC IDs {}\n",
+        ids.join(" ")
+    );
+    for (cpu, (primes, blocks)) in per_cpu.iter().enumerate() {
+        text += &format!("smp: CPU {cpu} found {primes} primes in {blocks} blocks\n");
+    }
+    text + "smp: 550 primes below 4000\n"
+}
+
+fn check_smp(cpus: usize) {
+    require_kvm();
+    let count = cpus.to_string();
+    let run = mini_kvm(&["run", "--timeout", "60", "--cpus", &count, "smp"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout_text(), smp_output(cpus), "{run:?}");
+    assert_eq!(run.stderr, "", "{run:?}");
+}
+
+#[test]
+fn smp_on_one_cpu() {
+    check_smp(1);
+}
+
+#[test]
+fn smp_on_two_cpus() {
+    check_smp(2);
+}
+
+#[test]
+fn smp_on_four_cpus() {
+    check_smp(4);
+}
+
+#[test]
+fn a_fault_on_a_secondary_cpu_names_that_cpu() {
+    require_kvm();
+    let guest = test_guest("ap_fault");
+    let args = [
+        "run",
+        "--timeout",
+        "60",
+        "--mode",
+        "protected",
+        "--cpus",
+        "2",
+    ];
+    let mut args = args.to_vec();
+    args.extend(["--mem", "512K", guest.to_str().unwrap()]);
+    let run = mini_kvm(&args, b"");
+    assert_eq!(run.status, 127, "{run:?}");
+    assert_eq!(run.stdout_text(), "waking CPU 1\n", "{run:?}");
+    for line in [
+        "mini-kvm: guest 'ap_fault.bin' faulted on CPU 1: unhandled MMIO (KVM_EXIT_MMIO): \
+         a 1-byte read at guest-physical 0x90000, which is neither RAM nor a device\n",
+        "  mode: real mode (16-bit)\n",
+        "  cs=1100 (base 0x11000, limit 0xffff, type 0xb)",
+        "  at 1100:0005: mov 0,%al  [a0 00 00]\n",
+    ] {
+        assert!(run.stderr.contains(line), "lacks {line:?}: {run:?}");
+    }
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
+}
+
+#[test]
+fn the_timeout_report_shows_every_cpu() {
+    require_kvm();
+    // `forever` is a real-mode loop; with --irqchip and two CPUs, CPU 1 waits for a SIPI that
+    // never comes, and the report says so instead of showing reset registers.
+    let guest = test_guest("forever");
+    let args = [
+        "run",
+        "--timeout",
+        "0.5",
+        "--cpus",
+        "2",
+        guest.to_str().unwrap(),
+    ];
+    let run = mini_kvm(&args, b"");
+    assert_eq!(run.status, 124, "{run:?}");
+    let stderr = &run.stderr;
+    for line in [
+        "mini-kvm: guest 'forever.bin' was still running after 0.5 s (--timeout): stopped\n",
+        "  CPU 0:\n  mode: real mode (16-bit)\n",
+        "  CPU 1:\n  never started: waiting for the INIT and SIPI that would start this CPU\n",
+    ] {
+        assert!(stderr.contains(line), "lacks {line:?}: {run:?}");
+    }
+}
+
+#[test]
+fn cpus_must_be_a_whole_number_from_one() {
+    for bad in ["0", "-1", "two", "1.5", ""] {
+        let run = mini_kvm(&["run", &format!("--cpus={bad}"), "smp"], b"");
+        assert_error(
+            &run,
+            2,
+            &format!(
+                "error: invalid value '{bad}' for '--cpus <N>': '{bad}' is not a CPU count: \
+                 give a whole number from 1 (e.g. --cpus 2)"
+            ),
+        );
+    }
+}
+
+#[test]
+fn more_cpus_than_mini_kvm_describes_are_refused() {
+    require_kvm();
+    let run = mini_kvm(&["run", "--cpus", "1000", "smp"], b"");
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: --cpus 1000: this host's KVM allows at most ",
+    );
+    assert!(
+        run.stderr
+            .contains(" vCPUs in a VM, and mini-kvm at most 181 (what its MP table describes): give --cpus 1 to "),
+        "{run:?}"
+    );
+}
