@@ -261,7 +261,7 @@ fn run(config: &RunConfig) -> ExitCode {
     } else {
         // From a terminal, the input goes through the Ctrl-A key filter (src/terminal.rs).
         let input = if config.terminal {
-            GuestInput::from_reader(Box::new(TerminalInput::stdin()))
+            GuestInput::from_fd(TerminalInput::stdin())
         } else {
             GuestInput::stdin()
         };

@@ -16,7 +16,10 @@
 //! out of the input before the guest sees it.
 
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
+
+use crate::console::RawStdin;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The terminal settings before raw mode, restored on the way out.
@@ -124,9 +127,15 @@ pub struct TerminalInput<R> {
     after_escape: bool,
 }
 
-impl TerminalInput<io::Stdin> {
-    pub fn stdin() -> TerminalInput<io::Stdin> {
-        TerminalInput::new(io::stdin())
+impl TerminalInput<RawStdin> {
+    pub fn stdin() -> TerminalInput<RawStdin> {
+        TerminalInput::new(RawStdin)
+    }
+}
+
+impl<R: AsRawFd> AsRawFd for TerminalInput<R> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
     }
 }
 
@@ -167,22 +176,21 @@ impl<R: Read> TerminalInput<R> {
 
 impl<R: Read> Read for TerminalInput<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let n = self.inner.read(buf)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            let (kept, quit) = self.filter(buf, n);
-            if quit {
-                QUIT.store(true, Ordering::Release);
-                // End the guest's input: whoever waits for it wakes up.
-                return Ok(0);
-            }
-            if kept > 0 {
-                return Ok(kept);
-            }
-            // Only Ctrl-A keys arrived: wait for more rather than report end of input.
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Ok(0);
         }
+        let (kept, quit) = self.filter(buf, n);
+        if quit {
+            QUIT.store(true, Ordering::Release);
+            // End the guest's input: whoever waits for it wakes up.
+            return Ok(0);
+        }
+        if kept == 0 {
+            // Only Ctrl-A keys arrived: nothing for the guest yet, which is not end of input.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(kept)
     }
 }
 

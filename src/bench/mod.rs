@@ -40,6 +40,8 @@ pub enum BenchError {
     Setup(&'static str),
     #[error("a benchmark guest misbehaved: {0}")]
     Guest(String),
+    #[error("the bare VMM (examples/minimal.rs) failed: {0}")]
+    Floor(String),
     #[error("cannot start {command}: {source}")]
     Spawn { command: String, source: io::Error },
     #[error("cannot wait for {command}: {source}")]
@@ -218,7 +220,7 @@ fn run_many_in_process(
         .iter()
         .map(|_| GuestIo {
             output: GuestOutput::to_writer(Box::new(io::sink())),
-            input: GuestInput::from_reader(Box::new(io::Cursor::new(input.to_vec()))),
+            input: GuestInput::from_memory(io::Cursor::new(input.to_vec())),
         })
         .collect();
     let results = crate::run_guests(config, consoles, &AtomicBool::new(false))?;
@@ -257,8 +259,8 @@ fn exit_round_trip(
         Ok(report.stats.total.as_secs_f64() * 1e6 / report.stats.total_exits() as f64)
     })?;
     let floor = Sample::repeat(effort.runs, || {
-        let mut vm = BareVm::new(kvm, Programs::image("exits"))?;
-        let (elapsed, exits) = vm.run(&mut io::sink())?;
+        let mut vm = BareVm::new(kvm, Programs::image("exits")).map_err(BenchError::Floor)?;
+        let (elapsed, exits) = vm.run(&mut io::sink()).map_err(BenchError::Floor)?;
         Ok(elapsed.as_secs_f64() * 1e6 / exits as f64)
     })?;
     Ok(vec![
@@ -437,8 +439,9 @@ fn vm_churn(kvm: &Kvm, effort: &Effort) -> Result<Vec<Row>, BenchError> {
         run_in_process(builtin("minimal"), 1 << 20, b"", 0).map(drop)
     }))?;
     let bare = rate(Box::new(|| {
-        let mut vm = BareVm::new(kvm, builtin_guest("minimal").expect("built in").image)?;
-        vm.run(&mut io::sink()).map(drop)
+        let image = builtin_guest("minimal").expect("built in").image;
+        let mut vm = BareVm::new(kvm, image).map_err(BenchError::Floor)?;
+        vm.run(&mut io::sink()).map(drop).map_err(BenchError::Floor)
     }))?;
     Ok(vec![
         Row::new(

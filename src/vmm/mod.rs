@@ -9,6 +9,7 @@
 
 pub mod coalesced;
 pub mod device_manager;
+pub mod event_loop;
 pub mod exit;
 pub mod group;
 pub mod kvm;

@@ -7,12 +7,14 @@
 //! for its INIT/SIPI), the set sends it a signal; KVM_RUN then returns EINTR (docs/kvm-api.md,
 //! "Stopping"). A paused vCPU leaves its registers and its MP state with the control and waits.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use super::snapshot::CpuSnapshot;
@@ -124,6 +126,8 @@ pub struct VcpuSet {
     control: Arc<VcpuControl>,
     /// The index of each vCPU whose thread has ended, in the order they ended.
     ended: mpsc::Receiver<usize>,
+    /// Written by each thread as it ends: the event loop waits on it.
+    ended_event: Arc<EventFd>,
     end_order: Vec<usize>,
 }
 
@@ -137,10 +141,12 @@ impl VcpuSet {
         install_kick_handler();
         let several = vcpus.len() > 1;
         let (ended_tx, ended) = mpsc::channel();
+        let ended_event = Arc::new(EventFd::new(EFD_NONBLOCK)?);
         let mut threads = Vec::with_capacity(vcpus.len());
         for mut vcpu in vcpus {
             let index = vcpu.index();
             let ended_tx = ended_tx.clone();
+            let end_event = Arc::clone(&ended_event);
             let thread_name = if several {
                 format!("vcpu{index}-{name}")
             } else {
@@ -149,6 +155,7 @@ impl VcpuSet {
             let spawned = thread::Builder::new().name(thread_name).spawn(move || {
                 let end = vcpu.run();
                 let _ = ended_tx.send(index);
+                let _ = end_event.write(1);
                 (end, vcpu)
             });
             match spawned {
@@ -159,6 +166,7 @@ impl VcpuSet {
                         threads,
                         control,
                         ended,
+                        ended_event,
                         end_order: Vec::new(),
                     };
                     set.stop();
@@ -171,20 +179,24 @@ impl VcpuSet {
             threads,
             control,
             ended,
+            ended_event,
             end_order: Vec::new(),
         })
     }
 
-    /// Waits up to `wait` for a vCPU thread to end; true when one has (or all have).
-    pub fn wait_for_an_end(&mut self, wait: Duration) -> bool {
-        match self.ended.recv_timeout(wait) {
-            Ok(index) => {
-                self.end_order.push(index);
-                true
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+    /// The eventfd that becomes readable when a vCPU thread ends.
+    pub fn end_fd(&self) -> RawFd {
+        self.ended_event.as_raw_fd()
+    }
+
+    /// Notes the vCPU threads that have ended since the last call; true when one has.
+    pub fn take_ends(&mut self) -> bool {
+        let _ = self.ended_event.read();
+        let before = self.end_order.len();
+        while let Ok(index) = self.ended.try_recv() {
+            self.end_order.push(index);
         }
+        self.end_order.len() > before
     }
 
     /// Pauses every vCPU and returns their states, in CPU order. `None` when some vCPU did not

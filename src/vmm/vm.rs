@@ -2,9 +2,12 @@
 //!
 //! [`Vm::create`] builds the machine in the order docs/kvm-api.md walks through: the VM, its
 //! RAM and image, the interrupt controllers, the vCPUs, the firmware tables, the devices.
-//! [`Vm::run`] starts a thread per vCPU (vcpus.rs) and watches them: it flushes the guest's
-//! output, enforces `--timeout`, and notices a guest that can never run again.
+//! [`Vm::run`] starts a thread per vCPU (vcpus.rs) and runs the VM's event loop
+//! (event_loop.rs) on its own thread: it feeds the guest's input as fast as the guest takes it,
+//! flushes the guest's output, enforces `--timeout`, and notices a guest that can never run
+//! again.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +16,11 @@ use kvm_bindings::kvm_pit_config;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::coalesced::OutputCoalescing;
 use super::device_manager::{DeviceError, DeviceInfo, DeviceManager};
+use super::event_loop::{EventLoop, Token};
 use super::kvm::{self, KvmError};
 use super::memory::{MemoryError, create_guest_memory, register_memory_slots};
 use super::outcome::{AllCpus, GuestOutcome};
@@ -29,7 +34,7 @@ use crate::arch::x86::modes::{
 };
 use crate::arch::x86::{cpuid, gdt, mptable, paging};
 use crate::config::ConfigError;
-use crate::console::{GuestInput, GuestIo, GuestOutput};
+use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
 use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
 use crate::devices::legacy::debugcon::{DEBUGCON_PORT, DebugConsole};
@@ -78,6 +83,8 @@ pub enum VmError {
     },
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
+    #[error("the VM's event loop failed: {0}")]
+    EventLoop(std::io::Error),
     #[error("a vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
     VcpuPanicked(String),
     #[error("the terminal view failed: {0}")]
@@ -285,8 +292,10 @@ impl Vm {
         } = self;
         let several = vcpus.len() > 1;
         let started = Instant::now();
+        let mut watcher = Watcher::new(timeout).map_err(VmError::EventLoop)?;
         let mut set = VcpuSet::start(vcpus, control, &name).map_err(VmError::Thread)?;
-        let stopped_by = watch(&mut set, &live, &output, timeout, cancel, quit, started);
+        let watched = watcher.watch(&mut set, &live, &output, &input, cancel, quit);
+        let stopped_by = *watched.as_ref().unwrap_or(&Some(StoppedBy::Cancel));
         if stopped_by.is_some_and(|why| why != StoppedBy::Idle) {
             // Output nobody can take now is dropped rather than waited for.
             output.stop();
@@ -298,6 +307,7 @@ impl Vm {
             .join()
             .ok_or_else(|| VmError::VcpuPanicked(name.clone()))?;
         output.finish();
+        watched.map_err(VmError::EventLoop)?;
 
         let mut stats = ExitStats::default();
         for (_, vcpu) in &ends {
@@ -319,16 +329,18 @@ enum StoppedBy {
     Idle,
 }
 
-/// Watches the running vCPUs until one ends the guest, or until the watcher stops them.
-fn watch(
-    set: &mut VcpuSet,
-    live: &LiveCounters,
-    output: &GuestOutput,
-    timeout: Option<Duration>,
-    cancel: &AtomicBool,
-    quit: &AtomicBool,
-    started: Instant,
-) -> Option<StoppedBy> {
+/// The event loop of a running VM (event_loop.rs) and its two timers.
+struct Watcher {
+    events: EventLoop,
+    /// Every FLUSH_INTERVAL: flush partial lines, check for a guest idle for good.
+    tick: TimerFd,
+    /// Fires once at the `--timeout` (kept here for its descriptor, which the loop watches).
+    _deadline: TimerFd,
+    /// The input source's descriptor while the loop polls it.
+    polled_input: Option<RawFd>,
+}
+
+impl Watcher {
     // Partial output lines are flushed now and then, so that a prompt or a progress line shows
     // up even before its newline.
     const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -337,39 +349,111 @@ fn watch(
     // it has ended. A vCPU busy in the VMM (waiting for input) does not pause in PATIENCE.
     const IDLE_CHECK: Duration = Duration::from_secs(1);
     const PATIENCE: Duration = Duration::from_millis(100);
-    let mut exits_seen = live.exits();
-    let mut idle_since = Instant::now();
-    loop {
-        if cancel.load(Ordering::Acquire) {
-            return Some(StoppedBy::Cancel);
+
+    /// Everything that can fail is made here, before any vCPU runs.
+    fn new(timeout: Option<Duration>) -> std::io::Result<Watcher> {
+        let events = EventLoop::new()?;
+        let mut tick = TimerFd::new()?;
+        tick.reset(Self::FLUSH_INTERVAL, Some(Self::FLUSH_INTERVAL))?;
+        events.add(tick.as_raw_fd(), Token::Tick)?;
+        let mut deadline = TimerFd::new()?;
+        if let Some(limit) = timeout {
+            // A zero duration would disarm the timer instead of firing it at once.
+            deadline.reset(limit.max(Duration::from_nanos(1)), None)?;
         }
-        if quit.load(Ordering::Acquire) {
-            return Some(StoppedBy::Quit);
+        events.add(deadline.as_raw_fd(), Token::Timeout)?;
+        Ok(Watcher {
+            events,
+            tick,
+            _deadline: deadline,
+            polled_input: None,
+        })
+    }
+
+    /// Waits until a vCPU ends the guest (`None`), or the watcher stops it (why).
+    fn watch(
+        &mut self,
+        set: &mut VcpuSet,
+        live: &LiveCounters,
+        output: &GuestOutput,
+        input: &GuestInput,
+        cancel: &AtomicBool,
+        quit: &AtomicBool,
+    ) -> std::io::Result<Option<StoppedBy>> {
+        self.events.add(set.end_fd(), Token::VcpuEnded)?;
+        if let Some(wake) = input.wake_fd() {
+            self.events.add(wake, Token::InputWake)?;
         }
-        let wait = match timeout {
-            Some(limit) => match limit.checked_sub(started.elapsed()) {
-                Some(left) => left.min(FLUSH_INTERVAL),
-                None => return Some(StoppedBy::Timeout),
-            },
-            None => FLUSH_INTERVAL,
-        };
-        if set.wait_for_an_end(wait) {
-            return None;
-        }
-        output.flush_without_waiting();
-        let exits = live.exits();
-        if exits != exits_seen {
-            exits_seen = exits;
-            idle_since = Instant::now();
-        } else if idle_since.elapsed() >= IDLE_CHECK {
-            if let Some(cpus) = set.pause(PATIENCE) {
-                if cpus.iter().all(|cpu| cpu.is_idle_for_good()) {
-                    return Some(StoppedBy::Idle);
-                }
-                set.resume();
+        let mut exits_seen = live.exits();
+        let mut idle_since = Instant::now();
+        loop {
+            if cancel.load(Ordering::Acquire) {
+                return Ok(Some(StoppedBy::Cancel));
             }
-            idle_since = Instant::now();
+            if quit.load(Ordering::Acquire) {
+                return Ok(Some(StoppedBy::Quit));
+            }
+            let wait = self.follow_input(input);
+            for token in self.events.wait(wait)? {
+                match token {
+                    Token::VcpuEnded => {
+                        if set.take_ends() {
+                            return Ok(None);
+                        }
+                    }
+                    Token::Timeout => return Ok(Some(StoppedBy::Timeout)),
+                    Token::InputReadable => input.fill(),
+                    Token::InputWake => input.clear_wake(),
+                    Token::Device(_) => {}
+                    Token::Tick => {
+                        let _ = self.tick.wait();
+                        output.flush_without_waiting();
+                        let exits = live.exits();
+                        if exits != exits_seen {
+                            exits_seen = exits;
+                            idle_since = Instant::now();
+                        } else if idle_since.elapsed() >= Self::IDLE_CHECK {
+                            if let Some(cpus) = set.pause(Self::PATIENCE) {
+                                if cpus.iter().all(|cpu| cpu.is_idle_for_good()) {
+                                    return Ok(Some(StoppedBy::Idle));
+                                }
+                                set.resume();
+                            }
+                            idle_since = Instant::now();
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    /// Polls the input source while the guest wants input and has room for it, and stops
+    /// polling otherwise (back-pressure). Returns how long the next wait may block: not at
+    /// all when the source is always ready (a file), which is then read once per turn.
+    fn follow_input(&mut self, input: &GuestInput) -> Option<Duration> {
+        let state = input.source_state();
+        let wanted = match state {
+            SourceState::Poll(fd) => Some(fd),
+            SourceState::Ready | SourceState::Idle => None,
+        };
+        if self.polled_input != wanted {
+            if let Some(fd) = self.polled_input.take() {
+                let _ = self.events.remove(fd);
+            }
+            if let Some(fd) = wanted {
+                match self.events.add(fd, Token::InputReadable) {
+                    Ok(()) => self.polled_input = Some(fd),
+                    // epoll refuses regular files and /dev/null, which never block: read them
+                    // whenever there is room.
+                    Err(_) => input.source_is_always_ready(),
+                }
+            }
+        }
+        if state == SourceState::Ready {
+            input.fill();
+            return Some(Duration::ZERO);
+        }
+        None
     }
 }
 

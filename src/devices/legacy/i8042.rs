@@ -7,9 +7,11 @@
 //! output buffer raises IRQ 1.
 //!
 //! **Who gets stdin?** The keyboard takes the guest's input from the guest's first access to the
-//! controller on: an input thread then waits for stdin (blocked, no polling), encodes what
-//! arrives and raises IRQ 1, which wakes a guest halted in `hlt`. A guest that never touches the
-//! keyboard leaves its input to the UART and the hypercalls.
+//! controller on: it becomes a listener of the input (src/console/input.rs), so the VM's event
+//! loop hands it what arrives; it encodes the bytes and raises IRQ 1, which wakes a guest halted
+//! in `hlt`. It takes input only while fewer than [`QUEUE_LOW`] scancodes wait: a guest that
+//! stops reading the keyboard holds its input back instead of growing the queue. A guest that
+//! never touches the keyboard leaves its input to the UART and the hypercalls.
 //!
 //! **End of input.** A PC keyboard never ends, but stdin does (a pipe, a file, Ctrl-D in the
 //! `--tui` view). The controller shows it with the PC/AT keyboard lock: status bit 4 ("keyboard
@@ -25,10 +27,9 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread;
 
 use super::scancodes::KeyboardEncoder;
-use crate::console::{GuestInput, InputWait};
+use crate::console::{GuestInput, InputListener};
 use crate::devices::bus::{BusDevice, BusRange, GuestStop, IoAction};
 use crate::devices::irq::IrqLine;
 
@@ -52,6 +53,11 @@ const STATUS_NOT_INHIBITED: u8 = 0x10;
 const COMMAND_KEYBOARD_INTERRUPT: u8 = 0x01;
 /// At reset: keyboard interrupt on, system flag, scancode translation (set 1).
 const DEFAULT_COMMAND_BYTE: u8 = 0x45;
+
+/// The keyboard takes more input only while fewer scancodes than this wait for the guest.
+const QUEUE_LOW: usize = 64;
+/// Input bytes encoded at a time (each becomes at most 6 scancodes: Shift or Ctrl around a key).
+const INPUT_CHUNK: usize = 32;
 
 /// Keyboard replies.
 const ACK: u8 = 0xfa;
@@ -170,8 +176,8 @@ impl Controller {
     }
 }
 
-fn lock(controller: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
-    controller
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -179,8 +185,8 @@ fn lock(controller: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
 pub struct I8042 {
     controller: Arc<Mutex<Controller>>,
     input: GuestInput,
-    /// The input thread has started: the keyboard owns the guest's input.
-    claimed: bool,
+    /// Set once the guest has used the keyboard: from then on it owns the guest's input.
+    keys: Option<Arc<KeyboardInput>>,
 }
 
 impl I8042 {
@@ -196,43 +202,66 @@ impl I8042 {
                 irq,
             })),
             input,
-            claimed: false,
+            keys: None,
         }
     }
 
-    /// The guest uses the keyboard: from now on its input arrives as key presses.
+    /// The guest uses the keyboard: from now on its input arrives as key presses. Afterwards,
+    /// takes waiting input if the queue has room (the guest has just read some of it).
     fn claim_keyboard(&mut self) {
-        if std::mem::replace(&mut self.claimed, true) {
+        match &self.keys {
+            Some(keys) => keys.take_input(&self.input),
+            None => {
+                // From a terminal, this is when raw mode starts (src/terminal.rs).
+                self.input.keyboard_claimed();
+                let keys = Arc::new(KeyboardInput {
+                    controller: Arc::clone(&self.controller),
+                    encoder: Mutex::new(KeyboardEncoder::new()),
+                });
+                self.input.add_listener(keys.clone());
+                self.keys = Some(keys);
+            }
+        }
+    }
+}
+
+/// The keyboard's side of the guest's input: bytes in, scancodes into the controller.
+struct KeyboardInput {
+    controller: Arc<Mutex<Controller>>,
+    encoder: Mutex<KeyboardEncoder>,
+}
+
+impl KeyboardInput {
+    /// Encodes waiting input while the queue is short; notes the end of input.
+    fn take_input(&self, input: &GuestInput) {
+        let mut controller = lock(&self.controller);
+        if controller.input_ended {
             return;
         }
-        // From a terminal, this is when raw mode starts (src/terminal.rs).
-        self.input.keyboard_claimed();
-        let controller = Arc::clone(&self.controller);
-        let input = self.input.clone();
-        // If the thread cannot start, the keyboard stays silent; the guest runs on.
-        let _ = thread::Builder::new()
-            .name("keyboard-input".into())
-            .spawn(move || {
-                let mut encoder = KeyboardEncoder::new();
-                let mut chunk = [0u8; 256];
-                let mut scancodes = Vec::new();
-                // Ends at the end of input, or when the guest ends (Vm::run cancels the input).
-                loop {
-                    match input.read_blocking(&mut chunk) {
-                        InputWait::Read(n) => {
-                            scancodes.clear();
-                            encoder.encode(&chunk[..n], &mut scancodes);
-                            encoder.end_of_chunk(&mut scancodes);
-                            lock(&controller).push(&scancodes);
-                        }
-                        InputWait::EndOfInput => {
-                            lock(&controller).end_input();
-                            return;
-                        }
-                        InputWait::Cancelled => return,
-                    }
+        let mut chunk = [0u8; INPUT_CHUNK];
+        let mut scancodes = Vec::with_capacity(INPUT_CHUNK * 6);
+        let mut encoder = lock(&self.encoder);
+        while controller.output.len() < QUEUE_LOW {
+            scancodes.clear();
+            let n = input.try_read(&mut chunk);
+            if n == 0 {
+                // All that arrived together is encoded: an ESC left pending was the Escape key.
+                encoder.end_of_chunk(&mut scancodes);
+                controller.push(&scancodes);
+                if input.is_finished() {
+                    controller.end_input();
                 }
-            });
+                return;
+            }
+            encoder.encode(&chunk[..n], &mut scancodes);
+            controller.push(&scancodes);
+        }
+    }
+}
+
+impl InputListener for KeyboardInput {
+    fn input_ready(&self, input: &GuestInput) {
+        self.take_input(input);
     }
 }
 

@@ -7,17 +7,16 @@
 //!   each guest read, whatever stdin has ready is moved into the FIFO, so the line status register
 //!   shows "data ready" once a byte has arrived.
 //! - **Interrupt-driven guests**: when the guest enables the "received data available" interrupt
-//!   (IER bit 0) and the line is connected, an input thread starts. It waits for input (blocked,
-//!   not polling) and for room in the FIFO, and moves bytes in; vm-superio then raises IRQ 4
-//!   through our [`IrqLine`], so a guest waiting in `hlt` wakes up.
+//!   (IER bit 0) and the line is connected, the UART becomes a listener of the input
+//!   (src/console/input.rs): the VM's event loop hands it bytes as they arrive, as many as the
+//!   FIFO has room for, and vm-superio raises IRQ 4 through our [`IrqLine`], so a guest waiting
+//!   in `hlt` wakes up. What does not fit waits in the input, which then stops reading stdin.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vm_superio::Serial;
 
-use crate::console::{GuestInput, GuestOutput, InputWait};
+use crate::console::{GuestInput, GuestOutput, InputListener};
 use crate::devices::bus::{BusDevice, BusRange, IoAction};
 use crate::devices::irq::IrqLine;
 
@@ -33,14 +32,9 @@ const IER_RECEIVED_DATA: u8 = 0x01;
 
 type SerialModel = Serial<IrqLine, vm_superio::serial::NoEvents, GuestOutput>;
 
-/// The UART's state, shared with its input thread.
+/// The UART's state, shared with the input's listener.
 struct Shared {
     serial: Mutex<SerialModel>,
-    /// Signalled when the guest has read from the FIFO (there may be room again) or the device
-    /// is going away.
-    room: Condvar,
-    /// The UART has been dropped: the input thread ends.
-    closed: AtomicBool,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, SerialModel> {
@@ -50,12 +44,39 @@ fn lock(shared: &Shared) -> MutexGuard<'_, SerialModel> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl Shared {
+    /// Moves input bytes that are already waiting into the receive FIFO, as many as fit.
+    fn receive_waiting_input(&self, input: &GuestInput) {
+        let mut serial = lock(self);
+        let mut chunk = [0u8; 64];
+        let room = serial.fifo_capacity().min(chunk.len());
+        if room == 0 {
+            return;
+        }
+        let n = input.try_read(&mut chunk[..room]);
+        if n > 0 {
+            // Cannot fail: we asked for no more than the FIFO's free space, and our trigger
+            // cannot fail. With IER bit 0 set, this raises IRQ 4.
+            let _ = serial.enqueue_raw_bytes(&chunk[..n]);
+        }
+    }
+}
+
+/// Interrupt-driven input: bytes arrive without the guest asking.
+struct UartInput(Arc<Shared>);
+
+impl InputListener for UartInput {
+    fn input_ready(&self, input: &GuestInput) {
+        self.0.receive_waiting_input(input);
+    }
+}
+
 pub struct Uart {
     shared: Arc<Shared>,
     input: GuestInput,
     irq: IrqLine,
-    /// The input thread has started: from then on it alone fills the FIFO.
-    input_thread: bool,
+    /// The UART listens to the input (interrupt-driven input has been enabled).
+    listening: bool,
 }
 
 impl Uart {
@@ -63,77 +84,11 @@ impl Uart {
         Uart {
             shared: Arc::new(Shared {
                 serial: Mutex::new(Serial::new(irq.clone(), output)),
-                room: Condvar::new(),
-                closed: AtomicBool::new(false),
             }),
             input,
             irq,
-            input_thread: false,
+            listening: false,
         }
-    }
-
-    /// Moves input bytes that are already waiting into the UART's receive FIFO (polling guests).
-    fn receive_waiting_input(&mut self) {
-        if self.input_thread {
-            return;
-        }
-        let mut serial = lock(&self.shared);
-        let mut chunk = [0u8; 64];
-        let room = serial.fifo_capacity().min(chunk.len());
-        if room == 0 {
-            return;
-        }
-        let n = self.input.try_read(&mut chunk[..room]);
-        if n > 0 {
-            // Cannot fail: we asked for no more than the FIFO's free space, and our trigger
-            // cannot fail.
-            let _ = serial.enqueue_raw_bytes(&chunk[..n]);
-        }
-    }
-
-    /// Starts the thread that feeds the FIFO as input arrives (interrupt-driven guests).
-    fn start_input_thread(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let input = self.input.clone();
-        let spawned = thread::Builder::new()
-            .name("uart-input".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 64];
-                loop {
-                    // Wait for room first, so that every byte taken from the input fits.
-                    let room = {
-                        let mut serial = lock(&shared);
-                        while serial.fifo_capacity() == 0 && !shared.closed.load(Ordering::Acquire)
-                        {
-                            serial = shared
-                                .room
-                                .wait(serial)
-                                .unwrap_or_else(|poisoned| poisoned.into_inner());
-                        }
-                        serial.fifo_capacity().min(chunk.len())
-                    };
-                    if shared.closed.load(Ordering::Acquire) {
-                        return;
-                    }
-                    match input.read_blocking(&mut chunk[..room]) {
-                        InputWait::Read(n) => {
-                            // Raises IRQ 4 if the guest enabled the interrupt.
-                            let _ = lock(&shared).enqueue_raw_bytes(&chunk[..n]);
-                        }
-                        InputWait::EndOfInput | InputWait::Cancelled => return,
-                    }
-                }
-            });
-        // Without the thread the guest still gets input when it reads (polling).
-        self.input_thread = spawned.is_ok();
-    }
-}
-
-impl Drop for Uart {
-    fn drop(&mut self) {
-        // Wake the input thread if it waits for room, so it sees that the UART is gone.
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.room.notify_all();
     }
 }
 
@@ -143,10 +98,11 @@ impl BusDevice for Uart {
     }
 
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        self.receive_waiting_input();
+        // Polling guests see input that has arrived; interrupt-driven ones get the bytes that
+        // did not fit in the FIFO before.
+        self.shared.receive_waiting_input(&self.input);
         data.fill(0);
         data[0] = lock(&self.shared).read(offset as u8);
-        self.shared.room.notify_all();
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> IoAction {
@@ -159,12 +115,14 @@ impl BusDevice for Uart {
         let mut serial = lock(&self.shared);
         let _ = serial.write(offset, value);
         let enables_receive_interrupt = offset == IER && value & IER_RECEIVED_DATA != 0;
-        if enables_receive_interrupt && self.irq.is_connected() && !self.input_thread {
+        if enables_receive_interrupt && self.irq.is_connected() && !self.listening {
             // Offset 1 is the divisor latch's high byte while LCR bit 7 is set, not the IER.
             let divisor_latch = serial.state().line_control & 0x80 != 0;
             drop(serial);
             if !divisor_latch {
-                self.start_input_thread();
+                self.listening = true;
+                self.input
+                    .add_listener(Arc::new(UartInput(Arc::clone(&self.shared))));
             }
         }
         IoAction::Continue

@@ -5,14 +5,19 @@
 //! line-buffered: one `write(2)` per line instead of one per byte; a partial line is flushed when
 //! the guest waits for input, when it ends, and by [`GuestOutput::flush`].
 //!
-//! Input bytes (stdin) are shared by the UART's receive register and the GETCHAR/READ hypercalls
-//! through one [`GuestInput`]. A reader thread is started the first time the guest asks for input,
-//! so a guest that never reads leaves stdin alone.
+//! Input bytes (stdin) are shared by the UART's receive register, the keyboard and the
+//! GETCHAR/READ hypercalls through one [`GuestInput`] (`input.rs`): a small buffer that the VM's
+//! event loop fills only as fast as the guest empties it.
 
-use std::collections::VecDeque;
-use std::io::{self, ErrorKind, Read, Write};
+mod input;
+
+pub use input::{
+    GuestInput, INPUT_BUFFER, InputFeeder, InputListener, InputWait, RawStdin, SourceState,
+};
+
+use std::io::{self, ErrorKind, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 /// Locks a mutex even if another thread panicked while holding it: console state stays usable.
 fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -295,199 +300,6 @@ impl Write for GuestOutput {
 pub struct GuestIo {
     pub output: GuestOutput,
     pub input: GuestInput,
-}
-
-/// The answer to a blocking read of guest input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputWait {
-    /// This many bytes were copied (at least 1).
-    Read(usize),
-    /// The input ended (stdin closed) and nothing is left.
-    EndOfInput,
-    /// The guest is being stopped (--timeout): stop waiting.
-    Cancelled,
-}
-
-/// One guest's input. Cloning gives another handle to the same input.
-#[derive(Clone)]
-pub struct GuestInput {
-    shared: Arc<InputShared>,
-}
-
-struct InputShared {
-    state: Mutex<InputState>,
-    /// Signalled when bytes arrive, the input ends, or the wait is cancelled.
-    changed: Condvar,
-    /// Run once when a keyboard takes this input (the terminal goes into raw mode then).
-    keyboard_hook: Mutex<Option<fn()>>,
-}
-
-struct InputState {
-    buffered: VecDeque<u8>,
-    ended: bool,
-    cancelled: bool,
-    /// The source, until the reader thread takes it on the first read.
-    source: Option<Box<dyn Read + Send>>,
-}
-
-impl GuestInput {
-    /// Input from the process's standard input.
-    pub fn stdin() -> GuestInput {
-        GuestInput::from_reader(Box::new(io::stdin()))
-    }
-
-    /// A guest that gets no input: reads see end of input at once.
-    pub fn none() -> GuestInput {
-        GuestInput::from_reader(Box::new(io::empty()))
-    }
-
-    pub fn from_reader(source: Box<dyn Read + Send>) -> GuestInput {
-        GuestInput {
-            shared: Arc::new(InputShared {
-                state: Mutex::new(InputState {
-                    buffered: VecDeque::new(),
-                    ended: false,
-                    cancelled: false,
-                    source: Some(source),
-                }),
-                changed: Condvar::new(),
-                keyboard_hook: Mutex::new(None),
-            }),
-        }
-    }
-
-    /// Input that the VMM feeds itself (the `--tui` view sends the focused guest its keys).
-    pub fn fed() -> (GuestInput, InputFeeder) {
-        let input = GuestInput {
-            shared: Arc::new(InputShared {
-                state: Mutex::new(InputState {
-                    buffered: VecDeque::new(),
-                    ended: false,
-                    cancelled: false,
-                    source: None,
-                }),
-                changed: Condvar::new(),
-                keyboard_hook: Mutex::new(None),
-            }),
-        };
-        let feeder = InputFeeder {
-            shared: Arc::clone(&input.shared),
-        };
-        (input, feeder)
-    }
-
-    /// Copies up to `buf.len()` available bytes without waiting; 0 when none are there (yet).
-    pub fn try_read(&self, buf: &mut [u8]) -> usize {
-        let mut state = lock(&self.shared.state);
-        self.start_reader(&mut state);
-        take_buffered(&mut state, buf)
-    }
-
-    /// Waits until at least one byte is available (or the input ends, or the wait is cancelled),
-    /// then copies up to `buf.len()` bytes.
-    pub fn read_blocking(&self, buf: &mut [u8]) -> InputWait {
-        let mut state = lock(&self.shared.state);
-        self.start_reader(&mut state);
-        loop {
-            if state.cancelled {
-                return InputWait::Cancelled;
-            }
-            let copied = take_buffered(&mut state, buf);
-            if copied > 0 {
-                return InputWait::Read(copied);
-            }
-            if state.ended {
-                return InputWait::EndOfInput;
-            }
-            state = self
-                .shared
-                .changed
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-    }
-
-    /// Runs `hook` when a keyboard device first takes this input (src/terminal.rs puts the
-    /// terminal in raw mode then, so that every key reaches the guest at once).
-    pub fn on_keyboard_claimed(&self, hook: fn()) {
-        *lock(&self.shared.keyboard_hook) = Some(hook);
-    }
-
-    /// A keyboard device takes this input: runs the hook, once.
-    pub fn keyboard_claimed(&self) {
-        if let Some(hook) = lock(&self.shared.keyboard_hook).take() {
-            hook();
-        }
-    }
-
-    /// Wakes every blocked reader with [`InputWait::Cancelled`], now and from now on.
-    pub fn cancel(&self) {
-        lock(&self.shared.state).cancelled = true;
-        self.shared.changed.notify_all();
-    }
-
-    /// Starts the thread that moves bytes from the source into the buffer, once.
-    fn start_reader(&self, state: &mut InputState) {
-        let Some(mut source) = state.source.take() else {
-            return;
-        };
-        let shared = Arc::clone(&self.shared);
-        // The thread is detached: a read from a terminal or pipe cannot be interrupted portably,
-        // and the thread ends when the input ends or with the process.
-        let spawned = std::thread::Builder::new()
-            .name("guest-input".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = match source.read(&mut chunk) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => 0,
-                    };
-                    let mut state = lock(&shared.state);
-                    if n == 0 {
-                        state.ended = true;
-                    } else {
-                        state.buffered.extend(&chunk[..n]);
-                    }
-                    shared.changed.notify_all();
-                    if n == 0 {
-                        return;
-                    }
-                }
-            });
-        if spawned.is_err() {
-            // No thread, no input: the guest sees end of input rather than waiting forever.
-            state.ended = true;
-        }
-    }
-}
-
-/// The sending end of a [`GuestInput::fed`] input.
-#[derive(Clone)]
-pub struct InputFeeder {
-    shared: Arc<InputShared>,
-}
-
-impl InputFeeder {
-    pub fn send(&self, bytes: &[u8]) {
-        lock(&self.shared.state).buffered.extend(bytes);
-        self.shared.changed.notify_all();
-    }
-
-    /// Ends the input: readers see end of input once the buffer is empty.
-    pub fn close(&self) {
-        lock(&self.shared.state).ended = true;
-        self.shared.changed.notify_all();
-    }
-}
-
-fn take_buffered(state: &mut InputState, buf: &mut [u8]) -> usize {
-    let n = buf.len().min(state.buffered.len());
-    for (slot, byte) in buf.iter_mut().zip(state.buffered.drain(..n)) {
-        *slot = byte;
-    }
-    n
 }
 
 #[cfg(test)]
