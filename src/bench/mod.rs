@@ -142,6 +142,7 @@ pub fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     rows.extend(memory(&exe, &programs, qemu.as_ref())?);
     rows.extend(vm_churn(&kvm, &effort)?);
     rows.extend(scaling(&effort)?);
+    rows.extend(smp_scaling(&effort)?);
     rows.extend(compute(&exe, &programs, qemu.as_ref(), &effort)?);
     rows.extend(exit_counts());
     Ok(Report {
@@ -487,6 +488,47 @@ fn scaling(effort: &Effort) -> Result<Vec<Row>, BenchError> {
         rows.push(Row::new(
             group,
             format!("{n} at once: efficiency = speed-up / {n}"),
+            "",
+            Ok(Sample::of(vec![efficiency])),
+        ));
+    }
+    Ok(rows)
+}
+
+/// One VM, 1, 2 and 4 vCPUs, the same work: the `smp` guest counts the primes below 4000 in 40
+/// blocks dealt round-robin to its CPUs. The time includes creating the VM and waking the APs.
+fn smp_scaling(effort: &Effort) -> Result<Vec<Row>, BenchError> {
+    let group = "SMP scaling (smp guest)";
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let time_with = |cpus: usize| {
+        let config = RunConfig {
+            cpus,
+            timeout: Some(Duration::from_secs(60)),
+            ..RunConfig::new(vec![builtin("smp")])
+        };
+        Sample::repeat(effort.runs, || {
+            let started = Instant::now();
+            run_many_in_process(&config, b"", 0)?;
+            Ok(ms(started.elapsed()))
+        })
+    };
+    let one = time_with(1)?;
+    let mut rows = Vec::new();
+    for cpus in [2usize, 4] {
+        let several = time_with(cpus)?;
+        let efficiency = one.median / several.median / cpus as f64;
+        rows.push(
+            Row::new(
+                group,
+                format!("{cpus} vCPUs ({cores} host cores)"),
+                "ms",
+                Ok(several),
+            )
+            .against("1 vCPU", Ok(one)),
+        );
+        rows.push(Row::new(
+            group,
+            format!("{cpus} vCPUs: efficiency = speed-up / {cpus}"),
             "",
             Ok(Sample::of(vec![efficiency])),
         ));

@@ -151,8 +151,12 @@ impl GuestInput {
     fn new(source: Option<InputSource>, ended: bool) -> GuestInput {
         let always_ready = source.as_ref().is_some_and(|s| s.poll_fd.is_none());
         // Without the eventfd the event loop is never woken for this input: give the guest
-        // end of input rather than a wait that never ends.
-        let wake = EventFd::new(EFD_NONBLOCK).ok();
+        // end of input rather than a wait that never ends. An input that has ended needs none.
+        let wake = if ended {
+            None
+        } else {
+            EventFd::new(EFD_NONBLOCK).ok()
+        };
         let ended = ended || (source.is_some() && wake.is_none());
         GuestInput {
             shared: Arc::new(InputShared {

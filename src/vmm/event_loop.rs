@@ -1,7 +1,8 @@
 //! The VM's event loop: while the vCPU threads run guest code, one thread (the one that called
 //! `Vm::run`) waits in a single `epoll_wait` for everything else: a vCPU thread ending, the
-//! flush tick, the `--timeout`, the guest's input becoming readable, and events of devices
-//! (an ioeventfd a device registered, for instance).
+//! guest's input becoming readable, and events of devices (an ioeventfd a device registered,
+//! for instance). Timers need no descriptor: the wait's timeout is the next flush tick or the
+//! `--timeout` deadline, whichever comes first.
 //!
 //! Each descriptor is registered with a [`Token`] that says what it is; [`EventLoop::wait`]
 //! hands back the tokens of the descriptors that are ready, and `Vm::run`'s loop acts on each.
@@ -18,10 +19,6 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 pub enum Token {
     /// A vCPU thread has ended (an eventfd the threads write).
     VcpuEnded,
-    /// The periodic timer: flush partial output lines, look for a guest that halted for good.
-    Tick,
-    /// The `--timeout` timer.
-    Timeout,
     /// The guest's input source (stdin) has bytes, or has ended.
     InputReadable,
     /// The guest asked for input, or made room for more (an eventfd).
@@ -34,10 +31,8 @@ impl Token {
     fn to_data(self) -> u64 {
         match self {
             Token::VcpuEnded => 0,
-            Token::Tick => 1,
-            Token::Timeout => 2,
-            Token::InputReadable => 3,
-            Token::InputWake => 4,
+            Token::InputReadable => 1,
+            Token::InputWake => 2,
             Token::Device(index) => 0x1_0000_0000 | u64::from(index),
         }
     }
@@ -45,10 +40,8 @@ impl Token {
     fn from_data(data: u64) -> Token {
         match data {
             0 => Token::VcpuEnded,
-            1 => Token::Tick,
-            2 => Token::Timeout,
-            3 => Token::InputReadable,
-            4 => Token::InputWake,
+            1 => Token::InputReadable,
+            2 => Token::InputWake,
             device => Token::Device(device as u32),
         }
     }
@@ -91,7 +84,10 @@ impl EventLoop {
     /// Waits until a descriptor is ready, or `timeout` has passed (`None`: no limit), and
     /// returns the ready ones. A signal that interrupts the wait returns none.
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<Vec<Token>> {
-        let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // Rounded up: a wait cut short would only come back to wait again.
+        let timeout_ms = timeout.map_or(-1, |t| {
+            t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
         let count = match self.epoll.wait(timeout_ms, &mut self.ready) {
             Ok(count) => count,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -116,8 +112,6 @@ mod tests {
     fn tokens_survive_the_round_trip_through_epoll_data() {
         for token in [
             Token::VcpuEnded,
-            Token::Tick,
-            Token::Timeout,
             Token::InputReadable,
             Token::InputWake,
             Token::Device(0),

@@ -34,7 +34,7 @@ impl Group {
             images.push((loader::guest_image(guest)?, config.flat_mode(guest)?));
         }
         let labelled = config.guests.len() > 1;
-        let kvm = super::kvm::open_kvm()?;
+        let kvm = super::kvm::shared_kvm()?;
         let mut vms = Vec::with_capacity(config.guests.len());
         for (index, ((guest, (image, flat_mode)), io)) in
             config.guests.iter().zip(&images).zip(consoles).enumerate()
@@ -59,7 +59,7 @@ impl Group {
                 trace_label: &trace_label,
                 coalesce: config.coalesce,
             };
-            vms.push(Vm::create(&kvm, &setup, io)?);
+            vms.push(Vm::create(kvm, &setup, io)?);
         }
         Ok(Group { vms })
     }
@@ -81,6 +81,17 @@ impl Group {
         cancel: &AtomicBool,
         quit: &AtomicBool,
     ) -> Vec<GuestResult> {
+        if self.vms.len() == 1 {
+            // One guest: its event loop runs on this thread (a thread less to start per VM).
+            return self
+                .vms
+                .into_iter()
+                .map(|vm| GuestResult {
+                    name: vm.name().to_string(),
+                    report: vm.run(timeout, cancel, quit),
+                })
+                .collect();
+        }
         thread::scope(|scope| {
             let running: Vec<_> = self
                 .vms

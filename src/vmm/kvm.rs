@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use kvm_ioctls::Kvm;
 use thiserror::Error;
@@ -79,10 +80,24 @@ pub fn open_kvm() -> Result<Kvm, KvmError> {
     Ok(kvm)
 }
 
-/// The host's KVM vendor module, read from /sys/module: `kvm_intel`, `kvm_amd`, `kvm_pvm`, or
-/// `unknown`. kvm_pvm runs guests through KVM's instruction emulator (docs/testing.md).
+/// `/dev/kvm`, opened once per process and shared by every VM it creates (a VM holds its own
+/// descriptor; this one only creates VMs and answers capability questions). A failed open is
+/// not remembered: the next call tries again and reports again.
+pub fn shared_kvm() -> Result<&'static Kvm, KvmError> {
+    static KVM: OnceLock<Kvm> = OnceLock::new();
+    if let Some(kvm) = KVM.get() {
+        return Ok(kvm);
+    }
+    let kvm = open_kvm()?;
+    Ok(KVM.get_or_init(|| kvm))
+}
+
+/// The host's KVM vendor module, read from /sys/module once: `kvm_intel`, `kvm_amd`,
+/// `kvm_pvm`, or `unknown`. kvm_pvm runs guests through KVM's instruction emulator
+/// (docs/testing.md).
 pub fn host_kvm_module() -> &'static str {
-    host_kvm_module_in(Path::new("/sys/module"))
+    static MODULE: OnceLock<&'static str> = OnceLock::new();
+    MODULE.get_or_init(|| host_kvm_module_in(Path::new("/sys/module")))
 }
 
 /// What the host KVM module means for guests, in a few words.

@@ -167,10 +167,13 @@ impl Vcpu {
                 }
                 ExitAction::Stop(stop) => return VcpuEnd::Stopped(stop),
                 ExitAction::Halt => {
-                    let mut snapshot = self.snapshot();
-                    if snapshot.regs.rflags & RFLAGS_IF == 0 {
+                    // With interrupts off nothing can wake this CPU: the guest has ended. The
+                    // sync_regs area KVM filled at this exit tells, without an ioctl; the full
+                    // snapshot is only for the report.
+                    if self.fd.sync_regs().regs.rflags & RFLAGS_IF == 0 {
                         return VcpuEnd::Halted;
                     }
+                    let mut snapshot = self.snapshot();
                     snapshot.caused_by = Some(snapshot.exit_instruction(ExitCause::Halt, true));
                     return VcpuEnd::Faulted(Fault::HaltedForever, Box::new(snapshot));
                 }

@@ -7,7 +7,7 @@
 //! flushes the guest's output, enforces `--timeout`, and notices a guest that can never run
 //! again.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +16,6 @@ use kvm_bindings::kvm_pit_config;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::timerfd::TimerFd;
 
 use super::coalesced::OutputCoalescing;
 use super::device_manager::{DeviceError, DeviceInfo, DeviceManager};
@@ -329,13 +328,12 @@ enum StoppedBy {
     Idle,
 }
 
-/// The event loop of a running VM (event_loop.rs) and its two timers.
+/// The event loop of a running VM (event_loop.rs), with its two times: the next flush tick and
+/// the `--timeout` deadline, which bound each wait (no timer descriptors to create per VM).
 struct Watcher {
     events: EventLoop,
-    /// Every FLUSH_INTERVAL: flush partial lines, check for a guest idle for good.
-    tick: TimerFd,
-    /// Fires once at the `--timeout` (kept here for its descriptor, which the loop watches).
-    _deadline: TimerFd,
+    next_tick: Instant,
+    deadline: Option<Instant>,
     /// The input source's descriptor while the loop polls it.
     polled_input: Option<RawFd>,
 }
@@ -352,20 +350,11 @@ impl Watcher {
 
     /// Everything that can fail is made here, before any vCPU runs.
     fn new(timeout: Option<Duration>) -> std::io::Result<Watcher> {
-        let events = EventLoop::new()?;
-        let mut tick = TimerFd::new()?;
-        tick.reset(Self::FLUSH_INTERVAL, Some(Self::FLUSH_INTERVAL))?;
-        events.add(tick.as_raw_fd(), Token::Tick)?;
-        let mut deadline = TimerFd::new()?;
-        if let Some(limit) = timeout {
-            // A zero duration would disarm the timer instead of firing it at once.
-            deadline.reset(limit.max(Duration::from_nanos(1)), None)?;
-        }
-        events.add(deadline.as_raw_fd(), Token::Timeout)?;
+        let now = Instant::now();
         Ok(Watcher {
-            events,
-            tick,
-            _deadline: deadline,
+            events: EventLoop::new()?,
+            next_tick: now + Self::FLUSH_INTERVAL,
+            deadline: timeout.map(|limit| now + limit),
             polled_input: None,
         })
     }
@@ -393,35 +382,44 @@ impl Watcher {
             if quit.load(Ordering::Acquire) {
                 return Ok(Some(StoppedBy::Quit));
             }
-            let wait = self.follow_input(input);
-            for token in self.events.wait(wait)? {
+            let now = Instant::now();
+            if self.deadline.is_some_and(|deadline| now >= deadline) {
+                return Ok(Some(StoppedBy::Timeout));
+            }
+            if now >= self.next_tick {
+                self.next_tick = now + Self::FLUSH_INTERVAL;
+                output.flush_without_waiting();
+                let exits = live.exits();
+                if exits != exits_seen {
+                    exits_seen = exits;
+                    idle_since = now;
+                } else if idle_since.elapsed() >= Self::IDLE_CHECK {
+                    if let Some(cpus) = set.pause(Self::PATIENCE) {
+                        if cpus.iter().all(|cpu| cpu.is_idle_for_good()) {
+                            return Ok(Some(StoppedBy::Idle));
+                        }
+                        set.resume();
+                    }
+                    idle_since = Instant::now();
+                }
+            }
+            let next_time = self
+                .deadline
+                .map_or(self.next_tick, |d| d.min(self.next_tick));
+            let mut wait = next_time.saturating_duration_since(Instant::now());
+            if let Some(input_wait) = self.follow_input(input) {
+                wait = wait.min(input_wait);
+            }
+            for token in self.events.wait(Some(wait))? {
                 match token {
                     Token::VcpuEnded => {
                         if set.take_ends() {
                             return Ok(None);
                         }
                     }
-                    Token::Timeout => return Ok(Some(StoppedBy::Timeout)),
                     Token::InputReadable => input.fill(),
                     Token::InputWake => input.clear_wake(),
                     Token::Device(_) => {}
-                    Token::Tick => {
-                        let _ = self.tick.wait();
-                        output.flush_without_waiting();
-                        let exits = live.exits();
-                        if exits != exits_seen {
-                            exits_seen = exits;
-                            idle_since = Instant::now();
-                        } else if idle_since.elapsed() >= Self::IDLE_CHECK {
-                            if let Some(cpus) = set.pause(Self::PATIENCE) {
-                                if cpus.iter().all(|cpu| cpu.is_idle_for_good()) {
-                                    return Ok(Some(StoppedBy::Idle));
-                                }
-                                set.resume();
-                            }
-                            idle_since = Instant::now();
-                        }
-                    }
                 }
             }
         }
