@@ -1,7 +1,7 @@
 //! The `mini-kvm` command line: parse, build a configuration, call the library, and turn the
 //! result into an exit status (README: "Exit statuses").
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -291,28 +291,39 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
         let report = match &result.report {
             Ok(report) => report,
             Err(error) => {
-                eprintln!("{label}mini-kvm: error: {error}");
+                let _ = writeln!(std::io::stderr(), "{label}mini-kvm: error: {error}");
                 continue;
             }
         };
         if let Some(message) = report.outcome.report(&result.name) {
-            eprintln!("{message}");
+            let _ = writeln!(std::io::stderr(), "{message}");
         }
         if config.verbose {
             for (direction, accesses) in [("reads", "in"), ("writes", "out")] {
                 for (port, count) in report.stats.unclaimed_ports(accesses) {
-                    eprintln!("{label}unclaimed port {port:#06x}: {direction}: {count}");
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "{label}unclaimed port {port:#06x}: {direction}: {count}"
+                    );
                 }
             }
         }
         if config.stats {
             let module = kvm::host_kvm_module();
             let host = format!("{module} ({})", kvm::describe_kvm_module(module));
-            eprint!("{}", report.stats.table(&result.name, &host));
+            let _ = write!(
+                std::io::stderr(),
+                "{}",
+                report.stats.table(&result.name, &host)
+            );
         }
     }
     if several {
-        eprint!("{}", summary_table(results, config.stats));
+        let _ = write!(
+            std::io::stderr(),
+            "{}",
+            summary_table(results, config.stats)
+        );
     }
 }
 
@@ -345,6 +356,6 @@ written: {0}/bench.md, {0}/bench.json, {0}/bench.svg",
 }
 
 fn fail(message: &str) -> ExitCode {
-    eprintln!("mini-kvm: error: {message}");
+    let _ = writeln!(std::io::stderr(), "mini-kvm: error: {message}");
     ExitCode::from(exit_code::SETUP_ERROR)
 }

@@ -15,7 +15,7 @@
 //! **Ctrl-A h** prints help, **Ctrl-A Ctrl-A** sends one Ctrl-A. [`TerminalInput`] filters these
 //! out of the input before the guest sees it.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 
@@ -71,7 +71,10 @@ pub fn enter_raw_mode() -> bool {
         return false;
     }
     RAW.store(true, Ordering::Release);
-    eprintln!("mini-kvm: the keyboard goes to the guest; Ctrl-A x quits, Ctrl-A h for help");
+    let _ = writeln!(
+        std::io::stderr(),
+        "mini-kvm: the keyboard goes to the guest; Ctrl-A x quits, Ctrl-A h for help"
+    );
     true
 }
 
@@ -156,7 +159,9 @@ impl<R: Read> TerminalInput<R> {
             if std::mem::take(&mut self.after_escape) {
                 match byte {
                     b'x' | b'X' => return (kept, true),
-                    b'h' | b'H' | b'?' => eprint!("\n{HELP}"),
+                    b'h' | b'H' | b'?' => {
+                        let _ = write!(io::stderr(), "\n{HELP}");
+                    }
                     CTRL_A => {
                         buf[kept] = CTRL_A;
                         kept += 1;

@@ -281,7 +281,42 @@ fn verbose_boot_tells_what_the_kernel_set_up() {
     let stdout = run.stdout_text();
     assert!(stdout.starts_with("os: 16 MiB of RAM, "), "{run:?}");
     assert!(
-        stdout.contains("os: started shell (pid 1) and bgcount (pid 2)\n"),
+        stdout.contains(
+            " free page frames\n\
+             os: 1 CPU in the MP table\n\
+             os: long mode, 4-level paging, page 0 unmapped; GDT, TSS, IDT\n\
+             os: PIC at vectors 32-47, PIT at 100 Hz, i8042 keyboard on IRQ 1\n\
+             os: started shell (pid 1) and bgcount (pid 2)\n"
+        ),
+        "{run:?}"
+    );
+    assert!(stdout.ends_with(&format!("{MENU}0\n{GOODBYE}")), "{run:?}");
+}
+
+#[test]
+fn the_os_counts_the_cpus_in_the_mp_table() {
+    require_kvm();
+    // The other CPUs wait for INIT and STARTUP, which this kernel never sends: the session is
+    // the same as on one CPU.
+    let run = mini_kvm(
+        &[
+            "run",
+            "--timeout",
+            "60",
+            "--cpus",
+            "4",
+            "--cmdline",
+            "verbose",
+            "os",
+        ],
+        b"0\n",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    assert!(
+        stdout.contains(
+            " free page frames\nos: 4 CPUs in the MP table; the kernel runs on CPU 0 only\n"
+        ),
         "{run:?}"
     );
     assert!(stdout.ends_with(&format!("{MENU}0\n{GOODBYE}")), "{run:?}");

@@ -137,3 +137,32 @@ fn more_cpus_than_mini_kvm_describes_are_refused() {
         "{run:?}"
     );
 }
+
+#[test]
+fn a_trace_to_a_closed_stderr_does_not_hang_the_other_cpus() {
+    require_kvm();
+    // Once stderr's reader is gone, trace writes fail (EPIPE). They once panicked the vCPU that
+    // wrote them, unannounced, while CPU 0 waited for it forever.
+    let mut child = std::process::Command::new(common::mini_kvm_binary())
+        .args(["run", "--verbose", "--cpus", "2", "smp"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mini-kvm");
+    let mut first_bytes = [0u8; 16];
+    std::io::Read::read_exact(child.stderr.as_mut().unwrap(), &mut first_bytes).unwrap();
+    drop(child.stderr.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("mini-kvm still runs 60 s after its stderr closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

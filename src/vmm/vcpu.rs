@@ -10,6 +10,7 @@
 //! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpus.rs): the vCPU set pauses
 //! and stops its vCPUs through it.
 
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -316,7 +317,9 @@ impl Vcpu {
             self.stats
                 .count_at(AddressSpace::Pio, port, COALESCED, device);
             if let Some(label) = &self.trace {
-                eprintln!(
+                // Not eprintln!: a trace to a closed stderr must not panic the vCPU.
+                let _ = writeln!(
+                    io::stderr(),
                     "{label}  coalesced write: port {port:#06x} ({device}), size {len}, data {}",
                     port_data(data)
                 );
@@ -403,7 +406,8 @@ impl Vcpu {
             exit.reason(),
             cpu.location(),
         );
-        eprintln!("{}", line.trim_end());
+        // Not eprintln!: a trace to a closed stderr must not panic the vCPU.
+        let _ = writeln!(io::stderr(), "{}", line.trim_end());
     }
 }
 

@@ -120,6 +120,21 @@ pub struct Joined {
     pub end_order: Vec<usize>,
 }
 
+/// Sends a vCPU's index and writes the end eventfd when dropped: at the end of its thread,
+/// whether it returned or panicked.
+struct AnnounceEnd {
+    index: usize,
+    ended_tx: mpsc::Sender<usize>,
+    end_event: Arc<EventFd>,
+}
+
+impl Drop for AnnounceEnd {
+    fn drop(&mut self) {
+        let _ = self.ended_tx.send(self.index);
+        let _ = self.end_event.write(1);
+    }
+}
+
 /// The running vCPUs of one VM.
 pub struct VcpuSet {
     threads: Vec<VcpuThread>,
@@ -153,9 +168,14 @@ impl VcpuSet {
                 format!("vcpu-{name}")
             };
             let spawned = thread::Builder::new().name(thread_name).spawn(move || {
+                // Tells the event loop when this thread ends, even by a panic (a bug), so that
+                // the other vCPUs are stopped rather than left running.
+                let _announce = AnnounceEnd {
+                    index,
+                    ended_tx,
+                    end_event,
+                };
                 let end = vcpu.run();
-                let _ = ended_tx.send(index);
-                let _ = end_event.write(1);
                 (end, vcpu)
             });
             match spawned {

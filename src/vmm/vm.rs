@@ -7,6 +7,7 @@
 //! flushes the guest's output, enforces `--timeout`, and notices a guest that can never run
 //! again.
 
+use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,7 +164,8 @@ impl Vm {
         let entry = loader::load(&memory, setup.name, setup.image, &setup.load)?;
         // (Real mode, the default, goes unmentioned: its traces stay as they were.)
         if setup.verbose && entry.mode != GuestMode::Real {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "mini-kvm: '{}' is a {}: starting in {}",
                 setup.name,
                 entry.protocol,

@@ -4,6 +4,7 @@
 //! a way to walk the guest's page tables ([`PageTables`]); the result goes back into RAX. The
 //! handler never sees the vCPU itself, and the bus never sees the hypercall.
 
+use std::io::Write;
 use std::time::Instant;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -229,7 +230,9 @@ fn trace_call(
         Ok(CallOutcome::Exit(status)) => format!("-> guest exits with status {status}"),
         Err(error) => format!("-> {} ({})", error.code(), error.describe()),
     };
-    eprintln!(
+    // Not eprintln!: a trace to a closed stderr must not panic the vCPU.
+    let _ = writeln!(
+        std::io::stderr(),
         "{label}    hypercall {:#04x} {}(arg0={a0:#x}, arg1={a1:#x}, arg2={a2:#x}) {what}",
         registers.number,
         call_name(registers.number)

@@ -17,6 +17,7 @@ mod gdt;
 mod keyboard;
 #[path = "../mem.rs"]
 mod mem;
+mod mptable;
 mod multiboot;
 #[path = "../num.rs"]
 mod num;
@@ -42,6 +43,8 @@ extern "C" fn kernel_main(magic: u64, info: u64) -> ! {
         stop(b"os: not started by a multiboot loader\n");
     }
     let boot = multiboot::read(info);
+    // Before paging::init unmaps page 0, where the BIOS data area points to the MP table.
+    let cpus = mptable::cpu_count(boot.ram_end);
     frames::init(&boot);
     if !paging::init(boot.ram_end) {
         stop(b"os: no memory for page tables\n");
@@ -57,13 +60,21 @@ extern "C" fn kernel_main(magic: u64, info: u64) -> ! {
         stop(b"os: not enough memory to start the shell\n");
     };
     if boot.verbose {
-        Out::new()
-            .s(b"os: ")
+        let mut out = Out::new();
+        out.s(b"os: ")
             .u(boot.ram_end >> 20)
             .s(b" MiB of RAM, ")
             .u(frames::available())
-            .s(b" free page frames\n")
-            .s(b"os: long mode, 4-level paging, page 0 unmapped; GDT, TSS, IDT\n")
+            .s(b" free page frames\n");
+        match cpus {
+            Some(1) => out.s(b"os: 1 CPU in the MP table\n"),
+            Some(n) => out
+                .s(b"os: ")
+                .u(n)
+                .s(b" CPUs in the MP table; the kernel runs on CPU 0 only\n"),
+            None => out.s(b"os: no MP table: 1 CPU\n"),
+        };
+        out.s(b"os: long mode, 4-level paging, page 0 unmapped; GDT, TSS, IDT\n")
             .s(b"os: PIC at vectors 32-47, PIT at 100 Hz, i8042 keyboard on IRQ 1\n")
             .s(b"os: started shell (pid ")
             .u(u64::from(shell))
