@@ -6,13 +6,18 @@
 //! checks that nothing overlaps, wires the IRQ to KVM's interrupt controller with an irqfd, and
 //! remembers what it attached. The coalesced-I/O zones come from the devices themselves
 //! ([`BusDevice::coalesced_offsets`]): no port list lives here or in vm.rs.
+//!
+//! A device that should not stop a vCPU for every doorbell write (a virtio queue notify) asks
+//! for an [`DeviceManager::ioeventfd`]: KVM then signals an eventfd instead of exiting, and the
+//! device's [`EventHandler`] runs on the VM's event loop (event_loop.rs) when it is signalled.
 
 use std::sync::Arc;
 
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::event_loop::EventHandler;
 use super::exit::Buses;
 use crate::arch::x86::layout::{DEVICE_WINDOWS_END, DEVICE_WINDOWS_START};
 use crate::devices::{AddressSpace, Bus, BusError, BusRange, IrqLine, SharedDevice};
@@ -37,6 +42,11 @@ pub enum DeviceError {
     EventFd { irq: u32, source: std::io::Error },
     #[error("KVM_IRQFD for IRQ {irq} failed: {source}")]
     Irqfd { irq: u32, source: kvm_ioctls::Error },
+    #[error("cannot create an ioeventfd at {address:#x}: {source}")]
+    Ioeventfd {
+        address: u64,
+        source: std::io::Error,
+    },
 }
 
 /// What the firmware tables say about one device.
@@ -100,6 +110,15 @@ pub struct DeviceManager {
     irqs: IrqAllocator,
     windows: WindowAllocator,
     devices: Vec<DeviceInfo>,
+    event_handlers: Vec<Box<dyn EventHandler>>,
+}
+
+/// What the manager hands over once every device is attached.
+pub struct AttachedDevices {
+    pub buses: Buses,
+    pub devices: Vec<DeviceInfo>,
+    /// Run by the VM's event loop when their descriptors are readable.
+    pub event_handlers: Vec<Box<dyn EventHandler>>,
 }
 
 impl DeviceManager {
@@ -117,6 +136,7 @@ impl DeviceManager {
                 end: DEVICE_WINDOWS_END,
             },
             devices: Vec::new(),
+            event_handlers: Vec::new(),
         }
     }
 
@@ -202,15 +222,36 @@ impl DeviceManager {
         self.pio.coalesced_addresses()
     }
 
-    /// The finished buses, for the vCPUs to share.
-    pub fn into_buses(self) -> (Buses, Vec<DeviceInfo>) {
-        (
-            Buses {
+    /// An eventfd KVM signals when the guest writes to `address` in `space`, instead of a VM
+    /// exit (KVM_IOEVENTFD): the write completes in the kernel and the vCPU runs on.
+    pub fn ioeventfd(&self, space: AddressSpace, address: u64) -> Result<EventFd, DeviceError> {
+        let failed = |source| DeviceError::Ioeventfd { address, source };
+        let event = EventFd::new(libc::EFD_NONBLOCK).map_err(failed)?;
+        let at = match space {
+            AddressSpace::Pio => IoEventAddress::Pio(address),
+            AddressSpace::Mmio => IoEventAddress::Mmio(address),
+        };
+        self.vm_fd
+            .register_ioevent(&event, &at, NoDatamatch)
+            .map_err(|e| failed(std::io::Error::from_raw_os_error(e.errno())))?;
+        Ok(event)
+    }
+
+    /// Work the VM's event loop does for a device when the handler's descriptor is readable.
+    pub fn add_event_handler(&mut self, handler: Box<dyn EventHandler>) {
+        self.event_handlers.push(handler);
+    }
+
+    /// The finished buses, for the vCPUs to share, and the rest for the VM.
+    pub fn finish(self) -> AttachedDevices {
+        AttachedDevices {
+            buses: Buses {
                 pio: self.pio,
                 mmio: self.mmio,
             },
-            self.devices,
-        )
+            devices: self.devices,
+            event_handlers: self.event_handlers,
+        }
     }
 }
 
@@ -224,6 +265,48 @@ fn device_name(device: &SharedDevice) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_to_an_ioeventfd_port_signals_it_without_a_vm_exit() {
+        use kvm_bindings::kvm_userspace_memory_region;
+        use kvm_ioctls::{Kvm, VcpuExit};
+        use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+        let kvm = Kvm::new().expect("this test needs /dev/kvm (docs/testing.md)");
+        let vm_fd = Arc::new(kvm.create_vm().unwrap());
+        let manager = DeviceManager::new(Arc::clone(&vm_fd), false);
+        let doorbell = manager.ioeventfd(AddressSpace::Pio, 0x600).unwrap();
+
+        // Real mode at 0000:1000: mov $0x600, %dx; out %al, (%dx); hlt.
+        let memory: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        memory
+            .write_slice(&[0xba, 0x00, 0x06, 0xee, 0xf4], GuestAddress(0x1000))
+            .unwrap();
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0x2000,
+            userspace_addr: memory.get_host_address(GuestAddress(0)).unwrap() as u64,
+        };
+        // SAFETY: `memory` outlives the VM, which is dropped at the end of this test first.
+        unsafe { vm_fd.set_user_memory_region(region) }.unwrap();
+        let mut vcpu = vm_fd.create_vcpu(0).unwrap();
+        let mut sregs = vcpu.get_sregs().unwrap();
+        sregs.cs.base = 0;
+        sregs.cs.selector = 0;
+        vcpu.set_sregs(&sregs).unwrap();
+        let mut regs = vcpu.get_regs().unwrap();
+        regs.rip = 0x1000;
+        regs.rflags = 0x2;
+        vcpu.set_regs(&regs).unwrap();
+
+        // The `out` completes in KVM: the first exit mini-kvm would see is the `hlt`.
+        assert!(matches!(vcpu.run().unwrap(), VcpuExit::Hlt));
+        assert_eq!(doorbell.read().unwrap(), 1);
+        drop(vcpu);
+    }
 
     #[test]
     fn windows_are_page_aligned_and_bounded() {

@@ -19,8 +19,8 @@ use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
 use super::coalesced::OutputCoalescing;
-use super::device_manager::{DeviceError, DeviceInfo, DeviceManager};
-use super::event_loop::{EventLoop, Token};
+use super::device_manager::{AttachedDevices, DeviceError, DeviceInfo, DeviceManager};
+use super::event_loop::{EventHandler, EventLoop, Token};
 use super::kvm::{self, KvmError};
 use super::memory::{MemoryError, create_guest_memory, register_memory_slots};
 use super::outcome::{AllCpus, GuestOutcome};
@@ -133,6 +133,8 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     control: Arc<VcpuControl>,
     devices: Vec<DeviceInfo>,
+    /// Device work for the event loop (ioeventfds and the like).
+    event_handlers: Vec<Box<dyn EventHandler>>,
     output: GuestOutput,
     input: GuestInput,
     live: Arc<LiveCounters>,
@@ -206,7 +208,11 @@ impl Vm {
         } else {
             None
         };
-        let (buses, device_info) = devices.into_buses();
+        let AttachedDevices {
+            buses,
+            devices: device_info,
+            event_handlers,
+        } = devices.finish();
         let buses = Arc::new(buses);
 
         let live = Arc::new(LiveCounters::default());
@@ -252,6 +258,7 @@ impl Vm {
             vcpus,
             control,
             devices: device_info,
+            event_handlers,
             output: io.output,
             input: io.input,
             live,
@@ -289,11 +296,12 @@ impl Vm {
             output,
             input,
             live,
+            event_handlers,
             ..
         } = self;
         let several = vcpus.len() > 1;
         let started = Instant::now();
-        let mut watcher = Watcher::new(timeout).map_err(VmError::EventLoop)?;
+        let mut watcher = Watcher::new(timeout, event_handlers).map_err(VmError::EventLoop)?;
         let mut set = VcpuSet::start(vcpus, control, &name).map_err(VmError::Thread)?;
         let watched = watcher.watch(&mut set, &live, &output, &input, cancel, quit);
         let stopped_by = *watched.as_ref().unwrap_or(&Some(StoppedBy::Cancel));
@@ -334,6 +342,8 @@ enum StoppedBy {
 /// the `--timeout` deadline, which bound each wait (no timer descriptors to create per VM).
 struct Watcher {
     events: EventLoop,
+    /// Device work, each registered as `Token::Device(its index)`.
+    handlers: Vec<Box<dyn EventHandler>>,
     next_tick: Instant,
     deadline: Option<Instant>,
     /// The input source's descriptor while the loop polls it.
@@ -351,10 +361,18 @@ impl Watcher {
     const PATIENCE: Duration = Duration::from_millis(100);
 
     /// Everything that can fail is made here, before any vCPU runs.
-    fn new(timeout: Option<Duration>) -> std::io::Result<Watcher> {
+    fn new(
+        timeout: Option<Duration>,
+        handlers: Vec<Box<dyn EventHandler>>,
+    ) -> std::io::Result<Watcher> {
         let now = Instant::now();
+        let events = EventLoop::new()?;
+        for (index, handler) in handlers.iter().enumerate() {
+            events.add(handler.fd(), Token::Device(index as u32))?;
+        }
         Ok(Watcher {
-            events: EventLoop::new()?,
+            events,
+            handlers,
             next_tick: now + Self::FLUSH_INTERVAL,
             deadline: timeout.map(|limit| now + limit),
             polled_input: None,
@@ -421,7 +439,11 @@ impl Watcher {
                     }
                     Token::InputReadable => input.fill(),
                     Token::InputWake => input.clear_wake(),
-                    Token::Device(_) => {}
+                    Token::Device(index) => {
+                        if let Some(handler) = self.handlers.get_mut(index as usize) {
+                            handler.ready();
+                        }
+                    }
                 }
             }
         }
