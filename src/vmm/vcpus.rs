@@ -8,7 +8,7 @@
 //! "Stopping"). A paused vCPU leaves its registers and its MP state with the control and waits.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -109,7 +109,56 @@ impl VcpuControl {
     }
 }
 
-type VcpuThread = JoinHandle<(VcpuEnd, Vcpu)>;
+/// Where a vCPU runs.
+enum CpuThread {
+    /// vCPU 0 runs on the thread that called `Vm::run`, the thread that created it. KVM loads
+    /// a vCPU's state on the host CPU of the thread that uses it: a vCPU created on one thread
+    /// and run on another pays for the move, which measured (kvm_pvm) as much as a third of a
+    /// small VM's whole life.
+    Caller {
+        thread: libc::pthread_t,
+        finished: Arc<AtomicBool>,
+    },
+    Spawned(JoinHandle<(VcpuEnd, Vcpu)>),
+}
+
+impl CpuThread {
+    fn is_finished(&self) -> bool {
+        match self {
+            CpuThread::Caller { finished, .. } => finished.load(Ordering::Acquire),
+            CpuThread::Spawned(handle) => handle.is_finished(),
+        }
+    }
+
+    /// Sends the kick signal: KVM_RUN returns EINTR.
+    fn kick(&self) {
+        match self {
+            // SAFETY: the calling thread outlives the set (Vm::run joins the set's users before
+            // it returns), and the signal's handler does nothing.
+            CpuThread::Caller { thread, .. } => unsafe {
+                libc::pthread_kill(*thread, kick_signal());
+            },
+            CpuThread::Spawned(handle) => {
+                let _ = handle.kill(kick_signal());
+            }
+        }
+    }
+}
+
+/// vCPU 0, to be run by the thread that started the set (see [`CpuThread::Caller`]).
+pub struct CallerCpu {
+    vcpu: Vcpu,
+    announce: AnnounceEnd,
+}
+
+impl CallerCpu {
+    /// Runs vCPU 0 here until it ends or the set stops it.
+    pub fn run(mut self) -> (VcpuEnd, Vcpu) {
+        let end = self.vcpu.run();
+        drop(self.announce);
+        (end, self.vcpu)
+    }
+}
 
 /// The vCPUs after their threads ended.
 pub struct Joined {
@@ -120,16 +169,21 @@ pub struct Joined {
     pub end_order: Vec<usize>,
 }
 
-/// Sends a vCPU's index and writes the end eventfd when dropped: at the end of its thread,
+/// Sends a vCPU's index and writes the end eventfd when dropped: at the end of its run,
 /// whether it returned or panicked.
 struct AnnounceEnd {
     index: usize,
     ended_tx: mpsc::Sender<usize>,
     end_event: Arc<EventFd>,
+    /// For vCPU 0 on the calling thread: its "thread has finished".
+    finished: Option<Arc<AtomicBool>>,
 }
 
 impl Drop for AnnounceEnd {
     fn drop(&mut self) {
+        if let Some(finished) = &self.finished {
+            finished.store(true, Ordering::Release);
+        }
         let _ = self.ended_tx.send(self.index);
         let _ = self.end_event.write(1);
     }
@@ -137,7 +191,8 @@ impl Drop for AnnounceEnd {
 
 /// The running vCPUs of one VM.
 pub struct VcpuSet {
-    threads: Vec<VcpuThread>,
+    /// In CPU order: vCPU 0 on the caller's thread, the others on threads of their own.
+    threads: Vec<CpuThread>,
     control: Arc<VcpuControl>,
     /// The index of each vCPU whose thread has ended, in the order they ended.
     ended: mpsc::Receiver<usize>,
@@ -147,61 +202,64 @@ pub struct VcpuSet {
 }
 
 impl VcpuSet {
-    /// Starts a thread per vCPU, named `vcpu-NAME` (with the CPU number when there are several).
+    /// Starts a thread per vCPU but the first, named `vcpu<N>-NAME`; returns vCPU 0 for the
+    /// caller to run on its own thread ([`CallerCpu::run`]).
     pub fn start(
         vcpus: Vec<Vcpu>,
         control: Arc<VcpuControl>,
         name: &str,
-    ) -> Result<VcpuSet, std::io::Error> {
+    ) -> Result<(VcpuSet, CallerCpu), std::io::Error> {
         install_kick_handler();
-        let several = vcpus.len() > 1;
         let (ended_tx, ended) = mpsc::channel();
         let ended_event = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-        let mut threads = Vec::with_capacity(vcpus.len());
+        let announce = |index: usize, finished: Option<Arc<AtomicBool>>| AnnounceEnd {
+            index,
+            ended_tx: ended_tx.clone(),
+            end_event: Arc::clone(&ended_event),
+            finished,
+        };
+        let mut vcpus = vcpus.into_iter();
+        let first = vcpus.next().expect("a VM has at least one vCPU");
+        let finished = Arc::new(AtomicBool::new(false));
+        let caller = CallerCpu {
+            announce: announce(first.index(), Some(Arc::clone(&finished))),
+            vcpu: first,
+        };
+        let mut set = VcpuSet {
+            threads: vec![CpuThread::Caller {
+                // SAFETY: pthread_self has no preconditions.
+                thread: unsafe { libc::pthread_self() },
+                finished,
+            }],
+            control,
+            ended,
+            ended_event: Arc::clone(&ended_event),
+            end_order: Vec::new(),
+        };
         for mut vcpu in vcpus {
             let index = vcpu.index();
-            let ended_tx = ended_tx.clone();
-            let end_event = Arc::clone(&ended_event);
-            let thread_name = if several {
-                format!("vcpu{index}-{name}")
-            } else {
-                format!("vcpu-{name}")
-            };
-            let spawned = thread::Builder::new().name(thread_name).spawn(move || {
-                // Tells the event loop when this thread ends, even by a panic (a bug), so that
-                // the other vCPUs are stopped rather than left running.
-                let _announce = AnnounceEnd {
-                    index,
-                    ended_tx,
-                    end_event,
-                };
-                let end = vcpu.run();
-                (end, vcpu)
-            });
+            // Tells the event loop when this thread ends, even by a panic (a bug), so that the
+            // other vCPUs are stopped rather than left running.
+            let announce_end = announce(index, None);
+            let spawned = thread::Builder::new()
+                .name(format!("vcpu{index}-{name}"))
+                .spawn(move || {
+                    let _announce = announce_end;
+                    let end = vcpu.run();
+                    (end, vcpu)
+                });
             match spawned {
-                Ok(thread) => threads.push(thread),
+                Ok(thread) => set.threads.push(CpuThread::Spawned(thread)),
                 Err(error) => {
-                    // Stop what already runs before reporting.
-                    let set = VcpuSet {
-                        threads,
-                        control,
-                        ended,
-                        ended_event,
-                        end_order: Vec::new(),
-                    };
+                    // Stop what already runs before reporting; vCPU 0 never ran.
+                    drop(caller);
                     set.stop();
-                    let _ = set.join();
+                    let _ = set.join_spawned();
                     return Err(error);
                 }
             }
         }
-        Ok(VcpuSet {
-            threads,
-            control,
-            ended,
-            ended_event,
-            end_order: Vec::new(),
-        })
+        Ok((set, caller))
     }
 
     /// The eventfd that becomes readable when a vCPU thread ends.
@@ -238,7 +296,7 @@ impl VcpuSet {
                 }
                 for (thread, state) in self.threads.iter().zip(parked.iter()) {
                     if state.is_none() {
-                        let _ = thread.kill(kick_signal());
+                        thread.kick();
                     }
                 }
             }
@@ -256,7 +314,7 @@ impl VcpuSet {
         // A signal may land just before a thread enters KVM_RUN, where it would be missed: kick
         // until each thread has noticed.
         while let Some(running) = self.threads.iter().find(|t| !t.is_finished()) {
-            let _ = running.kill(kick_signal());
+            running.kick();
             thread::sleep(Duration::from_millis(1));
         }
     }
@@ -264,27 +322,39 @@ impl VcpuSet {
     /// Kicks every vCPU still running out of KVM_RUN once (it re-enters unless asked to stop).
     pub fn kick_all(&self) {
         for thread in self.threads.iter().filter(|t| !t.is_finished()) {
-            let _ = thread.kill(kick_signal());
+            thread.kick();
         }
     }
 
-    /// Waits for every thread; `None` if one panicked.
-    pub fn join(mut self) -> Option<Joined> {
-        let mut results = Vec::with_capacity(self.threads.len());
-        let mut panicked = false;
-        for thread in self.threads.drain(..) {
-            match thread.join() {
-                Ok(result) => results.push(result),
-                Err(_) => panicked = true,
-            }
-        }
+    /// Waits for every thread, given how vCPU 0 ended on the caller's thread; `None` if a
+    /// thread panicked.
+    pub fn join(mut self, first: (VcpuEnd, Vcpu)) -> Option<Joined> {
+        let others = self.join_spawned()?;
+        let mut ends = Vec::with_capacity(1 + others.len());
+        ends.push(first);
+        ends.extend(others);
         while let Ok(index) = self.ended.try_recv() {
             self.end_order.push(index);
         }
-        (!panicked).then_some(Joined {
-            ends: results,
+        Some(Joined {
+            ends,
             end_order: self.end_order,
         })
+    }
+
+    /// Waits for the spawned threads; `None` if one panicked.
+    fn join_spawned(&mut self) -> Option<Vec<(VcpuEnd, Vcpu)>> {
+        let mut results = Vec::with_capacity(self.threads.len());
+        let mut panicked = false;
+        for thread in self.threads.drain(..) {
+            if let CpuThread::Spawned(handle) = thread {
+                match handle.join() {
+                    Ok(result) => results.push(result),
+                    Err(_) => panicked = true,
+                }
+            }
+        }
+        (!panicked).then_some(results)
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::kvm_pit_config;
@@ -302,18 +303,41 @@ impl Vm {
         let several = vcpus.len() > 1;
         let started = Instant::now();
         let mut watcher = Watcher::new(timeout, event_handlers).map_err(VmError::EventLoop)?;
-        let mut set = VcpuSet::start(vcpus, control, &name).map_err(VmError::Thread)?;
-        let watched = watcher.watch(&mut set, &live, &output, &input, cancel, quit);
+        let (mut set, first_cpu) =
+            VcpuSet::start(vcpus, control, &name).map_err(VmError::Thread)?;
+        // vCPU 0 runs on this thread (vcpus.rs says why); the event loop on a thread of its
+        // own, which also stops every vCPU once the guest is over.
+        let (first_end, watched) = thread::scope(|scope| {
+            let events = thread::Builder::new()
+                .name(format!("events-{name}"))
+                .spawn_scoped(scope, || {
+                    let watched = watcher.watch(&mut set, &live, &output, &input, cancel, quit);
+                    let stopped_by = *watched.as_ref().unwrap_or(&Some(StoppedBy::Cancel));
+                    if stopped_by.is_some_and(|why| why != StoppedBy::Idle) {
+                        // Output nobody can take now is dropped rather than waited for.
+                        output.stop();
+                    }
+                    // A vCPU may wait for input in GETCHAR: end that wait, then stop them all.
+                    input.cancel();
+                    set.stop();
+                    watched
+                });
+            match events {
+                Ok(events) => {
+                    let first_end = first_cpu.run();
+                    let watched = events.join().unwrap_or(Ok(Some(StoppedBy::Cancel)));
+                    Ok((first_end, watched))
+                }
+                Err(error) => Err(error),
+            }
+        })
+        .map_err(|error| {
+            set.stop();
+            VmError::Thread(error)
+        })?;
         let stopped_by = *watched.as_ref().unwrap_or(&Some(StoppedBy::Cancel));
-        if stopped_by.is_some_and(|why| why != StoppedBy::Idle) {
-            // Output nobody can take now is dropped rather than waited for.
-            output.stop();
-        }
-        // A vCPU may wait for input in GETCHAR: end that wait, then stop every vCPU.
-        input.cancel();
-        set.stop();
         let Joined { ends, end_order } = set
-            .join()
+            .join(first_end)
             .ok_or_else(|| VmError::VcpuPanicked(name.clone()))?;
         output.finish();
         watched.map_err(VmError::EventLoop)?;
