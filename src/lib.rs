@@ -1,6 +1,6 @@
 //! mini-kvm: a small, readable x86 virtual machine monitor on the Linux KVM API.
 //!
-//! Data flows one way (docs/architecture in DESIGN.md §2):
+//! Data flows one way (the README's "A tour of the code" has a row per file):
 //! [`config`] → [`loader`] → [`vmm`] (memory, [`arch`] state, [`devices`]) → vCPU run loop →
 //! port bus → device → [`console`].
 

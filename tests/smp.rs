@@ -166,3 +166,50 @@ fn a_trace_to_a_closed_stderr_does_not_hang_the_other_cpus() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn stats_of_several_cpus_share_out_their_added_up_time() {
+    require_kvm();
+    let run = mini_kvm(&["run", "--stats", "--cpus", "2", "smp"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("\n  time (all vCPUs)             ms  share\n"),
+        "{run:?}"
+    );
+    let share = |label: &str| -> f64 {
+        let line = run
+            .stderr
+            .lines()
+            .find(|line| line.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line: {run:?}"));
+        line.rsplit(' ')
+            .next()
+            .and_then(|share| share.trim_end_matches('%').parse().ok())
+            .unwrap_or_else(|| panic!("no share in {line:?}"))
+    };
+    let (guest, vmm) = (share("  in guest (KVM_RUN)"), share("  in VMM"));
+    assert!((0.0..=100.0).contains(&guest), "{run:?}");
+    assert!((99.8..=100.2).contains(&(guest + vmm)), "{run:?}");
+}
+
+#[test]
+fn smp_uses_at_most_sixteen_cpus_and_says_so() {
+    require_kvm();
+    let run = mini_kvm(&["run", "--timeout", "60", "--cpus", "20", "smp"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    assert!(
+        stdout.starts_with(
+            "smp: the MP table lists 20 CPUs, APIC IDs 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 \
+             ... (this guest uses the first 16)\nsmp: CPU 0 found "
+        ),
+        "{run:?}"
+    );
+    assert!(stdout.contains("\nsmp: CPU 15 found "), "{run:?}");
+    assert!(!stdout.contains("\nsmp: CPU 16 "), "{run:?}");
+    assert!(
+        stdout.ends_with("\nsmp: 550 primes below 4000\n"),
+        "{run:?}"
+    );
+}

@@ -3,8 +3,8 @@
 # Run it with `mini-kvm run --cpus 4 smp`. Output with 4 CPUs:
 #
 #   smp: the MP table lists 4 CPUs, APIC IDs 0 1 2 3
-#   smp: CPU 0 found 166 primes in 10 blocks
-#   smp: CPU 1 found 140 primes in 10 blocks
+#   smp: CPU 0 found 147 primes in 10 blocks
+#   smp: CPU 1 found 131 primes in 10 blocks
 #   ...
 #   smp: 550 primes below 4000
 #
@@ -92,9 +92,11 @@ _start:
     xor %ebx, %ebx
     hypercall HC_EXIT
 
-# find_cpus: fills cpu_count and apic_ids from the MP table. Without a table: one CPU.
+# find_cpus: fills cpus_listed, cpu_count (at most MAX_CPUS of them) and apic_ids from the MP
+# table. Without a table: one CPU.
 find_cpus:
     movl $1, cpu_count
+    movl $1, cpus_listed
     movb $0, apic_ids
     movzwl BDA_EBDA_SEGMENT, %eax
     shl $4, %eax                         # the EBDA's address
@@ -110,13 +112,15 @@ find_cpus:
     jne 5f
     movzwl 34(%esi), %ecx                # entry count
     add $44, %esi                        # the first entry, after the header
-    xor %edi, %edi                       # CPUs found
+    xor %edi, %edi                       # CPUs this guest will use
+    movl $0, cpus_listed
 3:  test %ecx, %ecx
     jz 4f
     cmpb $0, (%esi)                      # entry type 0: a processor, 20 bytes
     jne 6f
     testb $1, 3(%esi)                    # flags bit 0: enabled
     jz 7f
+    incl cpus_listed
     cmp $MAX_CPUS, %edi
     jae 7f
     movb 1(%esi), %al                    # its local APIC ID
@@ -131,13 +135,14 @@ find_cpus:
 4:  mov %edi, cpu_count
 5:  ret
 
-# print_cpus: "smp: the MP table lists N CPUs, APIC IDs a b c\n" ("1 CPU" for one)
+# print_cpus: "smp: the MP table lists N CPUs, APIC IDs a b c\n" ("1 CPU" for one), and
+# " ... (this guest uses the first 16)" when the table lists more than MAX_CPUS.
 print_cpus:
     say32 "smp: the MP table lists "
-    mov cpu_count, %ebx
+    mov cpus_listed, %ebx
     hypercall HC_PUTNUM
     say32 " CPU"
-    cmpl $1, cpu_count
+    cmpl $1, cpus_listed
     je 2f
     mov $'s', %ebx
     hypercall HC_PUTCHAR
@@ -150,7 +155,15 @@ print_cpus:
     inc %esi
     cmp cpu_count, %esi
     jb 1b
-    hypercall HC_NEWLINE
+    mov cpus_listed, %eax
+    cmp cpu_count, %eax
+    je 3f
+    say32 " ... (this guest uses the first "
+    mov $MAX_CPUS, %ebx
+    hypercall HC_PUTNUM
+    mov $')', %ebx
+    hypercall HC_PUTCHAR
+3:  hypercall HC_NEWLINE
     ret
 
 # start_ap: wakes the CPU whose APIC ID is in EBX: INIT, then STARTUP twice with the trampoline's
@@ -303,6 +316,7 @@ ap_protected:
 
     .data
 cpu_count:      .long 1
+cpus_listed:    .long 1
 cpus_done:      .long 0
 now_serving:    .long 0
 apic_ids:       .fill MAX_CPUS, 1, 0

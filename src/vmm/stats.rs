@@ -51,6 +51,9 @@ pub struct ExitStats {
     pub in_guest: Duration,
     /// Wall time from the start of the run to its end.
     pub total: Duration,
+    /// The vCPUs' run times added up: what "in guest" and "in VMM" are shares of. With one vCPU
+    /// it equals `total`; with several running at once it is more.
+    pub vcpu_time: Duration,
 }
 
 impl ExitStats {
@@ -121,6 +124,7 @@ impl ExitStats {
         }
         self.in_guest += other.in_guest;
         self.total = self.total.max(other.total);
+        self.vcpu_time += other.vcpu_time;
     }
 
     /// The `--stats` table. `host` names the host's KVM module: the figures mean very different
@@ -161,15 +165,20 @@ impl ExitStats {
                 let _ = writeln!(out, "  {place:<20} {count:>10}  {device}");
             }
         }
-        let in_vmm = self.total.saturating_sub(self.in_guest);
+        let in_vmm = self.vcpu_time.saturating_sub(self.in_guest);
         let percent = |part: Duration| {
-            if self.total.is_zero() {
+            if self.vcpu_time.is_zero() {
                 0.0
             } else {
-                100.0 * part.as_secs_f64() / self.total.as_secs_f64()
+                100.0 * part.as_secs_f64() / self.vcpu_time.as_secs_f64()
             }
         };
-        let _ = writeln!(out, "  {:<20} {:>10}  share", "time", "ms");
+        let time_heading = if self.vcpu_time > self.total {
+            "time (all vCPUs)"
+        } else {
+            "time"
+        };
+        let _ = writeln!(out, "  {:<20} {:>10}  share", time_heading, "ms");
         let _ = writeln!(
             out,
             "  {:<20} {:>10.3}  {:.1}%",
@@ -190,7 +199,7 @@ impl ExitStats {
                 out,
                 "  {:<20} {:>10.3}",
                 "per exit (avg, us)",
-                self.total.as_secs_f64() * 1e6 / total as f64
+                self.vcpu_time.as_secs_f64() * 1e6 / total as f64
             );
         }
         out

@@ -119,6 +119,7 @@ impl Vcpu {
         self.drain_coalesced();
         self.hypercalls.flush();
         self.stats.total = started.elapsed();
+        self.stats.vcpu_time = self.stats.total;
         end
     }
 
