@@ -1,12 +1,15 @@
 //! A validated run configuration: what to run and how, checked before any KVM call.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::arch::x86::layout::{DEFAULT_MEMORY_SIZE, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE};
-use crate::loader::{BuiltinGuest, GuestMode, builtin_guest, builtin_guests};
+use crate::loader::{
+    BuiltinGuest, GuestMode, LoaderError, builtin_guest, builtin_guests, read_image_file,
+};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -74,6 +77,14 @@ pub enum GuestImage {
 }
 
 impl GuestImage {
+    /// The guest's bytes: embedded for a built-in one, read from disk for a file.
+    pub fn bytes(&self) -> Result<Cow<'static, [u8]>, LoaderError> {
+        match self {
+            GuestImage::Builtin(builtin) => Ok(Cow::Borrowed(builtin.image)),
+            GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path)?)),
+        }
+    }
+
     /// A built-in guest's name wins; anything else is taken as a path when it looks like one
     /// (has a `/` or a `.`). `./hello` runs a file called `hello`.
     pub fn resolve(argument: &str) -> Result<GuestImage, ConfigError> {

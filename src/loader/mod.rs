@@ -11,7 +11,6 @@ pub mod flat;
 pub mod multiboot;
 pub mod pvh;
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -99,14 +98,6 @@ pub enum LoaderError {
     Pvh(#[from] linux_loader::configurator::Error),
     #[error("cannot write the image into guest memory: {0}")]
     Write(#[from] vm_memory::GuestMemoryError),
-}
-
-/// The bytes of a guest: embedded for a built-in one, read from disk for a file.
-pub fn guest_image(guest: &crate::config::GuestImage) -> Result<Cow<'static, [u8]>, LoaderError> {
-    match guest {
-        crate::config::GuestImage::Builtin(builtin) => Ok(Cow::Borrowed(builtin.image)),
-        crate::config::GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path)?)),
-    }
 }
 
 /// Where a guest starts, as the loader worked it out.

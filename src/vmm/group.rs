@@ -10,7 +10,7 @@ use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
-use crate::loader::{self, LoadOptions};
+use crate::loader::LoadOptions;
 
 /// How one guest of a group ended.
 pub struct GuestResult {
@@ -31,7 +31,7 @@ impl Group {
         // Images and flags first: a typo in a path is reported before anything about KVM.
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
-            images.push((loader::guest_image(guest)?, config.flat_mode(guest)?));
+            images.push((guest.bytes()?, config.flat_mode(guest)?));
         }
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::shared_kvm()?;

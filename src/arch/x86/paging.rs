@@ -73,7 +73,10 @@ pub fn write_long_mode_tables(memory: &GuestMemoryMmap, ram_size: u64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::memory::create_guest_memory;
+
+    fn create_guest_memory(size: usize) -> Option<GuestMemoryMmap> {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).ok()
+    }
 
     #[test]
     fn pse_identity_and_alias() {
