@@ -206,3 +206,97 @@ impl ElfImage {
 pub fn entry_in_ram(memory: &GuestMemoryMmap, address: u64) -> bool {
     memory.address_in_range(GuestAddress(address))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal static ELF32: the 52-byte header, one PT_LOAD program header, 4 bytes of code
+    /// loaded at 1 MiB (8 bytes in memory), entry at 1 MiB.
+    fn elf32() -> Vec<u8> {
+        let mut image = vec![0u8; 52 + 32 + 4];
+        image[..7].copy_from_slice(&[0x7f, b'E', b'L', b'F', 1, 1, 1]);
+        let put16 = |image: &mut Vec<u8>, at: usize, v: u16| {
+            image[at..at + 2].copy_from_slice(&v.to_le_bytes())
+        };
+        put16(&mut image, 16, ET_EXEC);
+        put16(&mut image, 18, EM_386);
+        put16(&mut image, 42, 32); // e_phentsize
+        put16(&mut image, 44, 1); // e_phnum
+        let put32 = |image: &mut Vec<u8>, at: usize, v: u32| {
+            image[at..at + 4].copy_from_slice(&v.to_le_bytes())
+        };
+        put32(&mut image, 24, 0x10_0000); // e_entry
+        put32(&mut image, 28, 52); // e_phoff
+        put32(&mut image, 52, PT_LOAD);
+        put32(&mut image, 52 + 4, 84); // p_offset
+        put32(&mut image, 52 + 12, 0x10_0000); // p_paddr
+        put32(&mut image, 52 + 16, 4); // p_filesz
+        put32(&mut image, 52 + 20, 8); // p_memsz
+        image[84..].copy_from_slice(&[0xf4, 0xf4, 0xf4, 0xf4]);
+        image
+    }
+
+    fn reason_for(image: &[u8]) -> String {
+        match ElfImage::parse("t.elf", image) {
+            Ok(_) => "accepted".to_string(),
+            Err(LoaderError::BadElf { reason, .. }) => reason.to_string(),
+            Err(other) => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_elf32_parses() {
+        let elf = ElfImage::parse("t.elf", &elf32()).unwrap();
+        assert!(!elf.is_64);
+        assert_eq!(elf.entry, 0x10_0000);
+        assert_eq!(elf.segments.len(), 1);
+        assert_eq!(elf.segments[0].address, 0x10_0000);
+        assert_eq!(elf.segments[0].memory_size, 8);
+    }
+
+    #[test]
+    fn each_header_field_is_checked() {
+        let mutated = |at: usize, bytes: &[u8]| {
+            let mut image = elf32();
+            image[at..at + bytes.len()].copy_from_slice(bytes);
+            reason_for(&image)
+        };
+        assert_eq!(
+            mutated(4, &[3]),
+            "its class (byte 4) is neither 1 (ELF32) nor 2 (ELF64)"
+        );
+        assert_eq!(mutated(5, &[2]), "it is big-endian; x86 is little-endian");
+        let mut foreign = elf32();
+        foreign[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64 in an ELF32
+        assert!(matches!(
+            ElfImage::parse("t.elf", &foreign),
+            Err(LoaderError::ForeignElf { class: 32, ref machine, .. }) if *machine == machine_name(62)
+        ));
+        assert_eq!(
+            mutated(16, &3u16.to_le_bytes()),
+            "it is not an executable (e_type is not ET_EXEC): link it with -static and without -pie"
+        );
+        assert_eq!(
+            mutated(42, &40u16.to_le_bytes()),
+            "its program header size is wrong for its class"
+        );
+        assert_eq!(
+            mutated(28, &4000u32.to_le_bytes()),
+            "a program header lies outside the file"
+        );
+        assert_eq!(
+            mutated(52 + 16, &5u32.to_le_bytes()),
+            "a segment's bytes lie outside the file"
+        );
+        assert_eq!(
+            mutated(52 + 20, &2u32.to_le_bytes()),
+            "a segment is larger in the file than in memory"
+        );
+        assert_eq!(
+            mutated(52, &4u32.to_le_bytes()),
+            "it has no loadable segment"
+        );
+        assert_eq!(reason_for(&elf32()[..20]), "the ELF header is cut short");
+    }
+}

@@ -66,6 +66,12 @@ pub fn load(
     let entry = if flags & FLAG_ADDRESSES != 0 {
         load_by_header_addresses(name, image, header, memory)?
     } else {
+        if !image.starts_with(b"\x7fELF") {
+            return Err(unsupported(
+                "it has no address fields (header flag 16) and is not an ELF file, so there is no \
+                 saying where it goes",
+            ));
+        }
         let elf = ElfImage::parse(name, image)?;
         if elf.is_64 {
             return Err(unsupported(
@@ -176,4 +182,93 @@ fn write_info(memory: &GuestMemoryMmap, cmdline: &str) -> Result<(), LoaderError
     let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
     memory.write_slice(&bytes, GuestAddress(BOOT_INFO_ADDRESS))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loader::detect::MULTIBOOT_HEADER_MAGIC;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A multiboot kernel loaded by its header's addresses (flag 16): the header at file offset
+    /// 0 and load address 1 MiB, 16 bytes of code after it, entry just after the header.
+    fn kernel(flags: u32) -> Vec<u8> {
+        let header_addr = MIB as u32;
+        let words = [
+            MULTIBOOT_HEADER_MAGIC,
+            flags,
+            0u32.wrapping_sub(MULTIBOOT_HEADER_MAGIC.wrapping_add(flags)),
+            header_addr,          // header_addr
+            header_addr,          // load_addr
+            0,                    // load_end_addr: the whole file
+            header_addr + 0x1000, // bss_end_addr
+            header_addr + 32,     // entry_addr
+        ];
+        let mut image: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        image.extend_from_slice(&[0xf4; 16]);
+        image
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), (4 * MIB) as usize)]).unwrap()
+    }
+
+    fn refusal(image: &[u8]) -> String {
+        match load("k", image, 0, &memory(), "") {
+            Ok(_) => "accepted".to_string(),
+            Err(LoaderError::MultibootUnsupported { what, .. }) => what.to_string(),
+            Err(other) => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_kernel_with_header_addresses_is_loaded_where_it_asks() {
+        let memory = memory();
+        let image = kernel(FLAG_ADDRESSES | FLAG_MEMORY_INFO);
+        let registers = load("k", &image, 0, &memory, "quiet").unwrap();
+        assert_eq!(registers.entry, MIB + 32);
+        assert_eq!(registers.rax, u64::from(BOOTLOADER_MAGIC));
+        assert_eq!(registers.rbx, BOOT_INFO_ADDRESS);
+        let mut loaded = vec![0u8; image.len()];
+        memory.read_slice(&mut loaded, GuestAddress(MIB)).unwrap();
+        assert_eq!(loaded, image);
+    }
+
+    #[test]
+    fn header_flags_and_fields_are_checked() {
+        assert_eq!(
+            refusal(&kernel(FLAG_ADDRESSES | FLAG_VIDEO_MODE)),
+            "it asks for a video mode (header flag 2), and mini-kvm has no display"
+        );
+        assert_eq!(
+            refusal(&kernel(FLAG_ADDRESSES | 1 << 3)),
+            "it requires a feature this loader does not know (header flags 3-15)"
+        );
+        let mut image = kernel(FLAG_ADDRESSES);
+        image[16..20].copy_from_slice(&(MIB as u32 + 64).to_le_bytes()); // load_addr > header_addr
+        assert_eq!(refusal(&image), "its header_addr is below its load_addr");
+        let mut image = kernel(FLAG_ADDRESSES);
+        image[12..16].copy_from_slice(&(MIB as u32 + 64).to_le_bytes()); // header 64 bytes in
+        assert_eq!(
+            refusal(&image),
+            "its load_addr lies before the start of the file"
+        );
+        let mut image = kernel(FLAG_ADDRESSES);
+        image[20..24].copy_from_slice(&(MIB as u32 - 4).to_le_bytes()); // load_end_addr
+        assert_eq!(refusal(&image), "load_end_addr is below load_addr");
+        let mut image = kernel(FLAG_ADDRESSES);
+        image[28..32].copy_from_slice(&(64 * MIB as u32).to_le_bytes()); // entry_addr
+        assert!(refusal(&image).contains("entry"), "{}", refusal(&image));
+        assert_eq!(
+            refusal(&kernel(FLAG_ADDRESSES)[..24]),
+            "its header is cut short"
+        );
+        // Without flag 16 the file must be an ELF, and this one is not.
+        assert_eq!(
+            refusal(&kernel(0)),
+            "it has no address fields (header flag 16) and is not an ELF file, so there is no \
+             saying where it goes"
+        );
+    }
 }
