@@ -10,7 +10,7 @@
 //! panic (ratatui's panic hook), and SIGTERM / SIGHUP / SIGINT (a handler sets a flag the loop
 //! checks).
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -101,6 +101,15 @@ struct Pane {
 
 /// Runs the guests of `config` in the split-screen view until the user quits.
 pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
+    let missing = match (io::stdin().is_terminal(), io::stdout().is_terminal()) {
+        (true, true) => None,
+        (false, true) => Some("stdin is not a terminal"),
+        (true, false) => Some("stdout is not a terminal"),
+        (false, false) => Some("neither stdin nor stdout is a terminal"),
+    };
+    if let Some(missing) = missing {
+        return Err(VmError::TuiWithoutTerminal(missing));
+    }
     let mut texts = Vec::new();
     let mut feeders = Vec::new();
     let consoles: Vec<GuestIo> = config
@@ -144,7 +153,15 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             .map_err(VmError::Thread)?
     };
 
-    let mut terminal = ratatui::init();
+    let mut terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(error) => {
+            cancel.store(true, Ordering::Release);
+            let _ = running.join();
+            ratatui::restore();
+            return Err(VmError::Terminal(error));
+        }
+    };
     let view = interact(&mut terminal, &mut panes);
     cancel.store(true, Ordering::Release);
     let results = running.join();

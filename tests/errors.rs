@@ -305,3 +305,16 @@ fn help_documents_every_flag_with_an_example() {
         );
     }
 }
+
+#[test]
+fn the_terminal_view_without_a_terminal_is_refused() {
+    require_kvm();
+    // The test's stdin and stdout are pipes.
+    let run = mini_kvm(&["run", "--tui", "hello"], b"");
+    assert_error(
+        &run,
+        SETUP_ERROR,
+        "mini-kvm: error: --tui needs a terminal, and neither stdin nor stdout is a terminal: \
+         run it in a terminal, or leave out --tui",
+    );
+}

@@ -88,6 +88,8 @@ pub enum VmError {
     EventLoop(std::io::Error),
     #[error("a vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
     VcpuPanicked(String),
+    #[error("--tui needs a terminal, and {0}: run it in a terminal, or leave out --tui")]
+    TuiWithoutTerminal(&'static str),
     #[error("the terminal view failed: {0}")]
     Terminal(std::io::Error),
 }
