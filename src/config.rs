@@ -77,11 +77,12 @@ pub enum GuestImage {
 }
 
 impl GuestImage {
-    /// The guest's bytes: embedded for a built-in one, read from disk for a file.
-    pub fn bytes(&self) -> Result<Cow<'static, [u8]>, LoaderError> {
+    /// The guest's bytes: embedded for a built-in one, read from disk for a file (no larger
+    /// than `memory`, the guest's RAM).
+    pub fn bytes(&self, memory: u64) -> Result<Cow<'static, [u8]>, LoaderError> {
         match self {
             GuestImage::Builtin(builtin) => Ok(Cow::Borrowed(builtin.image)),
-            GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path)?)),
+            GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path, memory)?)),
         }
     }
 

@@ -318,3 +318,50 @@ fn the_terminal_view_without_a_terminal_is_refused() {
          run it in a terminal, or leave out --tui",
     );
 }
+
+#[test]
+fn images_that_are_not_regular_files_are_refused_before_reading() {
+    require_kvm();
+    let run = mini_kvm(&["run", "/dev/zero"], b"");
+    assert_error(
+        &run,
+        SETUP_ERROR,
+        "mini-kvm: error: guest image /dev/zero is a character device, not a regular file: \
+         mini-kvm reads guest images from files",
+    );
+    // A FIFO nobody writes to: opening it must not wait for a writer.
+    let dir = scratch("fifo");
+    let fifo = dir.join("image.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let run = mini_kvm(&["run", "--timeout", "2", fifo.to_str().unwrap()], b"");
+    assert_error(
+        &run,
+        SETUP_ERROR,
+        &format!(
+            "mini-kvm: error: guest image {} is a FIFO, not a regular file: mini-kvm reads guest \
+             images from files",
+            fifo.display()
+        ),
+    );
+}
+
+#[test]
+fn an_image_larger_than_guest_memory_is_refused_before_reading() {
+    require_kvm();
+    let dir = scratch("sparse");
+    let image = dir.join("huge.bin");
+    // Sparse: 5 GiB long, no blocks on disk.
+    fs::File::create(&image).unwrap().set_len(5 << 30).unwrap();
+    let run = mini_kvm(&["run", "--mem", "2G", image.to_str().unwrap()], b"");
+    let _ = fs::remove_file(&image);
+    assert_error(
+        &run,
+        SETUP_ERROR,
+        &format!(
+            "mini-kvm: error: guest image {} is 5368709120 bytes, more than the guest's \
+             2147483648 bytes of RAM: give the guest more memory with --mem, or check the file",
+            image.display()
+        ),
+    );
+}

@@ -33,6 +33,19 @@ pub enum LoaderError {
     },
     #[error("guest image {path} is a directory, not a file")]
     IsDirectory { path: PathBuf },
+    #[error(
+        "guest image {path} is {kind}, not a regular file: mini-kvm reads guest images from files"
+    )]
+    NotARegularFile { path: PathBuf, kind: &'static str },
+    #[error(
+        "guest image {path} is {size} bytes, more than the guest's {memory} bytes of RAM: give the \
+         guest more memory with --mem, or check the file"
+    )]
+    LargerThanMemory {
+        path: PathBuf,
+        size: u64,
+        memory: u64,
+    },
     #[error("guest image {name} is empty: there is nothing to run")]
     Empty { name: String },
     #[error(
@@ -274,15 +287,65 @@ pub fn write_cmdline(memory: &GuestMemoryMmap, cmdline: &str) -> Result<u64, Loa
     Ok(address)
 }
 
-/// Reads a guest image from disk, with errors that name the file.
-pub fn read_image_file(path: &Path) -> Result<Vec<u8>, LoaderError> {
-    if path.is_dir() {
+/// Reads a guest image from disk, with errors that name the file. Only a regular file is read,
+/// and only if it is no larger than `memory` (the guest's RAM): a FIFO or a device could block
+/// or never end, and a huge file could not fit anyway. Both are refused before any byte is read.
+pub fn read_image_file(path: &Path, memory: u64) -> Result<Vec<u8>, LoaderError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+
+    let read_error = |source| LoaderError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer. It changes
+    // nothing for a regular file, the only kind read below.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_dir() {
         return Err(LoaderError::IsDirectory {
             path: path.to_path_buf(),
         });
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        ""
+    };
+    if !kind.is_empty() {
+        return Err(LoaderError::NotARegularFile {
+            path: path.to_path_buf(),
+            kind,
+        });
     }
-    std::fs::read(path).map_err(|source| LoaderError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    if metadata.len() > memory {
+        return Err(LoaderError::LargerThanMemory {
+            path: path.to_path_buf(),
+            size: metadata.len(),
+            memory,
+        });
+    }
+    // The file may still grow while we read: never take more than fits.
+    let mut image = Vec::with_capacity(metadata.len() as usize);
+    file.take(memory + 1)
+        .read_to_end(&mut image)
+        .map_err(read_error)?;
+    if image.len() as u64 > memory {
+        return Err(LoaderError::LargerThanMemory {
+            path: path.to_path_buf(),
+            size: image.len() as u64,
+            memory,
+        });
+    }
+    Ok(image)
 }

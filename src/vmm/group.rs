@@ -31,7 +31,8 @@ impl Group {
         // Images and flags first: a typo in a path is reported before anything about KVM.
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
-            images.push((guest.bytes()?, config.flat_mode(guest)?));
+            let memory = config.memory_for(guest);
+            images.push((guest.bytes(memory)?, config.flat_mode(guest)?));
         }
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::shared_kvm()?;
