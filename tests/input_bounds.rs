@@ -1,6 +1,7 @@
 //! Back-pressure on guest input: however fast stdin delivers, mini-kvm reads it only as fast as
 //! the guest takes it (a 4 KiB buffer, src/console/input.rs), so its memory stays flat; and an
-//! image larger than guest memory is refused from its size, before a byte of it is read.
+//! image larger than guest memory is refused from its size, before a byte of it is read; and a
+//! labelled line without an end is cut every 64 KiB.
 //!
 //! This file holds one test on purpose: it reads the peak RSS of this process's children
 //! (getrusage RUSAGE_CHILDREN), which other tests running alongside would mix in.
@@ -94,6 +95,17 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
     let _ = yes.wait();
     assert_eq!(status, 124);
     assert!(printed > 0, "echo printed nothing");
+
+    // Labelled output (two guests) from a guest that never ends its line: once 1.6 GB in a
+    // second, now cut every 64 KiB.
+    let endless = test_guest("no_newline");
+    let (status, printed) = flood(
+        "hello",
+        &["--timeout", "2", endless.to_str().unwrap()],
+        Stdio::null(),
+    );
+    assert_eq!(status, 124);
+    assert!(printed > 65536, "only {printed} bytes printed");
 
     // A sparse 5 GiB image for a 2 GiB guest (it once took 5 GB and 30 s to refuse).
     let huge = std::env::temp_dir().join(format!("mini-kvm-test-{}-huge.bin", std::process::id()));

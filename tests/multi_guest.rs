@@ -253,3 +253,53 @@ fn terminal_screen(test: &str, args: &str, env: &[(&str, &str)]) -> String {
     session.wait_for_screen(&["STATUS=0"]);
     session.screen(true)
 }
+
+#[test]
+fn a_guest_cannot_forge_another_guests_label() {
+    require_kvm();
+    let forger = test_guest("forge_label");
+    let run = mini_kvm(&["run", forger.to_str().unwrap(), "hello"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    // The carriage return and the escape sequence are shown, not obeyed.
+    assert_eq!(
+        lines_of(&stdout, "[1:forge_label.bin]"),
+        "^M^[[2K[2:hello] Hello, KVM!\n",
+        "{run:?}"
+    );
+    assert_eq!(lines_of(&stdout, "[2:hello]"), "Hello, KVM!\n", "{run:?}");
+    assert!(
+        !stdout.contains('\r') && !stdout.contains('\x1b'),
+        "{run:?}"
+    );
+    // --raw: the guest's bytes as they are.
+    let raw = mini_kvm(&["run", "--raw", forger.to_str().unwrap()], b"");
+    assert_eq!(raw.stdout, b"\r\x1b[2K[2:hello] Hello, KVM!\n", "{raw:?}");
+}
+
+#[test]
+fn a_line_without_end_is_cut_every_64_kib() {
+    require_kvm();
+    let endless = test_guest("no_newline");
+    let args = ["run", "--timeout", "1", endless.to_str().unwrap(), "hello"];
+    let run = mini_kvm(&args, b"");
+    assert_eq!(run.status, 124, "{run:?}");
+    let stdout = run.stdout_text();
+    let cut = lines_of(&stdout, "[1:no_newline.bin]");
+    let lines: Vec<&str> = cut.lines().collect();
+    assert!(lines.len() >= 2, "{} lines", lines.len());
+    // Every line but the last (written at the timeout) was cut at 64 KiB, plus at most one
+    // write of the guest (its 128-byte text).
+    for line in &lines[..lines.len() - 1] {
+        let text = line
+            .strip_suffix(" [line cut: over 64 KiB without a newline]")
+            .unwrap_or_else(|| panic!("no marker at the end of a {}-byte line", line.len()));
+        assert!(text.bytes().all(|b| b == b'x'));
+        assert!(
+            (65536..65536 + 128).contains(&text.len()),
+            "{} bytes",
+            text.len()
+        );
+    }
+    assert_eq!(lines_of(&stdout, "[2:hello]"), "Hello, KVM!\n");
+}

@@ -116,7 +116,9 @@ impl LineLabel {
         }
     }
 
-    /// Appends `line` (without its newline) to `out`, labelled, with a newline.
+    /// Appends `line` (without its newline) to `out`, labelled, with a newline. The guest's
+    /// control characters (but tab) are shown in caret notation (`^[` for ESC, `^M` for CR), so
+    /// that no guest can move the cursor back over its label and pass for another guest.
     fn write_line(&self, line: &[u8], out: &mut Vec<u8>) {
         match self.colour {
             Some(code) => {
@@ -124,7 +126,14 @@ impl LineLabel {
             }
             None => out.extend_from_slice(self.text.as_bytes()),
         }
-        out.extend_from_slice(line);
+        for &byte in line {
+            match byte {
+                b'\t' => out.push(byte),
+                0..=0x1f => out.extend_from_slice(&[b'^', byte + 0x40]),
+                0x7f => out.extend_from_slice(b"^?"),
+                _ => out.push(byte),
+            }
+        }
         out.push(b'\n');
     }
 }
@@ -182,12 +191,19 @@ impl GuestOutput {
         }
     }
 
-    /// Appends guest bytes; every complete line goes out at once.
+    /// Appends guest bytes; every complete line goes out at once. A line that grows past
+    /// [`MAX_PENDING`] without its newline goes out too: as it is when unlabelled; labelled, as
+    /// a line of its own ending in [`CUT_MARKER`], the rest following on a new labelled line.
     pub fn write_bytes(&self, bytes: &[u8]) {
         let mut state = lock(&self.shared);
-        state.pending.extend_from_slice(bytes);
-        if bytes.contains(&b'\n') {
-            state.write_out(false, Drain::UntilDone, &self.stopping);
+        for chunk in bytes.chunks(MAX_PENDING) {
+            state.pending.extend_from_slice(chunk);
+            if chunk.contains(&b'\n') {
+                state.write_out(false, Drain::UntilDone, &self.stopping);
+            }
+            if state.pending.len() >= MAX_PENDING {
+                state.cut_long_line(&self.stopping);
+            }
         }
     }
 
@@ -225,7 +241,21 @@ impl GuestOutput {
     }
 }
 
+/// The most bytes of one unfinished line kept for a guest: past this, the line is written out
+/// without waiting for its newline (so memory stays bounded whatever a guest prints).
+pub const MAX_PENDING: usize = 64 * 1024;
+/// Ends a labelled line that was cut because it grew past [`MAX_PENDING`].
+pub const CUT_MARKER: &[u8] = b" [line cut: over 64 KiB without a newline]";
+
 impl OutputState {
+    /// Writes out the unfinished line, which has grown past [`MAX_PENDING`].
+    fn cut_long_line(&mut self, stopping: &AtomicBool) {
+        if self.label.is_some() {
+            self.pending.extend_from_slice(CUT_MARKER);
+        }
+        self.write_out(true, Drain::UntilDone, stopping);
+    }
+
     /// Formats the complete lines (and with `all`, the partial line too) for the sink and writes
     /// them, in one write when the sink takes them all.
     fn write_out(&mut self, all: bool, drain: Drain, stopping: &AtomicBool) {
