@@ -1,7 +1,8 @@
 //! Back-pressure on guest input: however fast stdin delivers, mini-kvm reads it only as fast as
 //! the guest takes it (a 4 KiB buffer, src/console/input.rs), so its memory stays flat; and an
 //! image larger than guest memory is refused from its size, before a byte of it is read; and a
-//! labelled line without an end is cut every 64 KiB.
+//! labelled line without an end is cut every 64 KiB; and a WRITE hypercall of 1.5 GiB goes out in
+//! 64 KiB chunks.
 //!
 //! This file holds one test on purpose: it reads the peak RSS of this process's children
 //! (getrusage RUSAGE_CHILDREN), which other tests running alongside would mix in.
@@ -106,6 +107,31 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
     );
     assert_eq!(status, 124);
     assert!(printed > 65536, "only {printed} bytes printed");
+
+    // One WRITE hypercall of 1.5 GiB into a stdout nobody reads: once 4.7 GB and 20 s past a
+    // 0.5 s --timeout. Now it goes out 64 KiB at a time, the pipe fills, and the timeout stops
+    // the guest between chunks.
+    let huge_write = test_guest("huge_write");
+    let mut child = Command::new(mini_kvm_binary())
+        .args([
+            "run",
+            "--mode",
+            "protected",
+            "--mem",
+            "2G",
+            "--timeout",
+            "1",
+        ])
+        .arg(&huge_write)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mini-kvm");
+    let unread_stdout = child.stdout.take();
+    let status = child.wait().unwrap().code();
+    drop(unread_stdout);
+    assert_eq!(status, Some(124));
 
     // A sparse 5 GiB image for a 2 GiB guest (it once took 5 GB and 30 s to refuse).
     let huge = std::env::temp_dir().join(format!("mini-kvm-test-{}-huge.bin", std::process::id()));

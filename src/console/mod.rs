@@ -235,6 +235,11 @@ impl GuestOutput {
         self.stopping.store(true, Ordering::Release);
     }
 
+    /// Has [`stop`](Self::stop) been called? A long write gives up between its chunks then.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// The guest has ended: writes out everything, a labelled partial line with a newline.
     pub fn finish(&self) {
         lock(&self.shared).write_out(true, Drain::UntilDone, &self.stopping);

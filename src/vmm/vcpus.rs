@@ -308,6 +308,11 @@ impl VcpuSet {
         self.control.set(ControlRequest::Run);
     }
 
+    /// Asks every vCPU to stop at its next look at the control, without waiting for it.
+    pub fn request_stop(&self) {
+        self.control.set(ControlRequest::Stop);
+    }
+
     /// Asks every vCPU to stop, and kicks until every thread has ended.
     pub fn stop(&self) {
         self.control.set(ControlRequest::Stop);

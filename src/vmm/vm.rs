@@ -320,6 +320,9 @@ impl Vm {
                         output.stop();
                     }
                     // A vCPU may wait for input in GETCHAR: end that wait, then stop them all.
+                    // The stop request comes first, so that the guest, woken with end of input,
+                    // cannot run on and end by itself (`echo` would exit 0 at its --timeout).
+                    set.request_stop();
                     input.cancel();
                     set.stop();
                     watched

@@ -10,7 +10,10 @@ use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::abi::{CallRegisters, GuestBuffer, HypercallError, Request, call_name};
-use crate::console::{GuestInput, GuestOutput, InputWait};
+use crate::console::{GuestInput, GuestOutput, INPUT_BUFFER, InputWait};
+
+/// WRITE moves a guest's buffer to its console this many bytes at a time.
+const CHUNK: u64 = 64 * 1024;
 
 /// Guest-linear to guest-physical, as the calling vCPU's page tables say.
 pub trait PageTables {
@@ -114,10 +117,22 @@ impl HypercallHandler {
                 }
             }
             Request::Write(buffer) => {
-                self.translate(buffer, page_tables)?;
-                self.buffer.resize(buffer.len as usize, 0);
-                read_pieces(&self.memory, &self.pieces, &mut self.buffer);
-                self.output.write_bytes(&self.buffer);
+                // The whole buffer must be guest RAM before a byte goes out (EFAULT otherwise);
+                // then it goes out in chunks, so that memory stays bounded however long the
+                // buffer, and a guest being stopped (--timeout) is not held up by its last call.
+                self.translate(buffer, page_tables, false)?;
+                let mut written = 0;
+                while written < buffer.len && !self.output.is_stopping() {
+                    let chunk = GuestBuffer {
+                        linear: buffer.linear + written,
+                        len: (buffer.len - written).min(CHUNK),
+                    };
+                    self.translate(chunk, page_tables, true)?;
+                    self.buffer.resize(chunk.len as usize, 0);
+                    read_pieces(&self.memory, &self.pieces, &mut self.buffer);
+                    self.output.write_bytes(&self.buffer);
+                    written += chunk.len;
+                }
                 // A buffer is a unit the guest chose, often a prompt without its newline (the
                 // teaching OS's "Select: ", read back through the keyboard, not GETCHAR): show
                 // it now, not at the next 100 ms flush. (Labelled output still waits for whole
@@ -126,11 +141,18 @@ impl HypercallHandler {
                 done(buffer.len)
             }
             Request::Read(buffer) => {
-                self.translate(buffer, page_tables)?;
+                self.translate(buffer, page_tables, false)?;
                 self.output.flush();
-                self.buffer.resize(buffer.len as usize, 0);
+                // No more can be waiting than the input's own buffer holds.
+                let room = buffer.len.min(INPUT_BUFFER as u64);
+                self.buffer.resize(room as usize, 0);
                 match self.input.read_blocking(&mut self.buffer) {
                     InputWait::Read(n) => {
+                        let filled = GuestBuffer {
+                            linear: buffer.linear,
+                            len: n as u64,
+                        };
+                        self.translate(filled, page_tables, true)?;
                         write_pieces(&self.memory, &self.pieces, &self.buffer[..n]);
                         done(n as u64)
                     }
@@ -141,12 +163,14 @@ impl HypercallHandler {
         }
     }
 
-    /// Leaves in `self.pieces` the guest-physical pieces `buffer` is made of (one piece when
-    /// paging is off). Fails unless every byte is mapped and is guest RAM.
+    /// Checks that every byte of `buffer` is mapped and is guest RAM; with `keep`, leaves in
+    /// `self.pieces` the guest-physical pieces it is made of (one piece when paging is off).
+    /// Callers keep the pieces of one chunk at most, so the list stays short.
     fn translate(
         &mut self,
         buffer: GuestBuffer,
         page_tables: &mut dyn PageTables,
+        keep: bool,
     ) -> Result<(), HypercallError> {
         const PAGE: u64 = 4096;
         let pieces = &mut self.pieces;
@@ -168,7 +192,12 @@ impl HypercallHandler {
             }
             match pieces.last_mut() {
                 Some((start, len)) if *start + *len == physical => *len += piece_len,
-                _ => pieces.push((physical, piece_len)),
+                _ if keep => pieces.push((physical, piece_len)),
+                // Only checking: remember the last piece alone, to merge the next into it.
+                _ => {
+                    pieces.clear();
+                    pieces.push((physical, piece_len));
+                }
             }
             address = piece_end;
         }
