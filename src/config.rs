@@ -196,6 +196,10 @@ pub struct RunConfig {
     /// Queue writes to the UART's transmit register and the debug console on KVM's
     /// coalesced-I/O ring instead of exiting for each (`--no-coalesce` turns it off).
     pub coalesce: bool,
+    /// Put each thread under its seccomp filter once the guest runs (src/vmm/seccomp.rs). The
+    /// command line turns it on (`--no-seccomp` off); a library caller chooses, since vCPU 0
+    /// runs on the caller's thread and a filter stays on a thread for good.
+    pub seccomp: bool,
 }
 
 impl RunConfig {
@@ -215,6 +219,7 @@ impl RunConfig {
             cmdline: None,
             terminal: false,
             coalesce: true,
+            seccomp: false,
         }
     }
 

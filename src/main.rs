@@ -137,6 +137,11 @@ exit, 130 stopped from the --tui view).")]
         /// hello shows 13 exits instead of 1).
         #[arg(long = "no-coalesce")]
         no_coalesce: bool,
+
+        /// Run without the seccomp filters that limit each thread to the system calls it needs
+        /// once the guest runs (docs/security.md); for debugging mini-kvm itself.
+        #[arg(long = "no-seccomp")]
+        no_seccomp: bool,
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
@@ -192,6 +197,7 @@ fn main() -> ExitCode {
             irqchip,
             cmdline,
             no_coalesce,
+            no_seccomp,
         } => {
             let guests = match guests
                 .iter()
@@ -228,6 +234,7 @@ fn main() -> ExitCode {
                 irqchip,
                 cmdline,
                 coalesce: !no_coalesce,
+                seccomp: !no_seccomp,
                 // The --tui view owns the terminal itself.
                 terminal: terminal::stdin_is_terminal() && output != OutputStyle::Tui,
                 ..RunConfig::new(guests)

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
+use super::seccomp::{self, Role};
 use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
@@ -22,6 +23,8 @@ pub struct GuestResult {
 /// The VMs of one run, created and ready.
 pub struct Group {
     vms: Vec<Vm>,
+    /// With several guests, the thread that waits for them takes the waiter's filter too.
+    seccomp: bool,
 }
 
 impl Group {
@@ -59,10 +62,14 @@ impl Group {
                 verbose: config.verbose,
                 trace_label: &trace_label,
                 coalesce: config.coalesce,
+                seccomp: config.seccomp,
             };
             vms.push(Vm::create(kvm, &setup, io)?);
         }
-        Ok(Group { vms })
+        Ok(Group {
+            vms,
+            seccomp: config.seccomp,
+        })
     }
 
     /// Each guest's name and live counters, for a view that watches the run.
@@ -102,6 +109,10 @@ impl Group {
                     (name, scope.spawn(move || vm.run(timeout, cancel, quit)))
                 })
                 .collect();
+            // This thread only waits and reports from now on.
+            if self.seccomp {
+                seccomp::install_or_exit(Role::Waiter);
+            }
             running
                 .into_iter()
                 .map(|(name, thread)| GuestResult {

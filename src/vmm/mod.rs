@@ -5,7 +5,8 @@
 //! - `vcpus.rs`, `vcpu.rs`, `exit.rs`: the vCPU threads, their run loop, and the decision per exit;
 //! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
 //! - `outcome.rs`, `snapshot.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
-//! - `group.rs`: several guests at once, each its own VM.
+//! - `group.rs`: several guests at once, each its own VM;
+//! - `seccomp.rs`: the system calls each thread may make once the guest runs.
 
 pub mod coalesced;
 pub mod device_manager;
@@ -15,6 +16,7 @@ pub mod group;
 pub mod kvm;
 pub mod memory;
 pub mod outcome;
+pub mod seccomp;
 pub mod snapshot;
 pub mod stats;
 pub mod vcpu;

@@ -17,6 +17,7 @@ use kvm_bindings::{KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
+use super::seccomp::{self, Role};
 use super::snapshot::CpuSnapshot;
 use super::vcpu::{Vcpu, VcpuEnd};
 use crate::arch::x86::modes::RFLAGS_IF;
@@ -149,11 +150,18 @@ impl CpuThread {
 pub struct CallerCpu {
     vcpu: Vcpu,
     announce: AnnounceEnd,
+    /// Put the caller's thread under the vCPU filter before it runs the vCPU.
+    seccomp: bool,
 }
 
 impl CallerCpu {
     /// Runs vCPU 0 here until it ends or the set stops it.
+    /// With seccomp, the thread keeps the vCPU filter afterwards: the rest of its work (ending
+    /// the VM, the report) fits in it.
     pub fn run(mut self) -> (VcpuEnd, Vcpu) {
+        if self.seccomp {
+            seccomp::install_or_exit(Role::Vcpu);
+        }
         let end = self.vcpu.run();
         drop(self.announce);
         (end, self.vcpu)
@@ -208,6 +216,7 @@ impl VcpuSet {
         vcpus: Vec<Vcpu>,
         control: Arc<VcpuControl>,
         name: &str,
+        seccomp: bool,
     ) -> Result<(VcpuSet, CallerCpu), std::io::Error> {
         install_kick_handler();
         let (ended_tx, ended) = mpsc::channel();
@@ -224,6 +233,7 @@ impl VcpuSet {
         let caller = CallerCpu {
             announce: announce(first.index(), Some(Arc::clone(&finished))),
             vcpu: first,
+            seccomp,
         };
         let mut set = VcpuSet {
             threads: vec![CpuThread::Caller {
@@ -245,6 +255,9 @@ impl VcpuSet {
                 .name(format!("vcpu{index}-{name}"))
                 .spawn(move || {
                     let _announce = announce_end;
+                    if seccomp {
+                        seccomp::install_or_exit(Role::Vcpu);
+                    }
                     let end = vcpu.run();
                     (end, vcpu)
                 });

@@ -25,6 +25,7 @@ use super::event_loop::{EventHandler, EventLoop, Token};
 use super::kvm::{self, KvmError};
 use super::memory::{MemoryError, create_guest_memory, register_memory_slots};
 use super::outcome::{AllCpus, GuestOutcome};
+use super::seccomp::{self, Role, SeccompError};
 use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
 use super::vcpus::{Joined, VcpuControl, VcpuSet};
@@ -92,6 +93,8 @@ pub enum VmError {
     TuiWithoutTerminal(&'static str),
     #[error("the terminal view failed: {0}")]
     Terminal(std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 fn ioctl(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -120,6 +123,8 @@ pub struct GuestSetup<'a> {
     pub trace_label: &'a str,
     /// Coalesce the writes to output-only ports (no `--no-coalesce`).
     pub coalesce: bool,
+    /// Put each thread of the run under its seccomp filter (src/vmm/seccomp.rs).
+    pub seccomp: bool,
 }
 
 /// How a run went.
@@ -141,6 +146,8 @@ pub struct Vm {
     output: GuestOutput,
     input: GuestInput,
     live: Arc<LiveCounters>,
+    /// Filter each thread once the guest runs (src/vmm/seccomp.rs).
+    seccomp: bool,
 }
 
 impl Vm {
@@ -158,6 +165,10 @@ impl Vm {
                 host: host_max,
                 ours: MAX_CPUS,
             });
+        }
+
+        if setup.seccomp {
+            seccomp::prepare()?;
         }
 
         // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
@@ -265,6 +276,7 @@ impl Vm {
             output: io.output,
             input: io.input,
             live,
+            seccomp: setup.seccomp,
         })
     }
 
@@ -300,19 +312,23 @@ impl Vm {
             input,
             live,
             event_handlers,
+            seccomp,
             ..
         } = self;
         let several = vcpus.len() > 1;
         let started = Instant::now();
         let mut watcher = Watcher::new(timeout, event_handlers).map_err(VmError::EventLoop)?;
         let (mut set, first_cpu) =
-            VcpuSet::start(vcpus, control, &name).map_err(VmError::Thread)?;
+            VcpuSet::start(vcpus, control, &name, seccomp).map_err(VmError::Thread)?;
         // vCPU 0 runs on this thread (vcpus.rs says why); the event loop on a thread of its
         // own, which also stops every vCPU once the guest is over.
         let (first_end, watched) = thread::scope(|scope| {
             let events = thread::Builder::new()
                 .name(format!("events-{name}"))
                 .spawn_scoped(scope, || {
+                    if seccomp {
+                        seccomp::install_or_exit(Role::EventLoop);
+                    }
                     let watched = watcher.watch(&mut set, &live, &output, &input, cancel, quit);
                     let stopped_by = *watched.as_ref().unwrap_or(&Some(StoppedBy::Cancel));
                     if stopped_by.is_some_and(|why| why != StoppedBy::Idle) {

@@ -1,0 +1,462 @@
+//! seccomp: once a guest runs, each mini-kvm thread may make only the system calls its job
+//! needs. A guest that found a bug in a device model and took over a thread still could not
+//! open a file, start a process or make a network connection: `open`, `execve`, `socket` and
+//! everything else not listed here are refused by the kernel.
+//!
+//! Each thread installs its own filter (the `seccompiler` crate compiles it to BPF, as in
+//! Firecracker) once its set-up is done, and keeps it for the rest of its life:
+//!
+//! | thread                               | role          | may also (besides memory, futexes, signals, exit) |
+//! |--------------------------------------|---------------|---------------------------------------------------|
+//! | `vcpu<N>-NAME` and the thread that runs vCPU 0 | [`Role::Vcpu`] | `ioctl` KVM_RUN and the register reads of a fault report; write output |
+//! | `events-NAME`                        | [`Role::EventLoop`] | `epoll_wait`/`epoll_ctl`, `read` (stdin, eventfds) |
+//! | the thread that waits for several guests | [`Role::Waiter`] | only write its report |
+//!
+//! Every role may use the terminal ioctls (raw mode on and off). A call outside the filter
+//! raises SIGSYS; the handler below names the thread and the call on stderr and ends the
+//! process with status 159 (128 + SIGSYS, as a shell shows a process that SIGSYS killed).
+//! That is always a bug in mini-kvm: `--no-seccomp` runs without the filters, to debug it.
+//!
+//! The library leaves the filters off unless its caller asks (`RunConfig::seccomp`): vCPU 0
+//! runs on the caller's thread, and a filter cannot be taken off a thread again.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
+
+/// What a thread does, and so which system calls it may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs a vCPU (`KVM_RUN`), its devices and hypercalls; for vCPU 0 also the end of the
+    /// run: tearing the VM down and printing the report.
+    Vcpu,
+    /// A VM's event loop: input, timers, device events; stops the vCPUs.
+    EventLoop,
+    /// With several guests, the thread that started them and waits for them to end.
+    Waiter,
+}
+
+impl Role {
+    /// The name the SIGSYS report gives the thread.
+    fn name(self) -> &'static str {
+        match self {
+            Role::Vcpu => "a vCPU thread",
+            Role::EventLoop => "an event-loop thread",
+            Role::Waiter => "the thread waiting for the guests",
+        }
+    }
+}
+
+/// The exit status after a forbidden system call: 128 + SIGSYS.
+pub const SECCOMP_EXIT_STATUS: i32 = 128 + libc::SIGSYS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("cannot build the seccomp filters: {0}")]
+    Build(String),
+    #[error(
+        "cannot install the seccomp filter of {role}: {source} (does this kernel have \
+         CONFIG_SECCOMP_FILTER? --no-seccomp runs without the filters)"
+    )]
+    Install {
+        role: &'static str,
+        source: seccompiler::Error,
+    },
+}
+
+// The KVM ioctls a vCPU thread makes once it runs (linux/kvm.h; KVMIO is 0xAE).
+const KVMIO: u32 = 0xAE;
+ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+ioctl_iowr_nr!(KVM_TRANSLATE, KVMIO, 0x85, kvm_bindings::kvm_translation);
+// At the guest's first write to an output-only port (coalesced.rs says why then).
+ioctl_iow_nr!(
+    KVM_REGISTER_COALESCED_MMIO,
+    KVMIO,
+    0x67,
+    kvm_bindings::kvm_coalesced_mmio_zone
+);
+ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+
+/// Terminal ioctls: `isatty`, raw mode on and off (src/terminal.rs), the window size.
+const TERMINAL_IOCTLS: [u64; 4] = [libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TIOCGWINSZ];
+
+/// What every filtered thread needs: memory, futexes (locks, joins), signals (the vCPU kick,
+/// the terminal's restore-on-signal handler), clocks, writes (output, eventfds, stderr),
+/// closing what it owns, and ending.
+const COMMON: &[i64] = &[
+    libc::SYS_write,
+    libc::SYS_close,
+    libc::SYS_futex,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_restart_syscall,
+    libc::SYS_tgkill,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_getrandom,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// What a role needs besides [`COMMON`] and `ioctl`.
+fn extra_calls(role: Role) -> &'static [i64] {
+    match role {
+        Role::Vcpu | Role::Waiter => &[],
+        Role::EventLoop => &[
+            libc::SYS_read,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_epoll_ctl,
+        ],
+    }
+}
+
+/// The ioctl requests a role may make.
+fn ioctls(role: Role) -> Vec<u64> {
+    let mut requests = TERMINAL_IOCTLS.to_vec();
+    if role == Role::Vcpu {
+        requests.extend(
+            [
+                KVM_RUN(),
+                KVM_GET_REGS(),
+                KVM_GET_SREGS(),
+                KVM_TRANSLATE(),
+                KVM_GET_MP_STATE(),
+                KVM_REGISTER_COALESCED_MMIO(),
+            ]
+            .map(u64::from),
+        );
+    }
+    requests
+}
+
+/// The filter of one role, compiled to BPF.
+fn build(role: Role) -> Result<BpfProgram, SeccompError> {
+    let build_error = |error: &dyn std::fmt::Display| SeccompError::Build(error.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
+        .iter()
+        .chain(extra_calls(role))
+        .map(|&call| (call, Vec::new()))
+        .collect();
+    // ioctl only with the listed requests (argument 1): one rule each, any rule matching allows.
+    let ioctl_rules = ioctls(role)
+        .into_iter()
+        .map(|request| {
+            let condition =
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)?;
+            SeccompRule::new(vec![condition])
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| build_error(&e))?;
+    rules.insert(libc::SYS_ioctl, ioctl_rules);
+    // fcntl only to read a descriptor's flags: Rust's standard library checks, in debug builds,
+    // that a descriptor it closes is open (F_GETFD).
+    let fcntl_rules = [libc::F_GETFD, libc::F_GETFL]
+        .into_iter()
+        .map(|command| {
+            let condition = SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                command as u64,
+            )?;
+            SeccompRule::new(vec![condition])
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| build_error(&e))?;
+    rules.insert(libc::SYS_fcntl, fcntl_rules);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| build_error(&e))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| build_error(&e))
+}
+
+/// The three filters, built once per process.
+struct Filters {
+    vcpu: BpfProgram,
+    event_loop: BpfProgram,
+    waiter: BpfProgram,
+}
+
+fn filters() -> Result<&'static Filters, SeccompError> {
+    static FILTERS: OnceLock<Result<Filters, String>> = OnceLock::new();
+    let built = FILTERS.get_or_init(|| {
+        Ok(Filters {
+            vcpu: build(Role::Vcpu).map_err(|e| e.to_string())?,
+            event_loop: build(Role::EventLoop).map_err(|e| e.to_string())?,
+            waiter: build(Role::Waiter).map_err(|e| e.to_string())?,
+        })
+    });
+    built.as_ref().map_err(|e| SeccompError::Build(e.clone()))
+}
+
+/// Builds the filters and installs the SIGSYS handler, before any thread needs them: a VM
+/// whose filters cannot be built is not started.
+pub fn prepare() -> Result<(), SeccompError> {
+    filters()?;
+    install_sigsys_handler();
+    // Anything a filtered thread would look up lazily is looked up now (the host's KVM module
+    // is read from /sys, which a filtered thread could not open).
+    let _ = super::kvm::host_kvm_module();
+    Ok(())
+}
+
+/// Puts the calling thread under `role`'s filter, for the rest of its life.
+pub fn install(role: Role) -> Result<(), SeccompError> {
+    let all = filters()?;
+    install_sigsys_handler();
+    let program = match role {
+        Role::Vcpu => &all.vcpu,
+        Role::EventLoop => &all.event_loop,
+        Role::Waiter => &all.waiter,
+    };
+    seccompiler::apply_filter(program).map_err(|source| SeccompError::Install {
+        role: role.name(),
+        source,
+    })?;
+    THREAD_ROLE.with(|name| name.set(role.name()));
+    Ok(())
+}
+
+/// [`install`] for a thread that has no way to report an error but to end the process: says
+/// why on stderr and exits with status 1. (Installing fails only on a kernel without seccomp
+/// filters, and then it fails on the first thread, before a guest ran.)
+pub fn install_or_exit(role: Role) {
+    if let Err(error) = install(role) {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("mini-kvm: error: {error}\n").as_bytes(),
+        );
+        std::process::exit(1);
+    }
+}
+
+thread_local! {
+    /// The role of this thread's filter, for the SIGSYS report.
+    static THREAD_ROLE: Cell<&'static str> = const { Cell::new("an unfiltered thread") };
+}
+
+fn install_sigsys_handler() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler and SA_SIGINFO is a valid argument.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigsys as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// The SIGSYS handler: a forbidden system call. Only async-signal-safe work: format into a
+/// stack buffer, `write` it to stderr, `_exit`.
+extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // For SIGSYS, siginfo holds the call number after the signal number, errno, code (3 ints,
+    // padded to 16 bytes) and the calling address (8 bytes): at byte 24 (asm-generic/siginfo.h).
+    // SAFETY: the kernel passes a valid siginfo_t for SA_SIGINFO handlers.
+    let call = unsafe { *(info as *const u8).add(24).cast::<i32>() } as i64;
+    let role = THREAD_ROLE.with(Cell::get);
+    let mut message = MessageBuffer::default();
+    message.push(b"mini-kvm: seccomp: ");
+    message.push(role.as_bytes());
+    message.push(b" made the system call ");
+    message.push(syscall_name(call).as_bytes());
+    message.push(b" (");
+    message.push_number(call);
+    if call == libc::SYS_ioctl {
+        // The request is the second argument, in RSI when the call trapped.
+        // SAFETY: for SA_SIGINFO handlers the third argument is the thread's ucontext_t.
+        let request = unsafe {
+            (*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RSI as usize]
+        };
+        message.push(b", request ");
+        message.push_hex(request as u64);
+    }
+    message.push(
+        b"), which its filter does not allow: this is a bug in mini-kvm (--no-seccomp runs \
+          without the filters)\n",
+    );
+    // SAFETY: write and _exit are async-signal-safe; the buffer is valid for its length.
+    unsafe {
+        libc::write(
+            libc::STDERR_FILENO,
+            message.bytes.as_ptr().cast(),
+            message.len,
+        );
+        libc::_exit(SECCOMP_EXIT_STATUS);
+    }
+}
+
+/// A fixed buffer for the SIGSYS message (no allocation in a signal handler).
+struct MessageBuffer {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Default for MessageBuffer {
+    fn default() -> Self {
+        MessageBuffer {
+            bytes: [0; 256],
+            len: 0,
+        }
+    }
+}
+
+impl MessageBuffer {
+    fn push(&mut self, text: &[u8]) {
+        let room = self.bytes.len() - self.len;
+        let take = text.len().min(room);
+        self.bytes[self.len..self.len + take].copy_from_slice(&text[..take]);
+        self.len += take;
+    }
+
+    fn push_hex(&mut self, number: u64) {
+        let mut digits = [0u8; 16];
+        let mut at = digits.len();
+        let mut rest = number;
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[(rest & 0xf) as usize];
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
+        }
+        self.push(b"0x");
+        self.push(&digits[at..]);
+    }
+
+    fn push_number(&mut self, number: i64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = number.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if number < 0 {
+            self.push(b"-");
+        }
+        self.push(&digits[at..]);
+    }
+}
+
+/// The name of a system call a filter refuses, for the report: the ones an attacker would
+/// want first, and the ones a change to mini-kvm might add by accident.
+fn syscall_name(call: i64) -> &'static str {
+    const NAMES: &[(i64, &str)] = &[
+        (libc::SYS_read, "read"),
+        (libc::SYS_open, "open"),
+        (libc::SYS_openat, "openat"),
+        (libc::SYS_openat2, "openat2"),
+        (libc::SYS_creat, "creat"),
+        (libc::SYS_stat, "stat"),
+        (libc::SYS_statx, "statx"),
+        (libc::SYS_newfstatat, "newfstatat"),
+        (libc::SYS_fstat, "fstat"),
+        (libc::SYS_fcntl, "fcntl"),
+        (libc::SYS_ioctl, "ioctl"),
+        (libc::SYS_unlink, "unlink"),
+        (libc::SYS_unlinkat, "unlinkat"),
+        (libc::SYS_execve, "execve"),
+        (libc::SYS_execveat, "execveat"),
+        (libc::SYS_fork, "fork"),
+        (libc::SYS_vfork, "vfork"),
+        (libc::SYS_clone, "clone"),
+        (libc::SYS_clone3, "clone3"),
+        (libc::SYS_kill, "kill"),
+        (libc::SYS_ptrace, "ptrace"),
+        (libc::SYS_socket, "socket"),
+        (libc::SYS_connect, "connect"),
+        (libc::SYS_bind, "bind"),
+        (libc::SYS_sendto, "sendto"),
+        (libc::SYS_recvfrom, "recvfrom"),
+        (libc::SYS_mount, "mount"),
+        (libc::SYS_prctl, "prctl"),
+        (libc::SYS_seccomp, "seccomp"),
+        (libc::SYS_epoll_wait, "epoll_wait"),
+        (libc::SYS_epoll_ctl, "epoll_ctl"),
+        (libc::SYS_epoll_create1, "epoll_create1"),
+        (libc::SYS_eventfd2, "eventfd2"),
+        (libc::SYS_pipe2, "pipe2"),
+        (libc::SYS_dup, "dup"),
+        (libc::SYS_dup3, "dup3"),
+        (libc::SYS_lseek, "lseek"),
+        (libc::SYS_pread64, "pread64"),
+        (libc::SYS_readv, "readv"),
+        (libc::SYS_writev, "writev"),
+    ];
+    NAMES
+        .iter()
+        .find(|(number, _)| *number == call)
+        .map_or("(not in mini-kvm's list of names)", |(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_builds() {
+        for role in [Role::Vcpu, Role::EventLoop, Role::Waiter] {
+            assert!(!build(role).unwrap().is_empty(), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn the_kvm_ioctl_numbers_are_linuxs() {
+        // From linux/kvm.h on x86-64, as strace prints them.
+        assert_eq!(KVM_RUN(), 0xae80);
+        assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
+        assert_eq!(KVM_GET_MP_STATE(), 0x8004_ae98);
+        assert_eq!(KVM_TRANSLATE(), 0xc018_ae85);
+        assert_eq!(KVM_REGISTER_COALESCED_MMIO(), 0x4010_ae67);
+    }
+
+    #[test]
+    fn numbers_print_as_decimal() {
+        let mut message = MessageBuffer::default();
+        message.push_number(257);
+        message.push(b" ");
+        message.push_number(0);
+        message.push(b" ");
+        message.push_hex(0x4010_ae67);
+        assert_eq!(&message.bytes[..message.len], b"257 0 0x4010ae67");
+    }
+}
