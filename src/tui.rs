@@ -27,6 +27,7 @@ use vmm_sys_util::signal::register_signal_handler;
 use crate::config::RunConfig;
 use crate::console::{GuestInput, GuestIo, GuestOutput, InputFeeder};
 use crate::vmm::group::{Group, GuestResult};
+use crate::vmm::seccomp::{self, Role};
 use crate::vmm::stats::LiveCounters;
 use crate::vmm::vm::VmError;
 
@@ -162,6 +163,20 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             return Err(VmError::Terminal(error));
         }
     };
+    // crossterm sets up its event source (an epoll, a socket pair for SIGWINCH) at the first
+    // poll; after that, this thread takes the terminal view's seccomp filter.
+    if config.seccomp {
+        let ready = event::poll(Duration::ZERO);
+        if let Err(error) = ready
+            .map_err(VmError::Terminal)
+            .and_then(|_| seccomp::install(Role::Terminal).map_err(VmError::from))
+        {
+            cancel.store(true, Ordering::Release);
+            let _ = running.join();
+            ratatui::restore();
+            return Err(error);
+        }
+    }
     let view = interact(&mut terminal, &mut panes);
     cancel.store(true, Ordering::Release);
     let results = running.join();

@@ -7,46 +7,35 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::terminal::TerminalSession;
 use common::{mini_kvm, mini_kvm_binary, require_kvm, test_guest};
 use mini_kvm::vmm::seccomp::{self, Role, SECCOMP_EXIT_STATUS};
 
 /// The environment variable that makes `filtered_child` do its work (in a child process).
 const CHILD_ROLE: &str = "MINI_KVM_SECCOMP_CHILD_ROLE";
 
-/// Each mini-kvm thread of a running mini-kvm: what it is (the main thread, which runs vCPU 0;
-/// `vcpu1-NAME`; `events-NAME`, names cut to 15 bytes by the kernel) and its /proc `Seccomp:`
-/// mode (0 none, 2 filter). Threads KVM itself adds to the process (`kvm-nx-lpage-recovery`, a
-/// kernel worker) are left out.
+/// The threads of a running `mini-kvm run forever`: what each is (the main thread, which runs
+/// vCPU 0; `vcpu1-NAME`; `events-NAME`: the kernel cuts names to 15 bytes) and its seccomp mode.
 fn thread_modes(pid: u32) -> Vec<(&'static str, String)> {
-    let mut threads = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return threads;
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
-        let mode = status
-            .lines()
-            .find_map(|line| line.strip_prefix("Seccomp:"))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        let thread = match name.trim() {
-            "mini-kvm" => "main (vCPU 0)",
-            name if name.starts_with("vcpu1-") => "vcpu1",
-            name if name.starts_with("events-") => "events",
-            _ => continue,
-        };
-        threads.push((thread, mode));
-    }
-    threads.sort();
-    threads
+    all_thread_modes(pid)
+        .into_iter()
+        .filter_map(|(name, mode)| {
+            let thread = match name.as_str() {
+                "mini-kvm" => "main (vCPU 0)",
+                name if name.starts_with("vcpu1-") => "vcpu1",
+                name if name.starts_with("events-") => "events",
+                _ => return None,
+            };
+            Some((thread, mode))
+        })
+        .collect()
 }
 
 /// Starts `forever` on 2 vCPUs (a vCPU thread besides the main thread, and the event loop)
-/// and returns the threads' modes once all three exist and agree, or after 30 s what it saw.
-fn modes_while_running(extra_args: &[&str]) -> Vec<(&'static str, String)> {
+/// and returns the threads' modes once all three exist, named, with mode `expected` (or after
+/// 30 s what it saw). A thread is named before it installs its filter, so for mode 0 (none) it
+/// looks again half a second later, when any filter would long be on.
+fn modes_while_running(extra_args: &[&str], expected: &str) -> Vec<(&'static str, String)> {
     require_kvm();
     let guest = test_guest("forever");
     let mut child = Command::new(mini_kvm_binary())
@@ -62,10 +51,14 @@ fn modes_while_running(extra_args: &[&str]) -> Vec<(&'static str, String)> {
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         seen = thread_modes(child.id());
-        let settled = seen.len() == 3 && seen.iter().all(|(_, mode)| *mode == seen[0].1);
-        // Filters go on as each thread starts its work: wait until they all have one (or,
-        // without seccomp, until all three threads exist).
-        if settled && (seen[0].1 == "2" || extra_args.contains(&"--no-seccomp")) {
+        let names: Vec<&str> = seen.iter().map(|(name, _)| *name).collect();
+        let settled = names == ["events", "main (vCPU 0)", "vcpu1"]
+            && seen.iter().all(|(_, mode)| mode == expected);
+        if settled {
+            if expected == "0" {
+                std::thread::sleep(Duration::from_millis(500));
+                seen = thread_modes(child.id());
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -77,7 +70,7 @@ fn modes_while_running(extra_args: &[&str]) -> Vec<(&'static str, String)> {
 
 #[test]
 fn every_thread_of_a_running_guest_is_filtered() {
-    let modes = modes_while_running(&[]);
+    let modes = modes_while_running(&[], "2");
     assert_eq!(
         modes,
         [
@@ -90,7 +83,7 @@ fn every_thread_of_a_running_guest_is_filtered() {
 
 #[test]
 fn no_seccomp_leaves_the_threads_unfiltered() {
-    let modes = modes_while_running(&["--no-seccomp"]);
+    let modes = modes_while_running(&["--no-seccomp"], "0");
     assert_eq!(
         modes,
         [
@@ -127,6 +120,9 @@ fn a_filtered_thread_cannot_open_a_file() {
         ("vcpu", "a vCPU thread"),
         ("event-loop", "an event-loop thread"),
         ("waiter", "the thread waiting for the guests"),
+        // The terminal view may open /dev/tty read-only (crossterm does, each frame), so it
+        // tries to create a file instead.
+        ("terminal", "the terminal-view thread"),
     ] {
         let (status, stdout, stderr) = open_a_file_as(role);
         assert_eq!(status, SECCOMP_EXIT_STATUS, "{role}: {stdout}\n{stderr}");
@@ -174,22 +170,90 @@ fn filtered_child() {
     let Ok(role) = std::env::var(CHILD_ROLE) else {
         return;
     };
-    let (role, kvm_run) = match role.as_str() {
-        "vcpu" => (Role::Vcpu, false),
-        "event-loop" => (Role::EventLoop, false),
-        "event-loop-kvm-run" => (Role::EventLoop, true),
-        "waiter" => (Role::Waiter, false),
+    let (role, attempt) = match role.as_str() {
+        "vcpu" => (Role::Vcpu, "open"),
+        "event-loop" => (Role::EventLoop, "open"),
+        "event-loop-kvm-run" => (Role::EventLoop, "KVM_RUN"),
+        "waiter" => (Role::Waiter, "open"),
+        "terminal" => (Role::Terminal, "create"),
         other => panic!("unknown role {other}"),
     };
     seccomp::prepare().unwrap();
     seccomp::install(role).unwrap();
     println!("filter installed");
-    if kvm_run {
+    match attempt {
         // SAFETY: an ioctl on stdin with no argument; the filter stops it before the kernel
         // would look at it.
-        unsafe { libc::ioctl(0, 0xae80, 0) };
-    } else {
-        let opened = std::fs::File::open("/etc/hostname");
-        println!("opened: {opened:?}");
+        "KVM_RUN" => unsafe {
+            libc::ioctl(0, 0xae80, 0);
+        },
+        "create" => {
+            let path =
+                std::env::temp_dir().join(format!("mini-kvm-seccomp-{}", std::process::id()));
+            println!("opened: {:?}", std::fs::File::create(path));
+        }
+        _ => println!("opened: {:?}", std::fs::File::open("/etc/hostname")),
     }
+}
+
+#[test]
+fn the_terminal_view_and_its_guests_are_filtered() {
+    require_kvm();
+    let session = TerminalSession::on_screen(
+        "seccomp-tui",
+        &format!("run --tui --cpus 2 {}", test_guest("forever").display()),
+        &[],
+    );
+    session.wait_for_screen(&["looping"]);
+    let pid = session.mini_kvm_pid();
+    // The view's thread (main), the one running the guest's vCPU 0 (`guests`), vCPU 1 and the
+    // event loop: each under its filter once it has started its work.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = all_thread_modes(pid);
+        if seen.len() == 4 && seen.iter().all(|(_, mode)| mode == "2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("events-forever.".to_string(), "2".to_string()),
+            ("guests".to_string(), "2".to_string()),
+            ("mini-kvm".to_string(), "2".to_string()),
+            ("vcpu1-forever.b".to_string(), "2".to_string()),
+        ]
+    );
+    // The filtered view still quits and restores the terminal.
+    session.send(&["C-q"]);
+    assert_eq!(session.finish(), 130);
+    session.assert_terminal_restored();
+}
+
+/// Every thread of process `pid` but the kernel workers KVM adds to it
+/// (`kvm-nx-lpage-recovery`): its name and its /proc `Seccomp:` mode (0 none, 2 filter).
+fn all_thread_modes(pid: u32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let name = name.trim().to_string();
+        if name.starts_with("kvm-") {
+            continue;
+        }
+        let mode = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Seccomp:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        threads.push((name, mode));
+    }
+    threads.sort();
+    threads
 }

@@ -6,11 +6,14 @@
 //! Each thread installs its own filter (the `seccompiler` crate compiles it to BPF, as in
 //! Firecracker) once its set-up is done, and keeps it for the rest of its life:
 //!
-//! | thread                               | role          | may also (besides memory, futexes, signals, exit) |
-//! |--------------------------------------|---------------|---------------------------------------------------|
-//! | `vcpu<N>-NAME` and the thread that runs vCPU 0 | [`Role::Vcpu`] | `ioctl` KVM_RUN and the register reads of a fault report; write output |
-//! | `events-NAME`                        | [`Role::EventLoop`] | `epoll_wait`/`epoll_ctl`, `read` (stdin, eventfds) |
-//! | the thread that waits for several guests | [`Role::Waiter`] | only write its report |
+//! - `vcpu<N>-NAME`, and the thread that runs vCPU 0: [`Role::Vcpu`], `ioctl` `KVM_RUN` and the
+//!   register reads of a report;
+//! - `events-NAME`: [`Role::EventLoop`], `epoll_wait`/`epoll_ctl` and `read` (stdin, eventfds);
+//! - the thread that waits for several guests: [`Role::Waiter`], nothing but its report;
+//! - the `--tui` view: [`Role::Terminal`], what crossterm needs (a read-only `openat` of
+//!   `/dev/tty` each frame, its epoll and its SIGWINCH socket pair).
+//!
+//! All of them may use memory, futexes, signals, clocks, `write`, `close` and `poll`.
 //!
 //! Every role may use the terminal ioctls (raw mode on and off). A call outside the filter
 //! raises SIGSYS; the handler below names the thread and the call on stderr and ends the
@@ -40,6 +43,8 @@ pub enum Role {
     EventLoop,
     /// With several guests, the thread that started them and waits for them to end.
     Waiter,
+    /// The `--tui` view: draws the panes and reads keys (src/tui.rs).
+    Terminal,
 }
 
 impl Role {
@@ -49,6 +54,7 @@ impl Role {
             Role::Vcpu => "a vCPU thread",
             Role::EventLoop => "an event-loop thread",
             Role::Waiter => "the thread waiting for the guests",
+            Role::Terminal => "the terminal-view thread",
         }
     }
 }
@@ -85,8 +91,17 @@ ioctl_iow_nr!(
 );
 ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
 
-/// Terminal ioctls: `isatty`, raw mode on and off (src/terminal.rs), the window size.
-const TERMINAL_IOCTLS: [u64; 4] = [libc::TCGETS, libc::TCSETS, libc::TCSETSW, libc::TIOCGWINSZ];
+/// Terminal ioctls: `isatty`, raw mode on and off (src/terminal.rs, and crossterm's through
+/// rustix, which uses the termios2 calls), the window size.
+const TERMINAL_IOCTLS: [u64; 7] = [
+    libc::TCGETS,
+    libc::TCSETS,
+    libc::TCSETSW,
+    libc::TCGETS2,
+    libc::TCSETS2,
+    libc::TCSETSW2,
+    libc::TIOCGWINSZ,
+];
 
 /// What every filtered thread needs: memory, futexes (locks, joins), signals (the vCPU kick,
 /// the terminal's restore-on-signal handler), clocks, writes (output, eventfds, stderr),
@@ -121,7 +136,7 @@ const COMMON: &[i64] = &[
     libc::SYS_exit_group,
 ];
 
-/// What a role needs besides [`COMMON`] and `ioctl`.
+/// What a role needs besides [`COMMON`] and `ioctl`, allowed whatever the arguments.
 fn extra_calls(role: Role) -> &'static [i64] {
     match role {
         Role::Vcpu | Role::Waiter => &[],
@@ -131,7 +146,56 @@ fn extra_calls(role: Role) -> &'static [i64] {
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_ctl,
         ],
+        // crossterm's event source: its epoll, and the socket pair its SIGWINCH handler wakes
+        // it through (receiving; sending is below).
+        Role::Terminal => &[
+            libc::SYS_read,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_epoll_ctl,
+            libc::SYS_recvfrom,
+        ],
     }
+}
+
+/// A call a role may make only with some values of one argument.
+struct ArgumentRule {
+    call: i64,
+    /// Which argument (0-based) is compared, and how wide it is.
+    argument: u8,
+    width: SeccompCmpArgLen,
+    allowed: Vec<u64>,
+}
+
+/// Calls a role may make only with some arguments.
+fn calls_with_arguments(role: Role) -> Vec<ArgumentRule> {
+    // fcntl only to read a descriptor's flags: Rust's standard library checks, in debug
+    // builds, that a descriptor it closes is open (F_GETFD).
+    let mut calls = vec![ArgumentRule {
+        call: libc::SYS_fcntl,
+        argument: 1,
+        width: SeccompCmpArgLen::Dword,
+        allowed: vec![libc::F_GETFD as u64, libc::F_GETFL as u64],
+    }];
+    if role == Role::Terminal {
+        // crossterm opens /dev/tty read-only for every window-size query (each frame): an open
+        // with exactly these flags, which can neither create nor write a file.
+        calls.push(ArgumentRule {
+            call: libc::SYS_openat,
+            argument: 2,
+            width: SeccompCmpArgLen::Dword,
+            allowed: vec![(libc::O_RDONLY | libc::O_CLOEXEC) as u64],
+        });
+        // The SIGWINCH handler's wake-up: a send on its connected socket (no address; and no
+        // thread may create or connect a socket).
+        calls.push(ArgumentRule {
+            call: libc::SYS_sendto,
+            argument: 4,
+            width: SeccompCmpArgLen::Qword,
+            allowed: vec![0],
+        });
+    }
+    calls
 }
 
 /// The ioctl requests a role may make.
@@ -161,33 +225,32 @@ fn build(role: Role) -> Result<BpfProgram, SeccompError> {
         .chain(extra_calls(role))
         .map(|&call| (call, Vec::new()))
         .collect();
-    // ioctl only with the listed requests (argument 1): one rule each, any rule matching allows.
-    let ioctl_rules = ioctls(role)
-        .into_iter()
-        .map(|request| {
-            let condition =
-                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)?;
-            SeccompRule::new(vec![condition])
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| build_error(&e))?;
-    rules.insert(libc::SYS_ioctl, ioctl_rules);
-    // fcntl only to read a descriptor's flags: Rust's standard library checks, in debug builds,
-    // that a descriptor it closes is open (F_GETFD).
-    let fcntl_rules = [libc::F_GETFD, libc::F_GETFL]
-        .into_iter()
-        .map(|command| {
-            let condition = SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                command as u64,
-            )?;
-            SeccompRule::new(vec![condition])
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| build_error(&e))?;
-    rules.insert(libc::SYS_fcntl, fcntl_rules);
+    // ioctl only with the listed requests (argument 1), and the other calls of
+    // `calls_with_arguments` only with their values: one rule per value, any matching allows.
+    let mut with_arguments = calls_with_arguments(role);
+    with_arguments.push(ArgumentRule {
+        call: libc::SYS_ioctl,
+        argument: 1,
+        width: SeccompCmpArgLen::Dword,
+        allowed: ioctls(role),
+    });
+    for rule in with_arguments {
+        let call_rules = rule
+            .allowed
+            .into_iter()
+            .map(|value| {
+                let condition = SeccompCondition::new(
+                    rule.argument,
+                    rule.width.clone(),
+                    SeccompCmpOp::Eq,
+                    value,
+                )?;
+                SeccompRule::new(vec![condition])
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| build_error(&e))?;
+        rules.insert(rule.call, call_rules);
+    }
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Trap,
@@ -200,11 +263,12 @@ fn build(role: Role) -> Result<BpfProgram, SeccompError> {
         .map_err(|e: seccompiler::BackendError| build_error(&e))
 }
 
-/// The three filters, built once per process.
+/// The filters, built once per process.
 struct Filters {
     vcpu: BpfProgram,
     event_loop: BpfProgram,
     waiter: BpfProgram,
+    terminal: BpfProgram,
 }
 
 fn filters() -> Result<&'static Filters, SeccompError> {
@@ -214,6 +278,7 @@ fn filters() -> Result<&'static Filters, SeccompError> {
             vcpu: build(Role::Vcpu).map_err(|e| e.to_string())?,
             event_loop: build(Role::EventLoop).map_err(|e| e.to_string())?,
             waiter: build(Role::Waiter).map_err(|e| e.to_string())?,
+            terminal: build(Role::Terminal).map_err(|e| e.to_string())?,
         })
     });
     built.as_ref().map_err(|e| SeccompError::Build(e.clone()))
@@ -238,6 +303,7 @@ pub fn install(role: Role) -> Result<(), SeccompError> {
         Role::Vcpu => &all.vcpu,
         Role::EventLoop => &all.event_loop,
         Role::Waiter => &all.waiter,
+        Role::Terminal => &all.terminal,
     };
     seccompiler::apply_filter(program).map_err(|source| SeccompError::Install {
         role: role.name(),
@@ -433,7 +499,7 @@ mod tests {
 
     #[test]
     fn every_role_builds() {
-        for role in [Role::Vcpu, Role::EventLoop, Role::Waiter] {
+        for role in [Role::Vcpu, Role::EventLoop, Role::Waiter, Role::Terminal] {
             assert!(!build(role).unwrap().is_empty(), "{role:?}");
         }
     }

@@ -182,7 +182,7 @@ impl TerminalSession {
 
     /// The pid of the mini-kvm this session runs (the only process of that binary whose
     /// working directory is the session's).
-    fn mini_kvm_pid(&self) -> u32 {
+    pub fn mini_kvm_pid(&self) -> u32 {
         let dir = fs::canonicalize(&self.dir).unwrap();
         for entry in fs::read_dir("/proc").unwrap().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
