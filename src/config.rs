@@ -78,11 +78,15 @@ pub enum GuestImage {
 
 impl GuestImage {
     /// The guest's bytes: embedded for a built-in one, read from disk for a file (no larger
-    /// than `memory`, the guest's RAM).
-    pub fn bytes(&self, memory: u64) -> Result<Cow<'static, [u8]>, LoaderError> {
+    /// than `memory`, the guest's RAM, and within `timeout`, `--timeout`).
+    pub fn bytes(
+        &self,
+        memory: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Cow<'static, [u8]>, LoaderError> {
         match self {
             GuestImage::Builtin(builtin) => Ok(Cow::Borrowed(builtin.image)),
-            GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path, memory)?)),
+            GuestImage::File(path) => Ok(Cow::Owned(read_image_file(path, memory, timeout)?)),
         }
     }
 

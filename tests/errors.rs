@@ -365,3 +365,32 @@ fn an_image_larger_than_guest_memory_is_refused_before_reading() {
         ),
     );
 }
+
+#[test]
+fn the_timeout_bounds_reading_an_image() {
+    require_kvm();
+    let dir = scratch("slow-read");
+    let image = dir.join("big.bin");
+    // Sparse, 1 GiB: no disk reads it in 1 ms (it is read 16 MiB at a time, the clock checked
+    // between chunks).
+    fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
+    let path = image.to_str().unwrap();
+    let run = mini_kvm(&["run", "--mem", "2G", "--timeout", "0.001", path], b"");
+    let _ = fs::remove_file(&image);
+    let start = format!(
+        "mini-kvm: error: guest image {path}: reading it took longer than --timeout (0.001 s; "
+    );
+    assert_error(&run, SETUP_ERROR, &start);
+    let (read, rest) = run.stderr[run.stderr.find(&start).unwrap() + start.len()..]
+        .split_once(' ')
+        .unwrap();
+    assert_eq!(
+        rest, "of 1073741824 bytes read), so it was not run\n",
+        "{run:?}"
+    );
+    let read: u64 = read.parse().unwrap();
+    assert!(
+        read > 0 && read < 1 << 30 && read.is_multiple_of(16 << 20),
+        "{run:?}"
+    );
+}

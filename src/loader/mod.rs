@@ -12,6 +12,7 @@ pub mod multiboot;
 pub mod pvh;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -33,6 +34,16 @@ pub enum LoaderError {
     },
     #[error("guest image {path} is a directory, not a file")]
     IsDirectory { path: PathBuf },
+    #[error(
+        "guest image {path}: reading it took longer than --timeout ({seconds} s; {read} of \
+         {size} bytes read), so it was not run"
+    )]
+    ReadTimedOut {
+        path: PathBuf,
+        seconds: f64,
+        read: u64,
+        size: u64,
+    },
     #[error(
         "guest image {path} is {kind}, not a regular file: mini-kvm reads guest images from files"
     )]
@@ -287,10 +298,19 @@ pub fn write_cmdline(memory: &GuestMemoryMmap, cmdline: &str) -> Result<u64, Loa
     Ok(address)
 }
 
+/// An image is read this much at a time, the `--timeout` checked between chunks.
+const READ_CHUNK: u64 = 16 << 20;
+
 /// Reads a guest image from disk, with errors that name the file. Only a regular file is read,
 /// and only if it is no larger than `memory` (the guest's RAM): a FIFO or a device could block
 /// or never end, and a huge file could not fit anyway. Both are refused before any byte is read.
-pub fn read_image_file(path: &Path, memory: u64) -> Result<Vec<u8>, LoaderError> {
+/// With a `timeout` (`--timeout`), a read not done within it stops between two chunks (a
+/// multi-gigabyte image on a slow disk must not outlast the time the user gave the guest).
+pub fn read_image_file(
+    path: &Path,
+    memory: u64,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, LoaderError> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
@@ -336,10 +356,26 @@ pub fn read_image_file(path: &Path, memory: u64) -> Result<Vec<u8>, LoaderError>
         });
     }
     // The file may still grow while we read: never take more than fits.
+    let started = Instant::now();
     let mut image = Vec::with_capacity(metadata.len() as usize);
-    file.take(memory + 1)
-        .read_to_end(&mut image)
-        .map_err(read_error)?;
+    let mut rest = file.take(memory + 1);
+    loop {
+        let read = (&mut rest)
+            .take(READ_CHUNK)
+            .read_to_end(&mut image)
+            .map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        if let Some(timeout) = timeout.filter(|&timeout| started.elapsed() > timeout) {
+            return Err(LoaderError::ReadTimedOut {
+                path: path.to_path_buf(),
+                seconds: timeout.as_secs_f64(),
+                read: image.len() as u64,
+                size: metadata.len(),
+            });
+        }
+    }
     if image.len() as u64 > memory {
         return Err(LoaderError::LargerThanMemory {
             path: path.to_path_buf(),

@@ -35,7 +35,10 @@ impl Group {
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
             let memory = config.memory_for(guest);
-            images.push((guest.bytes(memory)?, config.flat_mode(guest)?));
+            images.push((
+                guest.bytes(memory, config.timeout)?,
+                config.flat_mode(guest)?,
+            ));
         }
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::shared_kvm()?;
