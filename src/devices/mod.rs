@@ -3,6 +3,7 @@
 //! `devices` imports nothing above it (only `arch` and the console it prints to).
 
 pub mod bus;
+pub mod fw_cfg;
 pub mod hypercall;
 pub mod irq;
 pub mod legacy;

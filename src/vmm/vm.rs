@@ -30,13 +30,14 @@ use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
 use super::vcpus::{Joined, VcpuControl, VcpuSet};
 use crate::arch::ArchError;
-use crate::arch::x86::layout::REAL_MODE_SEGMENT;
+use crate::arch::x86::layout::{self, REAL_MODE_SEGMENT};
 use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
 };
 use crate::arch::x86::{cpuid, gdt, mptable, paging};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
+use crate::devices::fw_cfg::{FW_CFG_PORTS, FwCfg, MachineFacts, e820_file};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
 use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
 use crate::devices::legacy::debugcon::{DEBUGCON_PORT, DebugConsole};
@@ -216,7 +217,14 @@ impl Vm {
 
         // 8. Devices on the buses, with their interrupt lines.
         let mut devices = DeviceManager::new(Arc::clone(&vm_fd), irqchip);
-        attach_devices(&mut devices, &io)?;
+        let facts = MachineFacts {
+            ram_size: loader::ram_size(&memory),
+            // At most MAX_CPUS (181), checked above.
+            cpus: setup.cpus as u16,
+            cmdline: setup.load.cmdline.map(String::from),
+            files: vec![("etc/e820".into(), e820_file(&e820_map(&memory)))],
+        };
+        attach_devices(&mut devices, &io, &facts)?;
         let coalescing = if setup.coalesce && kvm.check_extension(Cap::CoalescedPio) {
             OutputCoalescing::new(&vm_fd, devices.coalesced_ports())
         } else {
@@ -597,7 +605,19 @@ fn create_vcpus(
 }
 
 /// The devices every guest has, at the ports of a PC.
-fn attach_devices(devices: &mut DeviceManager, io: &GuestIo) -> Result<(), VmError> {
+/// The memory map as (address, length, E820 type), for the "etc/e820" fw_cfg file.
+fn e820_map(memory: &GuestMemoryMmap) -> Vec<(u64, u64, u32)> {
+    layout::memory_map(loader::ram_size(memory))
+        .into_iter()
+        .map(|(start, len, kind)| (start, len, kind.e820_type()))
+        .collect()
+}
+
+fn attach_devices(
+    devices: &mut DeviceManager,
+    io: &GuestIo,
+    facts: &MachineFacts,
+) -> Result<(), VmError> {
     let com1 = devices.legacy_irq(COM1_IRQ, "uart")?;
     let uart = Uart::new(io.output.clone(), io.input.clone(), com1);
     devices.attach_ports(bus::shared(uart), &[(COM1_PORTS, 0)], Some(COM1_IRQ))?;
@@ -619,6 +639,9 @@ fn attach_devices(devices: &mut DeviceManager, io: &GuestIo) -> Result<(), VmErr
     )?;
 
     devices.attach_ports(bus::shared(DebugExit), &[(DEBUG_EXIT_PORTS, 0)], None)?;
+    // QEMU's firmware configuration: what guests written for QEMU ask the machine.
+    let fw_cfg = FwCfg::new(facts);
+    devices.attach_ports(bus::shared(fw_cfg), &[(FW_CFG_PORTS, 0)], None)?;
     let doorbell = BusRange::new(u64::from(HYPERCALL_PORT), 1);
     devices.attach_ports(bus::shared(HypercallDoorbell), &[(doorbell, 0)], None)?;
     Ok(())
