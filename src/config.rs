@@ -193,8 +193,10 @@ pub struct RunConfig {
     pub mode: Option<GuestMode>,
     /// `--irqchip`: the in-kernel interrupt controller and PIT for a real-mode guest too.
     pub irqchip: bool,
-    /// `--cmdline`: the command line of a multiboot or PVH kernel.
+    /// `--cmdline`: the command line of a multiboot, PVH or Linux kernel.
     pub cmdline: Option<String>,
+    /// `--initrd`: the initramfs file of a Linux bzImage.
+    pub initrd: Option<PathBuf>,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,
     /// Queue writes to the UART's transmit register and the debug console on KVM's
@@ -221,6 +223,7 @@ impl RunConfig {
             mode: None,
             irqchip: false,
             cmdline: None,
+            initrd: None,
             terminal: false,
             coalesce: true,
             seccomp: false,
@@ -250,6 +253,11 @@ impl RunConfig {
         self.memory_size
             .or(builtin_default)
             .unwrap_or(DEFAULT_MEMORY_SIZE)
+    }
+
+    /// The most an initramfs (`--initrd`) may be: guest RAM.
+    pub fn memory_for_initrd(&self) -> u64 {
+        self.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE)
     }
 
     /// Checks what the command line alone cannot: the number of guests and `--input`.

@@ -14,6 +14,7 @@ use mini_kvm::config::{
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
+use mini_kvm::loader::initramfs::{self, InitramfsError};
 use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm;
@@ -51,6 +52,7 @@ Examples:
   mini-kvm run --mode long ./lm.bin        a flat binary in 64-bit long mode
   mini-kvm run --irqchip ./timer.bin       real mode with the PIC and the PIT
   mini-kvm run --mem 4M --cmdline \"debug\" ./kernel.elf   a multiboot or PVH kernel
+  mini-kvm run --mem 256M --initrd initrd.cpio.gz /boot/vmlinuz-6.1.0-57-amd64   Linux
 
 The exit status is the guest's EXIT status (with several guests: the first non-zero one); see
 the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
@@ -127,10 +129,16 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long)]
         irqchip: bool,
 
-        /// The command line of a multiboot or PVH kernel, handed over in its boot information
-        /// (e.g. mini-kvm run --mem 4M --cmdline "console=ttyS0 debug" ./kernel.elf).
+        /// The command line of a multiboot, PVH or Linux kernel, handed over in its boot
+        /// information; a Linux bzImage without one gets "console=ttyS0 reboot=k" (e.g.
+        /// mini-kvm run --mem 4M --cmdline "console=ttyS0 debug" ./kernel.elf).
         #[arg(long, value_name = "TEXT")]
         cmdline: Option<String>,
+
+        /// The initramfs of a Linux bzImage, loaded at the top of the RAM below 3 GiB (e.g.
+        /// mini-kvm run --mem 256M --initrd initrd.cpio.gz /boot/vmlinuz-6.1.0-57-amd64).
+        #[arg(long, value_name = "FILE")]
+        initrd: Option<std::path::PathBuf>,
 
         /// Make every write to the UART and the debug console a VM exit of its own, instead of
         /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
@@ -145,6 +153,17 @@ exit, 130 stopped from the --tui view).")]
     },
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
+    /// Write an initramfs for Linux guests: a static busybox and an /init that starts a shell on
+    /// the console (e.g. mini-kvm initramfs -o initrd.cpio, then mini-kvm run --mem 256M
+    /// --initrd initrd.cpio /boot/vmlinuz-$(uname -r)).
+    Initramfs {
+        /// A statically linked busybox (Debian and Ubuntu: apt install busybox-static).
+        #[arg(long, value_name = "FILE", default_value = "/bin/busybox")]
+        busybox: std::path::PathBuf,
+        /// Where to write the archive (e.g. -o initrd.cpio).
+        #[arg(short, long, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
     /// Measure mini-kvm on this machine: exit round trip, start-up, memory, VM churn, scaling,
     /// compute and exit counts, each against a baseline measured in the same run (a bare
     /// kvm-ioctls VMM, QEMU when installed, native code). Takes about a minute; --quick, a few
@@ -171,6 +190,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Bench { quick, out } => bench(quick, out.as_deref()),
+        Command::Initramfs { busybox, output } => write_initramfs(&busybox, &output),
         Command::BenchFloor => {
             let hello = builtin_guests()
                 .iter()
@@ -196,6 +216,7 @@ fn main() -> ExitCode {
             paging,
             irqchip,
             cmdline,
+            initrd,
             no_coalesce,
             no_seccomp,
         } => {
@@ -233,6 +254,7 @@ fn main() -> ExitCode {
                 mode,
                 irqchip,
                 cmdline,
+                initrd,
                 coalesce: !no_coalesce,
                 seccomp: !no_seccomp,
                 // The --tui view owns the terminal itself.
@@ -248,6 +270,30 @@ fn main() -> ExitCode {
             status
         }
     }
+}
+
+fn write_initramfs(busybox: &std::path::Path, output: &std::path::Path) -> ExitCode {
+    let shown = busybox.display().to_string();
+    let archive = std::fs::read(busybox)
+        .map_err(|source| InitramfsError::Read {
+            path: shown.clone(),
+            source,
+        })
+        .and_then(|bytes| initramfs::build(&shown, &bytes));
+    let archive = match archive {
+        Ok(archive) => archive,
+        Err(error) => return fail(&error.to_string()),
+    };
+    if let Err(error) = std::fs::write(output, &archive) {
+        return fail(&format!("cannot write {}: {error}", output.display()));
+    }
+    println!(
+        "wrote {} ({} bytes): boot it with mini-kvm run --mem 256M --initrd {} /boot/vmlinuz-...",
+        output.display(),
+        archive.len(),
+        output.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn list() {

@@ -195,6 +195,7 @@ fn check_unemulatable(name: &str, mnemonic: &str, hardware_output: &[u8]) {
                          could not emulate this instruction"
                     ),
                     &format!(": {mnemonic} "),
+                    mini_kvm::vmm::outcome::KVM_PVM_HINT,
                 ],
             );
             assert_eq!(

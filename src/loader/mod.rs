@@ -5,9 +5,11 @@
 //! which CPU mode the guest starts ([`Entry`]); src/vmm/vm.rs turns that into registers.
 
 pub mod builtin;
+pub mod bzimage;
 pub mod detect;
 pub mod elf;
 pub mod flat;
+pub mod initramfs;
 pub mod multiboot;
 pub mod pvh;
 
@@ -72,15 +74,26 @@ pub enum LoaderError {
         limit_what: &'static str,
         hint: &'static str,
     },
-    #[error("{name} is {format}: this version of mini-kvm cannot run it")]
-    UnsupportedFormat { name: String, format: &'static str },
     #[error(
         "{name} is {format}, which starts in the mode its format defines: --mode and --paging \
          apply only to flat binaries"
     )]
     ModeForKernel { name: String, format: &'static str },
-    #[error("{name} is {format}: --cmdline applies only to multiboot and PVH kernels")]
+    #[error("{name} is {format}: --cmdline applies only to multiboot, PVH and Linux kernels")]
     CmdlineNotSupported { name: String, format: &'static str },
+    #[error("{name} is {format}: --initrd applies only to Linux bzImages")]
+    InitrdNotSupported { name: String, format: &'static str },
+    #[error("{name} is a Linux bzImage mini-kvm cannot boot: {reason}")]
+    BadBzImage { name: String, reason: String },
+    #[error(
+        "the initramfs for {name} is {size} bytes, but only {room} bytes of RAM below 3 GiB are          left above the kernel: give the guest more memory with --mem (e.g. --mem {suggest}M)"
+    )]
+    InitrdDoesNotFit {
+        name: String,
+        size: u64,
+        room: u64,
+        suggest: u64,
+    },
     #[error("the command line is {len} bytes: at most {max} fit in the boot information page")]
     CmdlineTooLong { len: usize, max: u64 },
     #[error(
@@ -139,8 +152,10 @@ pub struct Entry {
 pub struct LoadOptions<'a> {
     /// `--mode`/`--paging` for a flat binary; `None`: real mode (or the built-in's own mode).
     pub flat_mode: Option<GuestMode>,
-    /// `--cmdline`, for multiboot and PVH kernels.
+    /// `--cmdline`, for multiboot, PVH and Linux kernels.
     pub cmdline: Option<&'a str>,
+    /// `--initrd`: the initramfs of a Linux bzImage.
+    pub initrd: Option<&'a [u8]>,
 }
 
 /// Puts `image` into guest memory according to its format and returns its entry.
@@ -159,6 +174,12 @@ pub fn load(
     let is_kernel = format != ImageFormat::Flat;
     if is_kernel && options.flat_mode.is_some() {
         return Err(LoaderError::ModeForKernel {
+            name: name.to_string(),
+            format: format.name(),
+        });
+    }
+    if options.initrd.is_some() && format != ImageFormat::BzImage {
+        return Err(LoaderError::InitrdNotSupported {
             name: name.to_string(),
             format: format.name(),
         });
@@ -185,6 +206,7 @@ pub fn load(
                 stack: INITIAL_STACK_TOP,
                 rax: 0,
                 rbx: 0,
+                rsi: 0,
             };
             kernel_entry(mode, registers, "flat binary")
         }
@@ -220,6 +242,7 @@ pub fn load(
                         stack: INITIAL_STACK_TOP,
                         rax: 0,
                         rbx: 0,
+                        rsi: 0,
                     };
                     if is_64 {
                         kernel_entry(GuestMode::Long, registers, "ELF64")
@@ -230,10 +253,13 @@ pub fn load(
             }
         }
         ImageFormat::BzImage => {
-            return Err(LoaderError::UnsupportedFormat {
-                name: name.to_string(),
-                format: format.name(),
-            });
+            let cmdline = options.cmdline.unwrap_or(bzimage::DEFAULT_CMDLINE);
+            let registers = bzimage::load(memory, name, image, cmdline, options.initrd)?;
+            kernel_entry(
+                GuestMode::Long,
+                registers,
+                "Linux bzImage (64-bit boot protocol)",
+            )
         }
     };
     Ok(entry)

@@ -95,6 +95,7 @@ pub fn load(
         stack: INITIAL_STACK_TOP,
         rax: u64::from(BOOTLOADER_MAGIC),
         rbx: BOOT_INFO_ADDRESS,
+        rsi: 0,
     })
 }
 

@@ -51,5 +51,6 @@ pub fn prepare(
         stack: INITIAL_STACK_TOP,
         rax: 0,
         rbx: BOOT_INFO_ADDRESS,
+        rsi: 0,
     })
 }

@@ -11,7 +11,7 @@ use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
-use crate::loader::LoadOptions;
+use crate::loader::{LoadOptions, read_image_file};
 
 /// How one guest of a group ended.
 pub struct GuestResult {
@@ -40,6 +40,15 @@ impl Group {
                 config.flat_mode(guest)?,
             ));
         }
+        // The initramfs, read once for all guests, under the same bounds as an image.
+        let initrd = match &config.initrd {
+            Some(path) => Some(read_image_file(
+                path,
+                config.memory_for_initrd(),
+                config.timeout,
+            )?),
+            None => None,
+        };
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::shared_kvm()?;
         let mut vms = Vec::with_capacity(config.guests.len());
@@ -58,6 +67,7 @@ impl Group {
                 load: LoadOptions {
                     flat_mode: *flat_mode,
                     cmdline: config.cmdline.as_deref(),
+                    initrd: initrd.as_deref(),
                 },
                 memory_size: config.memory_for(guest),
                 cpus: config.cpus,

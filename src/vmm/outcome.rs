@@ -124,6 +124,12 @@ pub mod exit_code {
     pub const CANCELLED: u8 = 130;
 }
 
+/// After an emulation failure on kvm_pvm: why, and what to do.
+pub const KVM_PVM_HINT: &str = "mini-kvm: this host's KVM is kvm_pvm, which runs every guest \
+     instruction in KVM's emulator and cannot emulate them all (SSE, x87, popcnt, cmpxchg16b...): \
+     run this guest where KVM has hardware virtualization (kvm_intel, kvm_amd), e.g. in the \
+     hardware-KVM rig (tests/hw-kvm/run)";
+
 /// The registers of every vCPU of a guest, in CPU order (CPU 0 first), at one moment.
 pub type AllCpus = Vec<Box<CpuSnapshot>>;
 
@@ -215,8 +221,17 @@ impl GuestOutcome {
                     ""
                 };
                 let on = on_cpu.map_or(String::new(), |index| format!(" on CPU {index}"));
+                // On software KVM, say what to do about it (a distribution's kernel meets this
+                // within a minute: README "Hosts").
+                let hint = if matches!(fault, Fault::EmulationFailure)
+                    && super::kvm::host_kvm_module() == "kvm_pvm"
+                {
+                    format!("\n{KVM_PVM_HINT}")
+                } else {
+                    String::new()
+                };
                 Some(format!(
-                    "mini-kvm: guest '{guest}' faulted{on}: {fault}{note}\n{cpu}"
+                    "mini-kvm: guest '{guest}' faulted{on}: {fault}{note}\n{cpu}{hint}"
                 ))
             }
             GuestOutcome::Cancelled { cpus } => Some(format!(

@@ -43,6 +43,14 @@ pub const FLAT_LOAD_ADDRESS: u64 = REAL_MODE_LOAD_ADDRESS;
 /// the load address, below the image and above the VMM's tables.
 pub const INITIAL_STACK_TOP: u64 = 0x10000;
 
+/// Where a Linux bzImage's kernel goes (its `code32_start`), and where its command line waits
+/// for it (a bzImage's zero page fills the whole boot-information page).
+pub const LINUX_KERNEL_ADDRESS: u64 = 0x10_0000;
+pub const LINUX_CMDLINE_ADDRESS: u64 = 0x2_0000;
+/// The longest command line mini-kvm gives Linux, less its NUL (and at most the kernel's own
+/// `cmdline_size`).
+pub const LINUX_CMDLINE_MAX: u64 = 4095;
+
 /// The 32-bit MMIO hole: from here to 4 GiB nothing is RAM. Devices live here.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 1 << 32;

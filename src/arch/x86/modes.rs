@@ -136,6 +136,8 @@ pub struct EntryRegisters {
     /// EAX and EBX: boot protocols pass a magic number and an info pointer in them.
     pub rax: u64,
     pub rbx: u64,
+    /// RSI: the Linux 64-bit boot protocol's pointer to the zero page (`boot_params`).
+    pub rsi: u64,
 }
 
 /// Flat segments from the VMM's GDT, GDTR and TR (the parts shared by 32- and 64-bit entry).
@@ -162,6 +164,7 @@ fn entry_regs(entry: &EntryRegisters) -> kvm_regs {
         rsp: entry.stack,
         rax: entry.rax,
         rbx: entry.rbx,
+        rsi: entry.rsi,
         // Interrupts off: the guest turns them on once it has an IDT.
         rflags: RFLAGS_RESERVED,
         ..Default::default()

@@ -1,0 +1,206 @@
+//! Linux's bzImage, booted through the 64-bit boot protocol (Documentation/arch/x86/boot.rst):
+//! the way kvmtool, Firecracker and cloud-hypervisor start a `/boot/vmlinuz-*` without firmware.
+//!
+//! A bzImage is a small real-mode "setup" program followed by the protected-mode kernel (itself
+//! a decompressor and the compressed kernel). A VMM skips the setup program and does its job:
+//!
+//! 1. read the *setup header* (at offset 0x1f1: "HdrS", the protocol version, where the kernel
+//!    wants to be loaded, how much room it needs to decompress itself);
+//! 2. copy the protected-mode kernel to its load address (1 MiB);
+//! 3. fill in the *zero page* (`boot_params`): the setup header, with the fields a boot loader
+//!    sets (who loaded it, where the command line and the initramfs are), and the E820 memory
+//!    map;
+//! 4. start the CPU in 64-bit mode, paging on with an identity map, at the load address + 0x200
+//!    (`startup_64`), with RSI = the zero page's address.
+//!
+//! linux-loader reads the header and copies the kernel; the zero page is filled in here.
+
+use std::io::Cursor;
+
+use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
+use linux_loader::loader::KernelLoader;
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::bzimage::BzImage;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::{LoaderError, ram_size};
+use crate::arch::x86::layout::{
+    BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, LINUX_CMDLINE_ADDRESS, LINUX_CMDLINE_MAX,
+    LINUX_KERNEL_ADDRESS, MemoryKind, low_ram_end, memory_map,
+};
+use crate::arch::x86::modes::EntryRegisters;
+
+/// The command line a kernel gets when `--cmdline` is not given: its console on the UART that
+/// mini-kvm connects to the terminal, and a reboot through the keyboard controller (which ends
+/// the run).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k";
+
+/// `type_of_loader`: 0xff, "undefined", what a boot loader without an assigned ID says.
+const LOADER_TYPE_UNDEFINED: u8 = 0xff;
+/// `xloadflags` bit 0: the kernel has the 64-bit entry point at load address + 0x200.
+const XLF_KERNEL_64: u16 = 1 << 0;
+/// The 64-bit entry point's offset from the load address.
+const STARTUP_64_OFFSET: u64 = 0x200;
+/// The first protocol version with `xloadflags` (2.12).
+const PROTOCOL_WITH_XLOADFLAGS: u16 = 0x020c;
+/// The zero page has room for this many E820 entries.
+const E820_MAX_ZEROPAGE: usize = 128;
+
+/// Loads a bzImage, its initramfs and its command line; returns the 64-bit entry registers.
+pub fn load(
+    memory: &GuestMemoryMmap,
+    name: &str,
+    image: &[u8],
+    cmdline: &str,
+    initrd: Option<&[u8]>,
+) -> Result<EntryRegisters, LoaderError> {
+    let bad = |reason: String| LoaderError::BadBzImage {
+        name: name.to_string(),
+        reason,
+    };
+    let loaded = BzImage::load(
+        memory,
+        Some(GuestAddress(LINUX_KERNEL_ADDRESS)),
+        &mut Cursor::new(image),
+        Some(GuestAddress(LINUX_KERNEL_ADDRESS)),
+    )
+    .map_err(|error| bad(error.to_string()))?;
+    let mut header = loaded
+        .setup_header
+        .ok_or_else(|| bad("linux-loader found no setup header".into()))?;
+
+    let version = header.version;
+    let xloadflags = header.xloadflags;
+    if version < PROTOCOL_WITH_XLOADFLAGS || xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(bad(format!(
+            "it has no 64-bit entry point (boot protocol {}.{}, xloadflags {xloadflags:#x}): \
+             mini-kvm boots 64-bit kernels with protocol 2.12 or later",
+            version >> 8,
+            version & 0xff
+        )));
+    }
+    // The kernel decompresses itself in place: it needs `init_size` bytes from its load
+    // address, more than the file's size.
+    let low_end = low_ram_end(ram_size(memory));
+    let kernel_end = LINUX_KERNEL_ADDRESS + u64::from(header.init_size).max(image.len() as u64);
+    if kernel_end > low_end {
+        return Err(LoaderError::OutsideMemory {
+            name: name.to_string(),
+            start: LINUX_KERNEL_ADDRESS,
+            end: kernel_end,
+            ram_end: low_end,
+            suggest: (kernel_end >> 20) + 16,
+        });
+    }
+
+    // The command line, where the kernel can find it before it has set up its own memory.
+    let max = u64::from(header.cmdline_size).clamp(255, LINUX_CMDLINE_MAX);
+    if cmdline.len() as u64 > max {
+        return Err(LoaderError::CmdlineTooLong {
+            len: cmdline.len(),
+            max,
+        });
+    }
+    let mut bytes = cmdline.as_bytes().to_vec();
+    bytes.push(0);
+    memory.write_slice(&bytes, GuestAddress(LINUX_CMDLINE_ADDRESS))?;
+
+    header.type_of_loader = LOADER_TYPE_UNDEFINED;
+    header.cmd_line_ptr = LINUX_CMDLINE_ADDRESS as u32;
+    if let Some(initrd) = initrd {
+        let (address, size) = place_initrd(memory, name, initrd, kernel_end, &header)?;
+        header.ramdisk_image = address as u32;
+        header.ramdisk_size = size as u32;
+    }
+
+    let mut params = boot_params {
+        hdr: header,
+        ..Default::default()
+    };
+    let map = linux_memory_map(ram_size(memory));
+    if map.len() > E820_MAX_ZEROPAGE {
+        return Err(bad(format!("{} memory map entries do not fit", map.len())));
+    }
+    for (slot, &(addr, size, kind)) in params.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry {
+            addr,
+            size,
+            r#type: kind.e820_type(),
+        };
+    }
+    params.e820_entries = map.len() as u8;
+    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
+        &BootParams::new(&params, GuestAddress(BOOT_INFO_ADDRESS)),
+        memory,
+    )?;
+
+    Ok(EntryRegisters {
+        entry: LINUX_KERNEL_ADDRESS + STARTUP_64_OFFSET,
+        stack: INITIAL_STACK_TOP,
+        rax: 0,
+        rbx: 0,
+        rsi: BOOT_INFO_ADDRESS,
+    })
+}
+
+/// Puts the initramfs as high in the RAM below the MMIO hole as the kernel allows
+/// (`initrd_addr_max`), page-aligned, above the room the kernel decompresses into.
+fn place_initrd(
+    memory: &GuestMemoryMmap,
+    name: &str,
+    initrd: &[u8],
+    kernel_end: u64,
+    header: &linux_loader::loader::bootparam::setup_header,
+) -> Result<(u64, u64), LoaderError> {
+    let size = initrd.len() as u64;
+    let limit = low_ram_end(ram_size(memory)).min(u64::from(header.initrd_addr_max) + 1);
+    let address = limit.saturating_sub(size) & !0xfff;
+    if size == 0 || address < kernel_end.next_multiple_of(0x1000) {
+        return Err(LoaderError::InitrdDoesNotFit {
+            name: name.to_string(),
+            size,
+            room: limit.saturating_sub(kernel_end),
+            suggest: ((kernel_end + size) >> 20) + 16,
+        });
+    }
+    memory.write_slice(initrd, GuestAddress(address))?;
+    Ok((address, size))
+}
+
+/// The memory map Linux is told: the address map's, with the legacy hole from 640 KiB to
+/// 1 MiB (where a PC has its video memory and BIOS) left out, as on a real PC.
+pub fn linux_memory_map(ram_size: u64) -> Vec<(u64, u64, MemoryKind)> {
+    const LEGACY_HOLE_START: u64 = 0xa_0000;
+    const LEGACY_HOLE_END: u64 = 0x10_0000;
+    let mut map = Vec::new();
+    for (start, len, kind) in memory_map(ram_size) {
+        let end = start + len;
+        if start < LEGACY_HOLE_START && end > LEGACY_HOLE_END {
+            map.push((start, LEGACY_HOLE_START - start, kind));
+            map.push((LEGACY_HOLE_END, end - LEGACY_HOLE_END, kind));
+        } else {
+            map.push((start, len, kind));
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legacy_hole_is_left_out_of_linuxs_map() {
+        let map = linux_memory_map(64 << 20);
+        assert_eq!(
+            map,
+            [
+                (0, 0x1000, MemoryKind::Ram),
+                (0x1000, 0x8000, MemoryKind::Reserved),
+                (0x9000, 0xa_0000 - 0x9000, MemoryKind::Ram),
+                (0x10_0000, (64 << 20) - 0x10_0000, MemoryKind::Ram),
+            ]
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Booting Linux: a distribution's bzImage (Debian's cloud kernel) with an initramfs of our own
+//! (`mini-kvm initramfs`, a static busybox). Linux needs hardware KVM, so the boot runs in the
+//! rig (tests/hw-kvm/run carries the kernel in and names it in MINI_KVM_LINUX_KERNEL); the
+//! host checks the initramfs and the loader's errors.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{assert_error, host_kvm_module, mini_kvm, require_kvm, scratch};
+use mini_kvm::loader::initramfs::INIT_MARKER;
+
+/// The bzImage to boot: MINI_KVM_LINUX_KERNEL, or this machine's newest /boot/vmlinuz-*.
+fn linux_kernel() -> PathBuf {
+    if let Some(path) = std::env::var_os("MINI_KVM_LINUX_KERNEL") {
+        return PathBuf::from(path);
+    }
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| {
+                    path.file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    kernels.sort();
+    kernels.pop().expect(
+        "these tests boot a distribution kernel: install one (Debian: apt install \
+         linux-image-cloud-amd64) or name a bzImage in MINI_KVM_LINUX_KERNEL",
+    )
+}
+
+/// The static busybox the initramfs is made of (Debian: busybox-static).
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Makes the initramfs with `mini-kvm initramfs` in `dir`; returns its path.
+fn make_initramfs(dir: &std::path::Path) -> String {
+    let initrd = dir.join("initrd.cpio");
+    let path = initrd.to_str().unwrap();
+    let run = mini_kvm(&["initramfs", "--busybox", BUSYBOX, "-o", path], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout_text().starts_with(&format!("wrote {path} (")),
+        "{run:?}"
+    );
+    path.to_string()
+}
+
+#[test]
+fn the_initramfs_holds_busybox_and_init() {
+    let dir = scratch("initramfs");
+    let initrd = make_initramfs(&dir);
+    let archive = std::fs::read(&initrd).unwrap();
+    let busybox = std::fs::read(BUSYBOX).unwrap();
+    // busybox whole, after its newc header and name.
+    assert!(
+        archive
+            .windows(busybox.len())
+            .any(|window| window == busybox.as_slice()),
+        "busybox is not in the archive"
+    );
+    let text = String::from_utf8_lossy(&archive);
+    assert!(text.contains("070701"), "not a newc archive");
+    assert!(text.contains(INIT_MARKER));
+    assert!(text.ends_with("TRAILER!!!\0\0\0\0"));
+}
+
+#[test]
+fn a_dynamic_busybox_is_refused() {
+    let dir = scratch("initramfs-dynamic");
+    let output = dir.join("x.cpio");
+    // tmux is dynamically linked, here and in the rig (which carries it with its libraries).
+    let run = mini_kvm(
+        &[
+            "initramfs",
+            "--busybox",
+            "/usr/bin/tmux",
+            "-o",
+            output.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: /usr/bin/tmux is not a statically linked x86-64 program: the initramfs has \
+         no libraries for it (on Debian and Ubuntu: apt install busybox-static, then use \
+         /bin/busybox)",
+    );
+    assert!(!output.exists());
+}
+
+#[test]
+fn a_kernel_needs_room_to_decompress() {
+    require_kvm();
+    let kernel = linux_kernel();
+    // 24 MiB holds the file (14 MiB for Debian's 6.1 cloud kernel) but not the room the kernel
+    // decompresses into (its init_size: 51 MiB).
+    let run = mini_kvm(&["run", "--mem", "24M", kernel.to_str().unwrap()], b"");
+    assert_error(
+        &run,
+        1,
+        "does not fit in guest memory: it loads 0x100000-0x",
+    );
+    assert!(
+        run.stderr
+            .contains("give the guest more memory with --mem (e.g. --mem "),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn initrd_is_for_linux_only() {
+    require_kvm();
+    let dir = scratch("initrd-flat");
+    let initrd = make_initramfs(&dir);
+    let run = mini_kvm(&["run", "--mem", "8M", "--initrd", &initrd, "hello"], b"");
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: hello is a flat binary: --initrd applies only to Linux bzImages",
+    );
+}
+
+/// The release a bzImage says it is (what its `uname -r` prints): the first word of the version
+/// string its setup header points at (field `kernel_version` at 0x20e, an offset from 0x200).
+fn kernel_release(image: &[u8]) -> String {
+    let pointer = u16::from_le_bytes([image[0x20e], image[0x20f]]) as usize + 0x200;
+    let text = &image[pointer..];
+    let end = text
+        .iter()
+        .position(|&byte| byte == b' ' || byte == 0)
+        .unwrap();
+    String::from_utf8_lossy(&text[..end]).into_owned()
+}
+
+/// Boots the kernel with the initramfs, types `commands` at its shell, and returns the run.
+fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
+    let dir = scratch("linux-boot");
+    let initrd = make_initramfs(&dir);
+    let kernel = linux_kernel();
+    let mut args = vec![
+        "run",
+        "--mem",
+        "256M",
+        "--timeout",
+        "280",
+        "--initrd",
+        &initrd,
+    ];
+    args.extend_from_slice(extra);
+    args.push(kernel.to_str().unwrap());
+    mini_kvm(&args, commands)
+}
+
+/// On hardware KVM: the kernel boots to the initramfs's shell, which runs what we type and
+/// powers off (status 0). On kvm_pvm, which cannot run Linux: the kernel gets as far as the
+/// first instruction KVM's emulator cannot emulate (`lock cmpxchg16b`, about a minute in), and
+/// mini-kvm names it, says to use hardware KVM and exits 126, without hanging.
+#[test]
+fn a_distribution_kernel_on_this_hosts_kvm() {
+    require_kvm();
+    let run = boot(&[], b"uname -r\ncat /proc/cmdline\npoweroff -f\n");
+    match host_kvm_module() {
+        "kvm_pvm" => {
+            assert_eq!(run.status, 126, "{run:?}");
+            for line in [
+                "faulted: emulation failure (KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION): \
+                 the host KVM could not emulate this instruction",
+                "  mode: long mode (64-bit)",
+                mini_kvm::vmm::outcome::KVM_PVM_HINT,
+            ] {
+                assert!(run.stderr.contains(line), "no {line:?}: {run:?}");
+            }
+            // The instruction is named, decoded, with its bytes.
+            assert!(run.stderr.contains("\n  at 0x"), "{run:?}");
+        }
+        "kvm_amd" | "kvm_intel" => {
+            let stdout = run.stdout_text();
+            assert_eq!(run.status, 0, "{run:?}");
+            assert!(stdout.contains(INIT_MARKER), "{run:?}");
+            let release = kernel_release(&std::fs::read(linux_kernel()).unwrap());
+            assert!(
+                stdout.contains(&format!("\n{release}")),
+                "no {release}: {run:?}"
+            );
+            // The default command line, read back from /proc/cmdline.
+            assert!(stdout.contains("console=ttyS0 reboot=k"), "{run:?}");
+        }
+        other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),
+    }
+}
