@@ -35,8 +35,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run guests: built-in ones by name, image files by path (a flat binary, an ELF32 or ELF64
-    /// kernel, a PVH or multiboot kernel; told apart by content). Several guests run at once,
-    /// each in its own VM.
+    /// kernel, a PVH or multiboot kernel, a Linux bzImage; told apart by content). Several
+    /// guests run at once, each in its own VM.
     #[command(after_help = "\
 Examples:
   mini-kvm run hello                       a built-in guest (see `mini-kvm list`)

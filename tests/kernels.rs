@@ -177,8 +177,8 @@ fn mode_flags_do_not_apply_to_kernels() {
             b"",
         ),
         SETUP_ERROR,
-        "mini-kvm: error: elf64.elf is an ELF64 file: --cmdline applies only to multiboot and \
-         PVH kernels",
+        "mini-kvm: error: elf64.elf is an ELF64 file: --cmdline applies only to multiboot, \
+         PVH and Linux kernels",
     );
 }
 

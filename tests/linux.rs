@@ -5,9 +5,14 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use common::{assert_error, host_kvm_module, mini_kvm, require_kvm, scratch};
+use common::{assert_error, host_kvm_module, mini_kvm, mini_kvm_binary, require_kvm, scratch};
 use mini_kvm::loader::initramfs::INIT_MARKER;
 
 /// The bzImage to boot: MINI_KVM_LINUX_KERNEL, or this machine's newest /boot/vmlinuz-*.
@@ -138,23 +143,75 @@ fn kernel_release(image: &[u8]) -> String {
     String::from_utf8_lossy(&text[..end]).into_owned()
 }
 
-/// Boots the kernel with the initramfs, types `commands` at its shell, and returns the run.
+/// Boots the kernel with the initramfs, with `commands` as its input (then end of input), and
+/// returns the run. The input waits in mini-kvm's buffer and the UART until the shell reads
+/// it; the first bytes can be lost when the kernel's 8250 driver starts the port and clears its
+/// FIFO, so the commands come after a run of empty lines. A watchdog kills a run that goes on
+/// past its --timeout.
 fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
     let dir = scratch("linux-boot");
     let initrd = make_initramfs(&dir);
     let kernel = linux_kernel();
-    let mut args = vec![
-        "run",
-        "--mem",
-        "256M",
-        "--timeout",
-        "280",
-        "--initrd",
-        &initrd,
-    ];
-    args.extend_from_slice(extra);
-    args.push(kernel.to_str().unwrap());
-    mini_kvm(&args, commands)
+    let mut child = Command::new(mini_kvm_binary())
+        .args([
+            "run",
+            "--mem",
+            "256M",
+            "--timeout",
+            "280",
+            "--initrd",
+            &initrd,
+        ])
+        .args(extra)
+        .arg(&kernel)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mini-kvm");
+    let mut stdin = child.stdin.take().unwrap();
+    let (stdout_pipe, stderr_pipe) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let stdout = Arc::clone(&stdout);
+        thread::spawn(move || {
+            let mut pipe = stdout_pipe;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                stdout.lock().unwrap().extend_from_slice(&chunk[..n]);
+                // As it comes, for `--nocapture` (RIG_TEST_ARGS=--nocapture in the rig).
+                let _ = std::io::stderr().write_all(&chunk[..n]);
+            }
+        })
+    };
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        let mut pipe = stderr_pipe;
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let mut input = vec![b'\n'; 32];
+    input.extend_from_slice(commands);
+    let _ = stdin.write_all(&input);
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap().code().unwrap_or(-1);
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().unwrap();
+    let stdout = stdout.lock().unwrap().clone();
+    common::Run {
+        status,
+        stdout,
+        stderr: errors.join().unwrap(),
+    }
 }
 
 /// On hardware KVM: the kernel boots to the initramfs's shell, which runs what we type and

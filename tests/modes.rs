@@ -179,8 +179,8 @@ fn mode_errors() {
     assert_error(
         &mini_kvm(&["run", "--cmdline", "x", probe], b""),
         SETUP_ERROR,
-        "mini-kvm: error: paging_probe.bin is a flat binary: --cmdline applies only to multiboot \
-         and PVH kernels",
+        "mini-kvm: error: paging_probe.bin is a flat binary: --cmdline applies only to multiboot, \
+         PVH and Linux kernels",
     );
 }
 

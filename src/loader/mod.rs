@@ -145,6 +145,9 @@ pub struct Entry {
     pub registers: EntryRegisters,
     /// How the guest is booted, for `--verbose`: "flat binary", "ELF32", "PVH", "multiboot" ...
     pub protocol: &'static str,
+    /// The guest's console is the UART (Linux, `console=ttyS0`): stdin goes to the UART alone,
+    /// and the keyboard, which Linux probes at boot, must not take it (src/vmm/vm.rs).
+    pub serial_console: bool,
 }
 
 /// What the command line asked for, as far as loading is concerned.
@@ -189,6 +192,7 @@ pub fn load(
         mode,
         registers,
         protocol,
+        serial_console: false,
     };
     let protected = GuestMode::Protected { paging: false };
     let entry = match format {
@@ -255,11 +259,14 @@ pub fn load(
         ImageFormat::BzImage => {
             let cmdline = options.cmdline.unwrap_or(bzimage::DEFAULT_CMDLINE);
             let registers = bzimage::load(memory, name, image, cmdline, options.initrd)?;
-            kernel_entry(
-                GuestMode::Long,
-                registers,
-                "Linux bzImage (64-bit boot protocol)",
-            )
+            Entry {
+                serial_console: true,
+                ..kernel_entry(
+                    GuestMode::Long,
+                    registers,
+                    "Linux bzImage (64-bit boot protocol)",
+                )
+            }
         }
     };
     Ok(entry)

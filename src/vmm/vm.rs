@@ -224,7 +224,7 @@ impl Vm {
             cmdline: setup.load.cmdline.map(String::from),
             files: vec![("etc/e820".into(), e820_file(&e820_map(&memory)))],
         };
-        attach_devices(&mut devices, &io, &facts)?;
+        attach_devices(&mut devices, &io, &facts, entry.serial_console)?;
         let coalescing = if setup.coalesce && kvm.check_extension(Cap::CoalescedPio) {
             OutputCoalescing::new(&vm_fd, devices.coalesced_ports())
         } else {
@@ -613,10 +613,15 @@ fn e820_map(memory: &GuestMemoryMmap) -> Vec<(u64, u64, u32)> {
         .collect()
 }
 
+/// Attaches the legacy devices and the hypercall port. With `serial_console` (Linux), stdin is
+/// the UART's alone: the keyboard gets no input (a kernel probes it at boot, and it would
+/// otherwise take typed bytes as key presses for a console nobody looks at), and the terminal
+/// goes to raw mode at once, as the console is interactive from the start.
 fn attach_devices(
     devices: &mut DeviceManager,
     io: &GuestIo,
     facts: &MachineFacts,
+    serial_console: bool,
 ) -> Result<(), VmError> {
     let com1 = devices.legacy_irq(COM1_IRQ, "uart")?;
     let uart = Uart::new(io.output.clone(), io.input.clone(), com1);
@@ -628,7 +633,13 @@ fn attach_devices(
     // 0x61, between the i8042's two ports, is the PC speaker gate: left unclaimed (with the
     // irqchip, KVM's PIT answers it in the kernel).
     let keyboard_irq = devices.legacy_irq(KEYBOARD_IRQ, "i8042")?;
-    let keyboard = I8042::new(io.input.clone(), keyboard_irq);
+    let keyboard_input = if serial_console {
+        io.input.keyboard_claimed();
+        GuestInput::none()
+    } else {
+        io.input.clone()
+    };
+    let keyboard = I8042::new(keyboard_input, keyboard_irq);
     devices.attach_ports(
         bus::shared(keyboard),
         &[

@@ -5,10 +5,16 @@
 //! and a guest's own `wrmsr` to EFER faults. So every vCPU gets what the host KVM supports
 //! (`KVM_GET_SUPPORTED_CPUID`), with one change per vCPU: its APIC ID, so that a guest can tell
 //! its CPUs apart and match them with the MP table (mptable.rs). The APIC ID of vCPU `n` is `n`,
-//! as KVM gives its local APIC.
+//! as KVM gives its local APIC. And one change for all: the "hypervisor present" bit (leaf 1,
+//! ECX bit 31), which KVM leaves to the VMM. A guest that sees it looks for KVM's own leaves
+//! (0x40000000: "KVMKVMKVM"); Linux then takes its clock (kvm-clock) and the TSC's frequency
+//! from KVM instead of measuring them against the PIT.
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::Kvm;
+
+/// Leaf 1, ECX bit 31: "running under a hypervisor" (reserved for that on real CPUs).
+const HYPERVISOR_PRESENT: u32 = 1 << 31;
 
 /// Everything the host KVM can offer.
 pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
@@ -25,6 +31,7 @@ pub fn for_vcpu(supported: &CpuId, apic_id: u32, cpu_count: u32) -> CpuId {
             1 => {
                 entry.ebx =
                     (entry.ebx & 0x0000_ffff) | (apic_id << 24) | (cpu_count.min(255) << 16);
+                entry.ecx |= HYPERVISOR_PRESENT;
             }
             0xb | 0x1f => entry.edx = apic_id,
             _ => {}
@@ -56,6 +63,7 @@ mod tests {
         let supported = CpuId::from_entries(&entries).unwrap();
         let cpuid = for_vcpu(&supported, 3, 4);
         assert_eq!(cpuid.as_slice()[0].ebx, 0x0304_0800);
+        assert_eq!(cpuid.as_slice()[0].ecx, HYPERVISOR_PRESENT);
         assert_eq!(cpuid.as_slice()[1].edx, 3);
     }
 }
