@@ -14,7 +14,7 @@ use mini_kvm::config::{
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
-use mini_kvm::loader::initramfs::{self, InitramfsError};
+use mini_kvm::loader::initramfs;
 use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm;
@@ -273,13 +273,8 @@ fn main() -> ExitCode {
 }
 
 fn write_initramfs(busybox: &std::path::Path, output: &std::path::Path) -> ExitCode {
-    let shown = busybox.display().to_string();
-    let archive = std::fs::read(busybox)
-        .map_err(|source| InitramfsError::Read {
-            path: shown.clone(),
-            source,
-        })
-        .and_then(|bytes| initramfs::build(&shown, &bytes));
+    let archive = initramfs::read_busybox(busybox)
+        .and_then(|bytes| initramfs::build(&busybox.display().to_string(), &bytes));
     let archive = match archive {
         Ok(archive) => archive,
         Err(error) => return fail(&error.to_string()),

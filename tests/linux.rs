@@ -104,7 +104,7 @@ fn a_kernel_needs_room_to_decompress() {
     require_kvm();
     let kernel = linux_kernel();
     // 24 MiB holds the file (14 MiB for Debian's 6.1 cloud kernel) but not the room the kernel
-    // decompresses into (its init_size: 51 MiB).
+    // decompresses into: its init_size (51 MiB) from its pref_address (16 MiB).
     let run = mini_kvm(&["run", "--mem", "24M", kernel.to_str().unwrap()], b"");
     assert_error(
         &run,
@@ -115,6 +115,58 @@ fn a_kernel_needs_room_to_decompress() {
         run.stderr
             .contains("give the guest more memory with --mem (e.g. --mem "),
         "{run:?}"
+    );
+}
+
+#[test]
+fn busybox_must_be_a_regular_file() {
+    // /dev/zero would never end, and a FIFO would block the open.
+    let dir = scratch("initramfs-device");
+    let output = dir.join("x.cpio");
+    let run = mini_kvm(
+        &[
+            "initramfs",
+            "--busybox",
+            "/dev/zero",
+            "-o",
+            output.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: /dev/zero is not a regular file: give the busybox program's file\n",
+    );
+    assert!(!output.exists());
+}
+
+#[test]
+fn an_empty_initramfs_is_refused() {
+    require_kvm();
+    let dir = scratch("initrd-empty");
+    let initrd = dir.join("empty.cpio");
+    std::fs::write(&initrd, b"").unwrap();
+    let kernel = linux_kernel();
+    let run = mini_kvm(
+        &[
+            "run",
+            "--mem",
+            "256M",
+            "--initrd",
+            initrd.to_str().unwrap(),
+            kernel.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let name = kernel.file_name().unwrap().to_string_lossy();
+    assert_error(
+        &run,
+        1,
+        &format!(
+            "mini-kvm: error: the initramfs for {name} is empty: leave out --initrd, or give it \
+             an archive\n"
+        ),
     );
 }
 

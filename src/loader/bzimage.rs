@@ -44,6 +44,11 @@ const XLF_KERNEL_64: u16 = 1 << 0;
 const STARTUP_64_OFFSET: u64 = 0x200;
 /// The first protocol version with `xloadflags` (2.12).
 const PROTOCOL_WITH_XLOADFLAGS: u16 = 0x020c;
+/// Where the setup header keeps `kernel_alignment`, `pref_address` and `init_size` (boot
+/// protocol 2.10 and later).
+const KERNEL_ALIGNMENT_OFFSET: usize = 0x230;
+const PREF_ADDRESS_OFFSET: usize = 0x258;
+const INIT_SIZE_OFFSET: usize = 0x260;
 /// The zero page has room for this many E820 entries.
 const E820_MAX_ZEROPAGE: usize = 128;
 
@@ -59,6 +64,34 @@ pub fn load(
         name: name.to_string(),
         reason,
     };
+    // The kernel needs room to decompress itself: `init_size` bytes from where it runs, which
+    // (a relocatable kernel) is its load address rounded up to `kernel_alignment`, but not
+    // below `pref_address` (its link address: 16 MiB for Debian's). Checked before
+    // linux-loader copies the kernel, so that a --mem too small gets this error, not a copy
+    // failure or a triple fault in the decompressor (seen with --mem 60M before this check).
+    let header_u32 = |at: usize| {
+        image
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let header_u64 = |at: usize| u64::from(header_u32(at)) | (u64::from(header_u32(at + 4)) << 32);
+    let alignment = u64::from(header_u32(KERNEL_ALIGNMENT_OFFSET)).max(1);
+    let runs_at = LINUX_KERNEL_ADDRESS
+        .next_multiple_of(alignment)
+        .max(header_u64(PREF_ADDRESS_OFFSET));
+    let low_end = low_ram_end(ram_size(memory));
+    let kernel_end = runs_at
+        .saturating_add(u64::from(header_u32(INIT_SIZE_OFFSET)))
+        .max(LINUX_KERNEL_ADDRESS + image.len() as u64);
+    if kernel_end > low_end {
+        return Err(LoaderError::OutsideMemory {
+            name: name.to_string(),
+            start: LINUX_KERNEL_ADDRESS,
+            end: kernel_end,
+            ram_end: low_end,
+            suggest: (kernel_end >> 20) + 16,
+        });
+    }
     let loaded = BzImage::load(
         memory,
         Some(GuestAddress(LINUX_KERNEL_ADDRESS)),
@@ -79,19 +112,6 @@ pub fn load(
             version >> 8,
             version & 0xff
         )));
-    }
-    // The kernel decompresses itself in place: it needs `init_size` bytes from its load
-    // address, more than the file's size.
-    let low_end = low_ram_end(ram_size(memory));
-    let kernel_end = LINUX_KERNEL_ADDRESS + u64::from(header.init_size).max(image.len() as u64);
-    if kernel_end > low_end {
-        return Err(LoaderError::OutsideMemory {
-            name: name.to_string(),
-            start: LINUX_KERNEL_ADDRESS,
-            end: kernel_end,
-            ram_end: low_end,
-            suggest: (kernel_end >> 20) + 16,
-        });
     }
 
     // The command line, where the kernel can find it before it has set up its own memory.
@@ -154,9 +174,14 @@ fn place_initrd(
     header: &linux_loader::loader::bootparam::setup_header,
 ) -> Result<(u64, u64), LoaderError> {
     let size = initrd.len() as u64;
+    if size == 0 {
+        return Err(LoaderError::InitrdEmpty {
+            name: name.to_string(),
+        });
+    }
     let limit = low_ram_end(ram_size(memory)).min(u64::from(header.initrd_addr_max) + 1);
     let address = limit.saturating_sub(size) & !0xfff;
-    if size == 0 || address < kernel_end.next_multiple_of(0x1000) {
+    if address < kernel_end.next_multiple_of(0x1000) {
         return Err(LoaderError::InitrdDoesNotFit {
             name: name.to_string(),
             size,

@@ -36,6 +36,50 @@ pub enum InitramfsError {
          (on Debian and Ubuntu: apt install busybox-static, then use /bin/busybox)"
     )]
     NotStatic { path: String },
+    #[error("{path} is not a regular file: give the busybox program's file")]
+    NotAFile { path: String },
+    #[error("{path} is more than {max} bytes: that is no busybox (a static one is about 2 MB)")]
+    TooLarge { path: String, max: u64 },
+}
+
+/// No busybox is this large; a larger file (or an endless one) is not read.
+const MAX_BUSYBOX: u64 = 64 << 20;
+
+/// Reads the busybox program: a regular file (opening a FIFO must not block, reading a device
+/// must not go on for ever) of at most [`MAX_BUSYBOX`] bytes.
+pub fn read_busybox(path: &std::path::Path) -> Result<Vec<u8>, InitramfsError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let shown = path.display().to_string();
+    let read_error = |source| InitramfsError::Read {
+        path: shown.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(InitramfsError::NotAFile { path: shown });
+    }
+    let too_large = || InitramfsError::TooLarge {
+        path: shown.clone(),
+        max: MAX_BUSYBOX,
+    };
+    if metadata.len() > MAX_BUSYBOX {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_BUSYBOX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_BUSYBOX {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Builds the initramfs around the busybox binary `busybox` (its bytes) read from `path`.

@@ -85,8 +85,11 @@ pub enum LoaderError {
     InitrdNotSupported { name: String, format: &'static str },
     #[error("{name} is a Linux bzImage mini-kvm cannot boot: {reason}")]
     BadBzImage { name: String, reason: String },
+    #[error("the initramfs for {name} is empty: leave out --initrd, or give it an archive")]
+    InitrdEmpty { name: String },
     #[error(
-        "the initramfs for {name} is {size} bytes, but only {room} bytes of RAM below 3 GiB are          left above the kernel: give the guest more memory with --mem (e.g. --mem {suggest}M)"
+        "the initramfs for {name} is {size} bytes, but only {room} bytes of RAM below 3 GiB are \
+         left above the kernel: give the guest more memory with --mem (e.g. --mem {suggest}M)"
     )]
     InitrdDoesNotFit {
         name: String,

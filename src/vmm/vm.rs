@@ -604,7 +604,6 @@ fn create_vcpus(
         .collect()
 }
 
-/// The devices every guest has, at the ports of a PC.
 /// The memory map as (address, length, E820 type), for the "etc/e820" fw_cfg file.
 fn e820_map(memory: &GuestMemoryMmap) -> Vec<(u64, u64, u32)> {
     layout::memory_map(loader::ram_size(memory))
@@ -613,7 +612,7 @@ fn e820_map(memory: &GuestMemoryMmap) -> Vec<(u64, u64, u32)> {
         .collect()
 }
 
-/// Attaches the legacy devices and the hypercall port. With `serial_console` (Linux), stdin is
+/// The devices every guest has, at the ports of a PC. With `serial_console` (Linux), stdin is
 /// the UART's alone: the keyboard gets no input (a kernel probes it at boot, and it would
 /// otherwise take typed bytes as key presses for a console nobody looks at), and the terminal
 /// goes to raw mode at once, as the console is interactive from the start.
