@@ -231,8 +231,10 @@ fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut chunk) {
                 stdout.lock().unwrap().extend_from_slice(&chunk[..n]);
-                // As it comes, for `--nocapture` (RIG_TEST_ARGS=--nocapture in the rig).
-                let _ = std::io::stderr().write_all(&chunk[..n]);
+                // As it comes, for `--nocapture` (RIG_TEST_ARGS=--nocapture in the rig). The
+                // macro, not a write to stderr: libtest captures it otherwise, also from this
+                // thread.
+                eprint!("{}", String::from_utf8_lossy(&chunk[..n]));
             }
         })
     };
