@@ -90,8 +90,8 @@ fn a_reset_through_the_keyboard_controller_is_still_a_reboot() {
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(
         run.stderr,
-        "mini-kvm: guest 'reboot.bin' asked for a reboot (0xfe to the i8042 command port): \
-         stopped\n",
+        "mini-kvm: guest 'reboot.bin' asked for a reboot (the i8042's reset line or the ACPI \
+         reset register): stopped\n",
         "{run:?}"
     );
 }

@@ -268,19 +268,27 @@ fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
     }
 }
 
-/// On hardware KVM: the kernel boots to the initramfs's shell, which runs what we type and
-/// powers off (status 0). On kvm_pvm, which cannot run Linux: the kernel gets as far as the
-/// first instruction KVM's emulator cannot emulate (`lock cmpxchg16b`, about a minute in), and
-/// mini-kvm names it, says to use hardware KVM and exits 126, without hanging.
+/// On hardware KVM, three boots of two CPUs each. One to the initramfs's shell, which runs
+/// what we type (the kernel's release, the CPUs it found through the ACPI tables, its command
+/// line) and powers off through ACPI (status 0). One that reboots (ACPI's reset register:
+/// status 0 and a message). One whose kernel panics (status 123, the panic on the console).
+/// On kvm_pvm, which cannot run Linux: the kernel gets as far as the first instruction KVM's
+/// emulator cannot emulate (`lock cmpxchg16b`, about a minute in), and mini-kvm names it, says
+/// to use hardware KVM and exits 126, without hanging.
 #[test]
 fn a_distribution_kernel_on_this_hosts_kvm() {
     require_kvm();
-    let run = boot(&[], b"uname -r\ncat /proc/cmdline\npoweroff -f\n");
+    let two_cpus: &[&str] = &["--cpus", "2"];
+    let run = boot(
+        two_cpus,
+        b"uname -r\necho cpus=$(grep -c ^processor /proc/cpuinfo)\ncat /proc/cmdline\n\
+          poweroff -f\n",
+    );
     match host_kvm_module() {
         "kvm_pvm" => {
             assert_eq!(run.status, 126, "{run:?}");
             for line in [
-                "faulted: emulation failure (KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION): \
+                "faulted on CPU 0: emulation failure (KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION): \
                  the host KVM could not emulate this instruction",
                 "  mode: long mode (64-bit)",
                 mini_kvm::vmm::outcome::KVM_PVM_HINT,
@@ -299,8 +307,53 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
                 stdout.contains(&format!("\n{release}")),
                 "no {release}: {run:?}"
             );
+            // Both CPUs, from the MADT (Debian's kernel ignores the MP table).
+            assert!(stdout.contains("\ncpus=2"), "{run:?}");
             // The default command line, read back from /proc/cmdline.
-            assert!(stdout.contains("console=ttyS0 reboot=k"), "{run:?}");
+            assert!(
+                stdout.contains("\nconsole=ttyS0 panic=-1 reboot=panic_warm"),
+                "{run:?}"
+            );
+            // ACPI soft-off (the sleep control register), which ends the run quietly; without
+            // ACPI the kernel would only halt ("reboot: System halted").
+            assert!(stdout.contains("reboot: Power down"), "{run:?}");
+            assert_eq!(run.stderr, "", "{run:?}");
+
+            let run = boot(two_cpus, b"reboot -f\n");
+            assert_eq!(run.status, 0, "{run:?}");
+            assert!(
+                run.stdout_text().contains("reboot: Restarting system"),
+                "{run:?}"
+            );
+            // The guest is named after the kernel's file.
+            let name = linux_kernel();
+            let name = name.file_name().unwrap().to_string_lossy();
+            assert_eq!(
+                run.stderr,
+                format!(
+                    "mini-kvm: guest '{name}' asked for a reboot (the i8042's reset line or the \
+                     ACPI reset register): stopped\n"
+                ),
+                "{run:?}"
+            );
+
+            // sysrq c: "trigger a crash", a panic. After a second, so that the shell's echo of
+            // the line, which the UART sends at its pace, is out before the panic's message.
+            let run = boot(two_cpus, b"sleep 1; echo c > /proc/sysrq-trigger\n");
+            assert_eq!(run.status, 123, "{run:?}");
+            assert!(
+                run.stdout_text()
+                    .contains("Kernel panic - not syncing: sysrq triggered crash"),
+                "{run:?}"
+            );
+            assert_eq!(
+                run.stderr,
+                format!(
+                    "mini-kvm: guest '{name}': the kernel panicked (see its message above) and \
+                     reset the machine: stopped\n"
+                ),
+                "{run:?}"
+            );
         }
         other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),
     }

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
 
+use crate::arch::x86::acpi::AcpiId;
+
 /// What the vCPU should do after a device handled a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoAction {
@@ -31,8 +33,10 @@ pub enum IoAction {
 pub enum GuestStop {
     /// The EXIT hypercall (or isa-debug-exit), with the guest's status.
     Exit(u8),
-    /// A reset request (0xFE to the i8042 command port).
+    /// A reset request (0xFE to the i8042 command port, or the ACPI reset register).
     Reboot,
+    /// ACPI power-off: the guest entered the soft-off sleep state (S5).
+    PowerOff,
 }
 
 /// A device model on a bus. It sees offsets within its range, never the vCPU or the VM.
@@ -50,6 +54,10 @@ pub trait BusDevice: Send {
     }
     /// The guest has ended: write out anything buffered.
     fn flush(&mut self) {}
+    /// How the ACPI tables name this device, if they list it (arch/x86/acpi.rs).
+    fn acpi_id(&self) -> Option<AcpiId> {
+        None
+    }
 }
 
 /// A device shared between the bus and whoever else needs it (the event loop, for input).

@@ -16,6 +16,7 @@
 //! mini-kvm offers the traditional interface only (no DMA: bit 1 of FW_CFG_ID is clear, so a
 //! guest does not look for the DMA address register at 0x514), and the data cannot be written.
 
+use crate::arch::x86::acpi::AcpiId;
 use crate::devices::bus::{BusDevice, BusRange, IoAction};
 
 /// The selector (offset 0, 16 bits) and data (offset 1, 8 bits) ports.
@@ -136,6 +137,14 @@ pub fn e820_file(map: &[(u64, u64, u32)]) -> Vec<u8> {
 impl BusDevice for FwCfg {
     fn name(&self) -> &'static str {
         "fw_cfg"
+    }
+
+    /// QEMU's ID for fw_cfg: Linux's qemu_fw_cfg driver binds to it.
+    fn acpi_id(&self) -> Option<AcpiId> {
+        Some(AcpiId {
+            name: "FWCF",
+            hid: "QEMU0002",
+        })
     }
 
     /// The data port gives the selected item's next bytes (a wider `in` takes several); the

@@ -2,6 +2,7 @@
 //! range; none makes KVM calls or sees a vCPU: a device's only link to KVM is its [`IrqLine`].
 //! `devices` imports nothing above it (only `arch` and the console it prints to).
 
+pub mod acpi_pm;
 pub mod bus;
 pub mod fw_cfg;
 pub mod hypercall;

@@ -26,15 +26,15 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{LoaderError, ram_size};
 use crate::arch::x86::layout::{
-    BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, LINUX_CMDLINE_ADDRESS, LINUX_CMDLINE_MAX,
-    LINUX_KERNEL_ADDRESS, MemoryKind, low_ram_end, memory_map,
+    ACPI_RSDP_ADDRESS, BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, LINUX_CMDLINE_ADDRESS,
+    LINUX_CMDLINE_MAX, LINUX_KERNEL_ADDRESS, MemoryKind, low_ram_end, memory_map,
 };
 use crate::arch::x86::modes::EntryRegisters;
 
 /// The command line a kernel gets when `--cmdline` is not given: its console on the UART that
-/// mini-kvm connects to the terminal, and a reboot through the keyboard controller (which ends
-/// the run).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k";
+/// mini-kvm connects to the terminal; on a panic, a reset at once (`panic=-1`, which ends the
+/// run) marked warm (`reboot=panic_warm`), which tells mini-kvm it was a panic (src/vmm/vm.rs).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=panic_warm";
 
 /// `type_of_loader`: 0xff, "undefined", what a boot loader without an assigned ID says.
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
@@ -136,6 +136,9 @@ pub fn load(
 
     let mut params = boot_params {
         hdr: header,
+        // Where the ACPI tables start (vm.rs writes them once the devices are attached); the
+        // kernel would also find the RSDP by searching the BIOS area.
+        acpi_rsdp_addr: ACPI_RSDP_ADDRESS,
         ..Default::default()
     };
     let map = linux_memory_map(ram_size(memory));

@@ -148,9 +148,11 @@ pub struct Entry {
     pub registers: EntryRegisters,
     /// How the guest is booted, for `--verbose`: "flat binary", "ELF32", "PVH", "multiboot" ...
     pub protocol: &'static str,
-    /// The guest's console is the UART (Linux, `console=ttyS0`): stdin goes to the UART alone,
-    /// and the keyboard, which Linux probes at boot, must not take it (src/vmm/vm.rs).
-    pub serial_console: bool,
+    /// A Linux kernel. Its console is the UART (`console=ttyS0`): stdin goes to the UART alone,
+    /// and the keyboard, which Linux probes at boot, must not take it. It gets ACPI tables (the
+    /// loader has told it where the RSDP is). And a warm reset is its panic (`reboot=panic_warm`
+    /// in the default command line: src/vmm/vm.rs).
+    pub linux: bool,
 }
 
 /// What the command line asked for, as far as loading is concerned.
@@ -195,7 +197,7 @@ pub fn load(
         mode,
         registers,
         protocol,
-        serial_console: false,
+        linux: false,
     };
     let protected = GuestMode::Protected { paging: false };
     let entry = match format {
@@ -263,7 +265,7 @@ pub fn load(
             let cmdline = options.cmdline.unwrap_or(bzimage::DEFAULT_CMDLINE);
             let registers = bzimage::load(memory, name, image, cmdline, options.initrd)?;
             Entry {
-                serial_console: true,
+                linux: true,
                 ..kernel_entry(
                     GuestMode::Long,
                     registers,

@@ -19,6 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::event_loop::EventHandler;
 use super::exit::Buses;
+use crate::arch::x86::acpi::{AcpiDevice, AcpiId};
 use crate::arch::x86::layout::{DEVICE_WINDOWS_END, DEVICE_WINDOWS_START};
 use crate::devices::{AddressSpace, Bus, BusError, BusRange, IrqLine, SharedDevice};
 
@@ -56,6 +57,28 @@ pub struct DeviceInfo {
     pub ports: Vec<BusRange>,
     pub mmio: Vec<BusRange>,
     pub irq: Option<u32>,
+    /// How the ACPI tables name it; `None` for devices they leave out.
+    pub acpi: Option<AcpiId>,
+}
+
+impl DeviceInfo {
+    /// The device as the DSDT describes it, if the tables list it.
+    pub fn acpi_device(&self) -> Option<AcpiDevice> {
+        Some(AcpiDevice {
+            id: self.acpi?,
+            ports: self
+                .ports
+                .iter()
+                .map(|range| (range.base as u16, range.len as u16))
+                .collect(),
+            mmio: self
+                .mmio
+                .iter()
+                .map(|range| (range.base, range.len))
+                .collect(),
+            irq: self.irq,
+        })
+    }
 }
 
 /// Hands out MMIO windows from the device part of the hole, page-aligned, lowest first.
@@ -204,11 +227,18 @@ impl DeviceManager {
         mmio: Vec<BusRange>,
         irq: Option<u32>,
     ) {
+        let (name, acpi) = {
+            let device = device
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (device.name(), device.acpi_id())
+        };
         self.devices.push(DeviceInfo {
-            name: device_name(device),
+            name,
             ports,
             mmio,
             irq,
+            acpi,
         });
     }
 

@@ -111,6 +111,9 @@ pub mod exit_code {
     pub const SETUP_ERROR: u8 = 1;
     /// A bad command line (clap's convention).
     pub const USAGE_ERROR: u8 = 2;
+    /// A Linux guest's kernel panicked (it reset the machine with the warm-reset flag that
+    /// `reboot=panic_warm` sets on a panic: docs/linux.md).
+    pub const KERNEL_PANIC: u8 = 123;
     /// The guest was still running at the `--timeout` (as coreutils `timeout`).
     pub const TIMEOUT: u8 = 124;
     /// The guest triple-faulted.
@@ -152,8 +155,12 @@ pub enum GuestOutcome {
     Exited(u8),
     /// `hlt` with interrupts disabled: the guest is done.
     Halted,
-    /// The guest pulled the reset line (i8042 0xFE).
+    /// The guest reset the machine (0xfe to the i8042, or the ACPI reset register).
     Rebooted,
+    /// The guest powered off through ACPI (the soft-off sleep state).
+    PoweredOff,
+    /// A Linux kernel panicked: it reset the machine after marking the reset warm.
+    KernelPanic,
     /// The user quit with Ctrl-A x (src/terminal.rs).
     Quit,
     /// Still running at the `--timeout`; where each CPU was.
@@ -174,7 +181,11 @@ impl GuestOutcome {
     pub fn exit_code(&self) -> u8 {
         match self {
             GuestOutcome::Exited(status) => *status,
-            GuestOutcome::Halted | GuestOutcome::Rebooted | GuestOutcome::Quit => 0,
+            GuestOutcome::Halted
+            | GuestOutcome::Rebooted
+            | GuestOutcome::PoweredOff
+            | GuestOutcome::Quit => 0,
+            GuestOutcome::KernelPanic => exit_code::KERNEL_PANIC,
             GuestOutcome::TimedOut { .. } => exit_code::TIMEOUT,
             GuestOutcome::Faulted { fault, .. } => fault.exit_code(),
             GuestOutcome::Cancelled { .. } => exit_code::CANCELLED,
@@ -187,6 +198,8 @@ impl GuestOutcome {
             GuestOutcome::Exited(status) => format!("exited {status}"),
             GuestOutcome::Halted => "halted".to_string(),
             GuestOutcome::Rebooted => "rebooted".to_string(),
+            GuestOutcome::PoweredOff => "powered off".to_string(),
+            GuestOutcome::KernelPanic => "kernel panic".to_string(),
             GuestOutcome::TimedOut { .. } => "timed out".to_string(),
             GuestOutcome::Faulted { fault, .. } => format!("faulted: {}", fault.short_name()),
             GuestOutcome::Cancelled { .. } => "stopped".to_string(),
@@ -197,9 +210,14 @@ impl GuestOutcome {
     /// A message for stderr, or `None` when the guest ended normally.
     pub fn report(&self, guest: &str) -> Option<String> {
         match self {
-            GuestOutcome::Exited(_) | GuestOutcome::Halted => None,
+            GuestOutcome::Exited(_) | GuestOutcome::Halted | GuestOutcome::PoweredOff => None,
             GuestOutcome::Rebooted => Some(format!(
-                "mini-kvm: guest '{guest}' asked for a reboot (0xfe to the i8042 command port): stopped"
+                "mini-kvm: guest '{guest}' asked for a reboot (the i8042's reset line or the ACPI \
+                 reset register): stopped"
+            )),
+            GuestOutcome::KernelPanic => Some(format!(
+                "mini-kvm: guest '{guest}': the kernel panicked (see its message above) and reset \
+                 the machine: stopped"
             )),
             GuestOutcome::Quit => Some(format!(
                 "mini-kvm: guest '{guest}' stopped: you pressed Ctrl-A x"

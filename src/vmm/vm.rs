@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::kvm_pit_config;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::coalesced::OutputCoalescing;
 use super::device_manager::{AttachedDevices, DeviceError, DeviceInfo, DeviceManager};
@@ -30,6 +30,7 @@ use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
 use super::vcpus::{Joined, VcpuControl, VcpuSet};
 use crate::arch::ArchError;
+use crate::arch::x86::acpi::{self, AcpiError};
 use crate::arch::x86::layout::{self, REAL_MODE_SEGMENT};
 use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
@@ -37,6 +38,7 @@ use crate::arch::x86::modes::{
 use crate::arch::x86::{cpuid, gdt, mptable, paging};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
+use crate::devices::acpi_pm::{ACPI_PM_PORTS, AcpiPm, POWER_PORTS};
 use crate::devices::fw_cfg::{FW_CFG_PORTS, FwCfg, MachineFacts, e820_file};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
 use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
@@ -67,6 +69,8 @@ pub enum VmError {
     MissingCapability(&'static str),
     #[error(transparent)]
     Arch(#[from] ArchError),
+    #[error(transparent)]
+    Acpi(#[from] AcpiError),
     #[error(
         "the host KVM ({module}) cannot run 32-bit paging: KVM_SET_SREGS dropped CR0.PG, and a \
          guest that sets it itself would triple-fault. kvm_pvm, a software KVM, runs only real \
@@ -149,6 +153,8 @@ pub struct Vm {
     live: Arc<LiveCounters>,
     /// Filter each thread once the guest runs (src/vmm/seccomp.rs).
     seccomp: bool,
+    /// A Linux guest's memory, where its kernel leaves the warm-reset flag when it panics.
+    linux_memory: Option<GuestMemoryMmap>,
 }
 
 impl Vm {
@@ -224,7 +230,17 @@ impl Vm {
             cmdline: setup.load.cmdline.map(String::from),
             files: vec![("etc/e820".into(), e820_file(&e820_map(&memory)))],
         };
-        attach_devices(&mut devices, &io, &facts, entry.serial_console)?;
+        attach_devices(&mut devices, &io, &facts, entry.linux)?;
+        // A Linux kernel learns its CPUs, interrupt controllers and devices from ACPI tables,
+        // which firmware would write on a PC: here, now that the devices are known.
+        if entry.linux {
+            let described: Vec<_> = devices
+                .devices()
+                .iter()
+                .filter_map(DeviceInfo::acpi_device)
+                .collect();
+            acpi::write(&memory, setup.cpus, &described, POWER_PORTS)?;
+        }
         let coalescing = if setup.coalesce && kvm.check_extension(Cap::CoalescedPio) {
             OutputCoalescing::new(&vm_fd, devices.coalesced_ports())
         } else {
@@ -285,6 +301,7 @@ impl Vm {
             input: io.input,
             live,
             seccomp: setup.seccomp,
+            linux_memory: entry.linux.then_some(memory),
         })
     }
 
@@ -375,7 +392,13 @@ impl Vm {
         for (_, vcpu) in &ends {
             stats.merge(vcpu.stats());
         }
-        let outcome = decide_outcome(ends, &end_order, stopped_by, timeout, started, several);
+        let outcome = match decide_outcome(ends, &end_order, stopped_by, timeout, started, several)
+        {
+            GuestOutcome::Rebooted if self.linux_memory.as_ref().is_some_and(kernel_panicked) => {
+                GuestOutcome::KernelPanic
+            }
+            outcome => outcome,
+        };
         live.finish(outcome.exit_code(), outcome.short_description());
         Ok(RunReport { outcome, stats })
     }
@@ -532,6 +555,16 @@ impl Watcher {
     }
 }
 
+/// Did a Linux guest's reset come from a panic? On x86 the kernel writes the BIOS's warm-reset
+/// flag (0x1234 at 0x472) just before every reset, when the reboot mode is "warm"; the default
+/// command line's `reboot=panic_warm` makes it warm for a panic alone (`panic=-1`: reset at
+/// once), so 0x1234 there means this reset is the panic's.
+fn kernel_panicked(memory: &GuestMemoryMmap) -> bool {
+    memory
+        .read_obj::<u16>(GuestAddress(layout::BIOS_WARM_RESET_FLAG))
+        .is_ok_and(|flag| flag == layout::WARM_RESET)
+}
+
 /// How the guest ended: as the first vCPU that ended it says, or else as the watcher stopped it.
 fn decide_outcome(
     ends: Vec<(VcpuEnd, Vcpu)>,
@@ -550,6 +583,7 @@ fn decide_outcome(
         return match ends[index].take() {
             Some(VcpuEnd::Stopped(GuestStop::Exit(status))) => GuestOutcome::Exited(status),
             Some(VcpuEnd::Stopped(GuestStop::Reboot)) => GuestOutcome::Rebooted,
+            Some(VcpuEnd::Stopped(GuestStop::PowerOff)) => GuestOutcome::PoweredOff,
             Some(VcpuEnd::Halted) => GuestOutcome::Halted,
             Some(VcpuEnd::Faulted(fault, cpu)) => GuestOutcome::Faulted {
                 fault,
@@ -612,7 +646,7 @@ fn e820_map(memory: &GuestMemoryMmap) -> Vec<(u64, u64, u32)> {
         .collect()
 }
 
-/// The devices every guest has, at the ports of a PC. With `serial_console` (Linux), stdin is
+/// The devices every guest has, at the ports of a PC. With `linux` (a Linux kernel), stdin is
 /// the UART's alone: the keyboard gets no input (a kernel probes it at boot, and it would
 /// otherwise take typed bytes as key presses for a console nobody looks at), and the terminal
 /// goes to raw mode at once, as the console is interactive from the start.
@@ -620,7 +654,7 @@ fn attach_devices(
     devices: &mut DeviceManager,
     io: &GuestIo,
     facts: &MachineFacts,
-    serial_console: bool,
+    linux: bool,
 ) -> Result<(), VmError> {
     let com1 = devices.legacy_irq(COM1_IRQ, "uart")?;
     let uart = Uart::new(io.output.clone(), io.input.clone(), com1);
@@ -632,7 +666,7 @@ fn attach_devices(
     // 0x61, between the i8042's two ports, is the PC speaker gate: left unclaimed (with the
     // irqchip, KVM's PIT answers it in the kernel).
     let keyboard_irq = devices.legacy_irq(KEYBOARD_IRQ, "i8042")?;
-    let keyboard_input = if serial_console {
+    let keyboard_input = if linux {
         io.input.keyboard_claimed();
         GuestInput::none()
     } else {
@@ -649,6 +683,8 @@ fn attach_devices(
     )?;
 
     devices.attach_ports(bus::shared(DebugExit), &[(DEBUG_EXIT_PORTS, 0)], None)?;
+    // The power-off and reset registers the ACPI tables point a kernel at.
+    devices.attach_ports(bus::shared(AcpiPm), &[(ACPI_PM_PORTS, 0)], None)?;
     // QEMU's firmware configuration: what guests written for QEMU ask the machine.
     let fw_cfg = FwCfg::new(facts);
     devices.attach_ports(bus::shared(fw_cfg), &[(FW_CFG_PORTS, 0)], None)?;

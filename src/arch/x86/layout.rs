@@ -31,6 +31,10 @@ pub const MPTABLE_ADDRESS: u64 = 0x1100;
 pub const MPTABLE_SIZE: u64 = 0x2000 - MPTABLE_ADDRESS;
 /// The BIOS Data Area word that holds the EBDA's segment (address >> 4).
 pub const BDA_EBDA_SEGMENT: u64 = 0x40e;
+/// The BIOS Data Area word that tells a PC BIOS whether a reset is warm ([`WARM_RESET`]: skip
+/// the memory test) or cold (0). Linux writes it before each reset (src/vmm/vm.rs reads it).
+pub const BIOS_WARM_RESET_FLAG: u64 = 0x472;
+pub const WARM_RESET: u16 = 0x1234;
 /// One page for the boot protocols: the multiboot info or PVH `hvm_start_info`, the memory map,
 /// the command line.
 pub const BOOT_INFO_ADDRESS: u64 = 0x2000;
@@ -50,6 +54,12 @@ pub const LINUX_CMDLINE_ADDRESS: u64 = 0x2_0000;
 /// The longest command line mini-kvm gives Linux, less its NUL (and at most the kernel's own
 /// `cmdline_size`).
 pub const LINUX_CMDLINE_MAX: u64 = 4095;
+
+/// The ACPI tables (src/arch/x86/acpi.rs), in the BIOS area of a PC, where a kernel searches
+/// for the RSDP when nobody tells it where it is: from the RSDP up to the end of the first MiB.
+/// Linux's memory map leaves 0xa0000-0xfffff out (loader/bzimage.rs), so nothing overwrites them.
+pub const ACPI_RSDP_ADDRESS: u64 = 0xe_0000;
+pub const ACPI_TABLES_END: u64 = 0x10_0000;
 
 /// The 32-bit MMIO hole: from here to 4 GiB nothing is RAM. Devices live here.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;

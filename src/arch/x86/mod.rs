@@ -1,6 +1,7 @@
 //! x86: the guest-physical layout, the register state a guest starts with in each mode, and the
 //! descriptor and page tables that state points at.
 
+pub mod acpi;
 pub mod cpuid;
 pub mod gdt;
 pub mod layout;

@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::scancodes::KeyboardEncoder;
+use crate::arch::x86::acpi::AcpiId;
 use crate::console::{GuestInput, InputListener};
 use crate::devices::bus::{BusDevice, BusRange, GuestStop, IoAction};
 use crate::devices::irq::IrqLine;
@@ -268,6 +269,14 @@ impl InputListener for KeyboardInput {
 impl BusDevice for I8042 {
     fn name(&self) -> &'static str {
         "i8042"
+    }
+
+    /// A PC/AT keyboard controller.
+    fn acpi_id(&self) -> Option<AcpiId> {
+        Some(AcpiId {
+            name: "KBD_",
+            hid: "PNP0303",
+        })
     }
 
     fn read(&mut self, offset: u64, data: &mut [u8]) {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use vm_superio::Serial;
 
+use crate::arch::x86::acpi::AcpiId;
 use crate::console::{GuestInput, GuestOutput, InputListener};
 use crate::devices::bus::{BusDevice, BusRange, IoAction};
 use crate::devices::irq::IrqLine;
@@ -95,6 +96,14 @@ impl Uart {
 impl BusDevice for Uart {
     fn name(&self) -> &'static str {
         "uart"
+    }
+
+    /// A 16550-compatible UART.
+    fn acpi_id(&self) -> Option<AcpiId> {
+        Some(AcpiId {
+            name: "COM1",
+            hid: "PNP0501",
+        })
     }
 
     fn read(&mut self, offset: u64, data: &mut [u8]) {
