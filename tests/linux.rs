@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -179,7 +179,27 @@ fn initrd_is_for_linux_only() {
     assert_error(
         &run,
         1,
-        "mini-kvm: error: hello is a flat binary: --initrd applies only to Linux bzImages",
+        "mini-kvm: error: hello is a flat binary: --initrd applies only to Linux kernels (a \
+         bzImage, or a vmlinux with a PVH entry)",
+    );
+    // A PVH kernel that is not Linux (it has no Linux banner).
+    let pvh = common::test_kernel("pvh");
+    let run = mini_kvm(
+        &[
+            "run",
+            "--mem",
+            "8M",
+            "--initrd",
+            &initrd,
+            pvh.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: pvh.elf is an ELF64 file: --initrd applies only to Linux kernels (a \
+         bzImage, or a vmlinux with a PVH entry)",
     );
 }
 
@@ -195,15 +215,19 @@ fn kernel_release(image: &[u8]) -> String {
     String::from_utf8_lossy(&text[..end]).into_owned()
 }
 
-/// Boots the kernel with the initramfs, with `commands` as its input (then end of input), and
+/// Boots the bzImage with the initramfs; see `boot_kernel`.
+fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
+    boot_kernel(&linux_kernel(), extra, commands)
+}
+
+/// Boots `kernel` with the initramfs, with `commands` as its input (then end of input), and
 /// returns the run. The input waits in mini-kvm's buffer and the UART until the shell reads
 /// it; the first bytes can be lost when the kernel's 8250 driver starts the port and clears its
 /// FIFO, so the commands come after a run of empty lines. A watchdog kills a run that goes on
 /// past its --timeout.
-fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
+fn boot_kernel(kernel: &Path, extra: &[&str], commands: &[u8]) -> common::Run {
     let dir = scratch("linux-boot");
     let initrd = make_initramfs(&dir);
-    let kernel = linux_kernel();
     let mut child = Command::new(mini_kvm_binary())
         .args([
             "run",
@@ -215,7 +239,7 @@ fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
             &initrd,
         ])
         .args(extra)
-        .arg(&kernel)
+        .arg(kernel)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -354,6 +378,98 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
                 ),
                 "{run:?}"
             );
+        }
+        other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),
+    }
+}
+
+/// Linux's uncompressed kernel, extracted from the bzImage as the kernel's own
+/// scripts/extract-vmlinux does it: the setup header says where the compressed payload is
+/// (`payload_offset` at 0x248, from the start of the protected-mode code, and `payload_length`
+/// at 0x24c), and its magic which decompressor it needs. Debian's kernels are LZ4-compressed
+/// (Debian: apt install lz4; the rig carries the host's `lz4`).
+fn extract_vmlinux(bzimage: &Path, into: &Path) -> PathBuf {
+    let image = std::fs::read(bzimage).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap()) as usize;
+    let setup_sectors = match image[0x1f1] {
+        0 => 4,
+        sectors => sectors as usize,
+    };
+    let start = (setup_sectors + 1) * 512 + u32_at(0x248);
+    let payload = &image[start..start + u32_at(0x24c)];
+    let tool = match payload {
+        [0x02, 0x21, 0x4c, 0x18, ..] => "lz4",
+        [0x1f, 0x8b, ..] => "gzip",
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => "xz",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => "zstd",
+        other => panic!(
+            "{bzimage:?}: a payload compressed in an unknown way: {:02x?}",
+            &other[..8]
+        ),
+    };
+    let mut child = Command::new(tool)
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {tool} (Debian: apt install {tool}): {error}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let payload = payload.to_vec();
+    // Written from a thread: the decompressed kernel (50 MiB) fills the pipe long before the
+    // payload is all in.
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&payload);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    // The payload ends with the decompressed size (4 bytes), which some decompressors take for
+    // more input and complain about: the ELF header says whether the kernel came out whole.
+    let vmlinux = output.stdout;
+    assert!(
+        vmlinux.starts_with(b"\x7fELF\x02"),
+        "{tool} -dc did not give a 64-bit ELF ({} bytes)",
+        vmlinux.len()
+    );
+    let path = into.join("vmlinux");
+    std::fs::write(&path, vmlinux).unwrap();
+    path
+}
+
+/// The same kernel, uncompressed, through its PVH entry (as Firecracker and cloud-hypervisor
+/// boot it), with the same initramfs: on hardware KVM it boots two CPUs, runs what we type and
+/// powers off; on kvm_pvm it ends as the bzImage does, at `lock cmpxchg16b` (about 40 s in),
+/// with status 126.
+#[test]
+fn the_uncompressed_kernel_through_its_pvh_entry() {
+    require_kvm();
+    let dir = scratch("vmlinux");
+    let vmlinux = extract_vmlinux(&linux_kernel(), &dir);
+    let run = boot_kernel(
+        &vmlinux,
+        &["--cpus", "2"],
+        b"uname -r\necho cpus=$(grep -c ^processor /proc/cpuinfo)\npoweroff -f\n",
+    );
+    match host_kvm_module() {
+        "kvm_pvm" => {
+            assert_eq!(run.status, 126, "{run:?}");
+            assert!(
+                run.stderr
+                    .contains("lock cmpxchg16b 0x20(%rbp)  [f0 48 0f c7 4d 20]"),
+                "{run:?}"
+            );
+        }
+        "kvm_amd" | "kvm_intel" => {
+            let stdout = run.stdout_text();
+            assert_eq!(run.status, 0, "{run:?}");
+            assert!(stdout.contains(INIT_MARKER), "{run:?}");
+            let release = kernel_release(&std::fs::read(linux_kernel()).unwrap());
+            assert!(
+                stdout.contains(&format!("\n{release}")),
+                "no {release}: {run:?}"
+            );
+            assert!(stdout.contains("\ncpus=2"), "{run:?}");
+            assert!(stdout.contains("reboot: Power down"), "{run:?}");
         }
         other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),
     }

@@ -24,17 +24,13 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::bzimage::BzImage;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::linux::{linux_memory_map, place_initrd};
 use super::{LoaderError, ram_size};
 use crate::arch::x86::layout::{
     ACPI_RSDP_ADDRESS, BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, LINUX_CMDLINE_ADDRESS,
-    LINUX_CMDLINE_MAX, LINUX_KERNEL_ADDRESS, MemoryKind, low_ram_end, memory_map,
+    LINUX_CMDLINE_MAX, LINUX_KERNEL_ADDRESS, low_ram_end,
 };
 use crate::arch::x86::modes::EntryRegisters;
-
-/// The command line a kernel gets when `--cmdline` is not given: its console on the UART that
-/// mini-kvm connects to the terminal; on a panic, a reset at once (`panic=-1`, which ends the
-/// run) marked warm (`reboot=panic_warm`), which tells mini-kvm it was a panic (src/vmm/vm.rs).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 panic=-1 reboot=panic_warm";
 
 /// `type_of_loader`: 0xff, "undefined", what a boot loader without an assigned ID says.
 const LOADER_TYPE_UNDEFINED: u8 = 0xff;
@@ -129,7 +125,8 @@ pub fn load(
     header.type_of_loader = LOADER_TYPE_UNDEFINED;
     header.cmd_line_ptr = LINUX_CMDLINE_ADDRESS as u32;
     if let Some(initrd) = initrd {
-        let (address, size) = place_initrd(memory, name, initrd, kernel_end, &header)?;
+        let limit = u64::from(header.initrd_addr_max) + 1;
+        let (address, size) = place_initrd(memory, name, initrd, kernel_end, limit)?;
         header.ramdisk_image = address as u32;
         header.ramdisk_size = size as u32;
     }
@@ -165,70 +162,4 @@ pub fn load(
         rbx: 0,
         rsi: BOOT_INFO_ADDRESS,
     })
-}
-
-/// Puts the initramfs as high in the RAM below the MMIO hole as the kernel allows
-/// (`initrd_addr_max`), page-aligned, above the room the kernel decompresses into.
-fn place_initrd(
-    memory: &GuestMemoryMmap,
-    name: &str,
-    initrd: &[u8],
-    kernel_end: u64,
-    header: &linux_loader::loader::bootparam::setup_header,
-) -> Result<(u64, u64), LoaderError> {
-    let size = initrd.len() as u64;
-    if size == 0 {
-        return Err(LoaderError::InitrdEmpty {
-            name: name.to_string(),
-        });
-    }
-    let limit = low_ram_end(ram_size(memory)).min(u64::from(header.initrd_addr_max) + 1);
-    let address = limit.saturating_sub(size) & !0xfff;
-    if address < kernel_end.next_multiple_of(0x1000) {
-        return Err(LoaderError::InitrdDoesNotFit {
-            name: name.to_string(),
-            size,
-            room: limit.saturating_sub(kernel_end),
-            suggest: ((kernel_end + size) >> 20) + 16,
-        });
-    }
-    memory.write_slice(initrd, GuestAddress(address))?;
-    Ok((address, size))
-}
-
-/// The memory map Linux is told: the address map's, with the legacy hole from 640 KiB to
-/// 1 MiB (where a PC has its video memory and BIOS) left out, as on a real PC.
-pub fn linux_memory_map(ram_size: u64) -> Vec<(u64, u64, MemoryKind)> {
-    const LEGACY_HOLE_START: u64 = 0xa_0000;
-    const LEGACY_HOLE_END: u64 = 0x10_0000;
-    let mut map = Vec::new();
-    for (start, len, kind) in memory_map(ram_size) {
-        let end = start + len;
-        if start < LEGACY_HOLE_START && end > LEGACY_HOLE_END {
-            map.push((start, LEGACY_HOLE_START - start, kind));
-            map.push((LEGACY_HOLE_END, end - LEGACY_HOLE_END, kind));
-        } else {
-            map.push((start, len, kind));
-        }
-    }
-    map
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_legacy_hole_is_left_out_of_linuxs_map() {
-        let map = linux_memory_map(64 << 20);
-        assert_eq!(
-            map,
-            [
-                (0, 0x1000, MemoryKind::Ram),
-                (0x1000, 0x8000, MemoryKind::Reserved),
-                (0x9000, 0xa_0000 - 0x9000, MemoryKind::Ram),
-                (0x10_0000, (64 << 20) - 0x10_0000, MemoryKind::Ram),
-            ]
-        );
-    }
 }

@@ -169,6 +169,15 @@ impl ElfImage {
         })
     }
 
+    /// Where the loaded image ends: the end of its highest segment.
+    pub fn end(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|segment| segment.address + segment.memory_size)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Checks that every segment fits in guest RAM and stays clear of the VMM's tables.
     pub fn check_placement(&self, name: &str, memory: &GuestMemoryMmap) -> Result<(), LoaderError> {
         for segment in &self.segments {

@@ -10,6 +10,7 @@ pub mod detect;
 pub mod elf;
 pub mod flat;
 pub mod initramfs;
+pub mod linux;
 pub mod multiboot;
 pub mod pvh;
 
@@ -81,7 +82,9 @@ pub enum LoaderError {
     ModeForKernel { name: String, format: &'static str },
     #[error("{name} is {format}: --cmdline applies only to multiboot, PVH and Linux kernels")]
     CmdlineNotSupported { name: String, format: &'static str },
-    #[error("{name} is {format}: --initrd applies only to Linux bzImages")]
+    #[error(
+        "{name} is {format}: --initrd applies only to Linux kernels (a bzImage, or a vmlinux with a PVH entry)"
+    )]
     InitrdNotSupported { name: String, format: &'static str },
     #[error("{name} is a Linux bzImage mini-kvm cannot boot: {reason}")]
     BadBzImage { name: String, reason: String },
@@ -186,7 +189,9 @@ pub fn load(
             format: format.name(),
         });
     }
-    if options.initrd.is_some() && format != ImageFormat::BzImage {
+    // (An ELF may be a Linux vmlinux, which takes one: the ELF branch checks.)
+    let takes_initrd = matches!(format, ImageFormat::BzImage | ImageFormat::Elf64);
+    if options.initrd.is_some() && !takes_initrd {
         return Err(LoaderError::InitrdNotSupported {
             name: name.to_string(),
             format: format.name(),
@@ -241,7 +246,33 @@ pub fn load(
                     entry,
                 });
             }
+            let linux = pvh_entry.is_some() && linux::is_linux(image);
+            if options.initrd.is_some() && !linux {
+                return Err(LoaderError::InitrdNotSupported {
+                    name: name.to_string(),
+                    format: format.name(),
+                });
+            }
             match (elf.is_64, pvh_entry) {
+                // Linux's uncompressed kernel, through its PVH entry, as a Linux guest.
+                (_, Some(entry)) if linux => {
+                    let cmdline = options.cmdline.unwrap_or(linux::DEFAULT_CMDLINE);
+                    let initrd = match options.initrd {
+                        Some(initrd) => Some(linux::place_initrd(
+                            memory,
+                            name,
+                            initrd,
+                            elf.end(),
+                            u64::MAX,
+                        )?),
+                        None => None,
+                    };
+                    let registers = pvh::prepare_linux(memory, entry, cmdline, initrd)?;
+                    Entry {
+                        linux: true,
+                        ..kernel_entry(protected, registers, "Linux vmlinux (PVH entry)")
+                    }
+                }
                 (_, Some(entry)) => {
                     kernel_entry(protected, pvh::prepare(memory, entry, cmdline)?, "PVH")
                 }
@@ -262,7 +293,7 @@ pub fn load(
             }
         }
         ImageFormat::BzImage => {
-            let cmdline = options.cmdline.unwrap_or(bzimage::DEFAULT_CMDLINE);
+            let cmdline = options.cmdline.unwrap_or(linux::DEFAULT_CMDLINE);
             let registers = bzimage::load(memory, name, image, cmdline, options.initrd)?;
             Entry {
                 linux: true,
@@ -310,6 +341,9 @@ pub fn check_load_range(
 /// The boot-information page (BOOT_INFO_ADDRESS): the protocol's structure at offset 0, then:
 pub const BOOT_MEMORY_MAP_OFFSET: u64 = 0x100;
 pub const BOOT_LOADER_NAME_OFFSET: u64 = 0x180;
+/// PVH's module list (one 32-byte entry: a Linux vmlinux's initramfs), where multiboot has
+/// its loader name.
+pub const BOOT_MODULES_OFFSET: u64 = 0x1c0;
 pub const BOOT_CMDLINE_OFFSET: u64 = 0x200;
 /// The command line's room, less its terminating NUL.
 pub const BOOT_CMDLINE_MAX: u64 = BOOT_INFO_SIZE - BOOT_CMDLINE_OFFSET - 1;
