@@ -327,7 +327,7 @@ fn images_that_are_not_regular_files_are_refused_before_reading() {
         &run,
         SETUP_ERROR,
         "mini-kvm: error: guest image /dev/zero is a character device, not a regular file: \
-         mini-kvm reads guest images from files",
+         mini-kvm reads only regular files",
     );
     // A FIFO nobody writes to: opening it must not wait for a writer.
     let dir = scratch("fifo");
@@ -339,8 +339,8 @@ fn images_that_are_not_regular_files_are_refused_before_reading() {
         &run,
         SETUP_ERROR,
         &format!(
-            "mini-kvm: error: guest image {} is a FIFO, not a regular file: mini-kvm reads guest \
-             images from files",
+            "mini-kvm: error: guest image {} is a FIFO, not a regular file: mini-kvm reads only \
+             regular files",
             fifo.display()
         ),
     );

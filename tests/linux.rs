@@ -170,6 +170,40 @@ fn an_empty_initramfs_is_refused() {
     );
 }
 
+/// `--initrd` files are read with the same bounds as images, and their errors name them.
+#[test]
+fn an_unreadable_initramfs_is_named() {
+    let kernel = linux_kernel();
+    let kernel = kernel.to_str().unwrap();
+    let run = mini_kvm(
+        &[
+            "run",
+            "--mem",
+            "256M",
+            "--initrd",
+            "/no/such/initrd",
+            kernel,
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: cannot read initramfs /no/such/initrd: No such file or directory \
+         (os error 2)",
+    );
+    let run = mini_kvm(
+        &["run", "--mem", "256M", "--initrd", "/dev/zero", kernel],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: initramfs /dev/zero is a character device, not a regular file: \
+         mini-kvm reads only regular files",
+    );
+}
+
 #[test]
 fn initrd_is_for_linux_only() {
     require_kvm();
@@ -201,18 +235,6 @@ fn initrd_is_for_linux_only() {
         "mini-kvm: error: pvh.elf is an ELF64 file: --initrd applies only to Linux kernels (a \
          bzImage, or a vmlinux with a PVH entry)",
     );
-}
-
-/// The release a bzImage says it is (what its `uname -r` prints): the first word of the version
-/// string its setup header points at (field `kernel_version` at 0x20e, an offset from 0x200).
-fn kernel_release(image: &[u8]) -> String {
-    let pointer = u16::from_le_bytes([image[0x20e], image[0x20f]]) as usize + 0x200;
-    let text = &image[pointer..];
-    let end = text
-        .iter()
-        .position(|&byte| byte == b' ' || byte == 0)
-        .unwrap();
-    String::from_utf8_lossy(&text[..end]).into_owned()
 }
 
 /// Boots the bzImage with the initramfs; see `boot_kernel`.
@@ -326,7 +348,7 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
             let stdout = run.stdout_text();
             assert_eq!(run.status, 0, "{run:?}");
             assert!(stdout.contains(INIT_MARKER), "{run:?}");
-            let release = kernel_release(&std::fs::read(linux_kernel()).unwrap());
+            let release = common::kernel_release(&std::fs::read(linux_kernel()).unwrap());
             assert!(
                 stdout.contains(&format!("\n{release}")),
                 "no {release}: {run:?}"
@@ -463,7 +485,7 @@ fn the_uncompressed_kernel_through_its_pvh_entry() {
             let stdout = run.stdout_text();
             assert_eq!(run.status, 0, "{run:?}");
             assert!(stdout.contains(INIT_MARKER), "{run:?}");
-            let release = kernel_release(&std::fs::read(linux_kernel()).unwrap());
+            let release = common::kernel_release(&std::fs::read(linux_kernel()).unwrap());
             assert!(
                 stdout.contains(&format!("\n{release}")),
                 "no {release}: {run:?}"

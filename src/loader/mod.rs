@@ -30,32 +30,37 @@ pub use detect::ImageFormat;
 
 #[derive(Debug, Error)]
 pub enum LoaderError {
-    #[error("cannot read guest image {path}: {source}")]
+    #[error("cannot read {what} {path}: {source}")]
     Read {
+        what: FileRole,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("guest image {path} is a directory, not a file")]
-    IsDirectory { path: PathBuf },
+    #[error("{what} {path} is a directory, not a file")]
+    IsDirectory { what: FileRole, path: PathBuf },
     #[error(
-        "guest image {path}: reading it took longer than --timeout ({seconds} s; {read} of \
+        "{what} {path}: reading it took longer than --timeout ({seconds} s; {read} of \
          {size} bytes read), so it was not run"
     )]
     ReadTimedOut {
+        what: FileRole,
         path: PathBuf,
         seconds: f64,
         read: u64,
         size: u64,
     },
+    #[error("{what} {path} is {kind}, not a regular file: mini-kvm reads only regular files")]
+    NotARegularFile {
+        what: FileRole,
+        path: PathBuf,
+        kind: &'static str,
+    },
     #[error(
-        "guest image {path} is {kind}, not a regular file: mini-kvm reads guest images from files"
-    )]
-    NotARegularFile { path: PathBuf, kind: &'static str },
-    #[error(
-        "guest image {path} is {size} bytes, more than the guest's {memory} bytes of RAM: give the \
+        "{what} {path} is {size} bytes, more than the guest's {memory} bytes of RAM: give the \
          guest more memory with --mem, or check the file"
     )]
     LargerThanMemory {
+        what: FileRole,
         path: PathBuf,
         size: u64,
         memory: u64,
@@ -373,12 +378,40 @@ pub fn write_cmdline(memory: &GuestMemoryMmap, cmdline: &str) -> Result<u64, Loa
 /// An image is read this much at a time, the `--timeout` checked between chunks.
 const READ_CHUNK: u64 = 16 << 20;
 
-/// Reads a guest image from disk, with errors that name the file. Only a regular file is read,
+/// What a file read from disk is for, as its errors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// The guest's image (a flat binary or a kernel).
+    GuestImage,
+    /// `--initrd`.
+    Initramfs,
+}
+
+impl std::fmt::Display for FileRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            FileRole::GuestImage => "guest image",
+            FileRole::Initramfs => "initramfs",
+        })
+    }
+}
+
+/// Reads a guest image from disk, with errors that name the file; see `read_file`.
+pub fn read_image_file(
+    path: &Path,
+    memory: u64,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, LoaderError> {
+    read_file(FileRole::GuestImage, path, memory, timeout)
+}
+
+/// Reads a file for the guest (its image, or its initramfs), with errors that name the file. Only a regular file is read,
 /// and only if it is no larger than `memory` (the guest's RAM): a FIFO or a device could block
 /// or never end, and a huge file could not fit anyway. Both are refused before any byte is read.
 /// With a `timeout` (`--timeout`), a read not done within it stops between two chunks (a
 /// multi-gigabyte image on a slow disk must not outlast the time the user gave the guest).
-pub fn read_image_file(
+pub fn read_file(
+    what: FileRole,
     path: &Path,
     memory: u64,
     timeout: Option<Duration>,
@@ -387,6 +420,7 @@ pub fn read_image_file(
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
     let read_error = |source| LoaderError::Read {
+        what,
         path: path.to_path_buf(),
         source,
     };
@@ -401,6 +435,7 @@ pub fn read_image_file(
     let file_type = metadata.file_type();
     let kind = if file_type.is_dir() {
         return Err(LoaderError::IsDirectory {
+            what,
             path: path.to_path_buf(),
         });
     } else if file_type.is_fifo() {
@@ -416,12 +451,14 @@ pub fn read_image_file(
     };
     if !kind.is_empty() {
         return Err(LoaderError::NotARegularFile {
+            what,
             path: path.to_path_buf(),
             kind,
         });
     }
     if metadata.len() > memory {
         return Err(LoaderError::LargerThanMemory {
+            what,
             path: path.to_path_buf(),
             size: metadata.len(),
             memory,
@@ -441,6 +478,7 @@ pub fn read_image_file(
         }
         if let Some(timeout) = timeout.filter(|&timeout| started.elapsed() > timeout) {
             return Err(LoaderError::ReadTimedOut {
+                what,
                 path: path.to_path_buf(),
                 seconds: timeout.as_secs_f64(),
                 read: image.len() as u64,
@@ -450,6 +488,7 @@ pub fn read_image_file(
     }
     if image.len() as u64 > memory {
         return Err(LoaderError::LargerThanMemory {
+            what,
             path: path.to_path_buf(),
             size: image.len() as u64,
             memory,

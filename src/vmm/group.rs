@@ -11,7 +11,7 @@ use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
-use crate::loader::{LoadOptions, read_image_file};
+use crate::loader::{FileRole, LoadOptions, read_file};
 
 /// How one guest of a group ended.
 pub struct GuestResult {
@@ -42,7 +42,8 @@ impl Group {
         }
         // The initramfs, read once for all guests, under the same bounds as an image.
         let initrd = match &config.initrd {
-            Some(path) => Some(read_image_file(
+            Some(path) => Some(read_file(
+                FileRole::Initramfs,
                 path,
                 config.memory_for_initrd(),
                 config.timeout,

@@ -228,7 +228,10 @@ impl Vm {
             // At most MAX_CPUS (181), checked above.
             cpus: setup.cpus as u16,
             cmdline: setup.load.cmdline.map(String::from),
-            files: vec![("etc/e820".into(), e820_file(&e820_map(&memory)))],
+            files: vec![(
+                "etc/e820".into(),
+                e820_file(&e820_map(&memory, entry.linux)),
+            )],
         };
         attach_devices(&mut devices, &io, &facts, entry.linux)?;
         // A Linux kernel learns its CPUs, interrupt controllers and devices from ACPI tables,
@@ -638,10 +641,16 @@ fn create_vcpus(
         .collect()
 }
 
-/// The memory map as (address, length, E820 type), for the "etc/e820" fw_cfg file.
-fn e820_map(memory: &GuestMemoryMmap) -> Vec<(u64, u64, u32)> {
-    layout::memory_map(loader::ram_size(memory))
-        .into_iter()
+/// The memory map as (address, length, E820 type), for the "etc/e820" fw_cfg file: the one the
+/// kernel was given (Linux's leaves out the legacy hole).
+fn e820_map(memory: &GuestMemoryMmap, linux: bool) -> Vec<(u64, u64, u32)> {
+    let ram_size = loader::ram_size(memory);
+    let map = if linux {
+        loader::linux::linux_memory_map(ram_size)
+    } else {
+        layout::memory_map(ram_size)
+    };
+    map.into_iter()
         .map(|(start, len, kind)| (start, len, kind.e820_type()))
         .collect()
 }

@@ -192,3 +192,15 @@ pub fn stats_value(stats: &str, label: &str) -> f64 {
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("no number for {label:?} in:\n{stats}"))
 }
+
+/// The release a bzImage says it is (what its `uname -r` prints): the first word of the version
+/// string its setup header points at (field `kernel_version` at 0x20e, an offset from 0x200).
+pub fn kernel_release(image: &[u8]) -> String {
+    let pointer = u16::from_le_bytes([image[0x20e], image[0x20f]]) as usize + 0x200;
+    let text = &image[pointer..];
+    let end = text
+        .iter()
+        .position(|&byte| byte == b' ' || byte == 0)
+        .unwrap();
+    String::from_utf8_lossy(&text[..end]).into_owned()
+}
