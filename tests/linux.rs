@@ -314,9 +314,9 @@ fn boot_kernel(kernel: &Path, extra: &[&str], commands: &[u8]) -> common::Run {
     }
 }
 
-/// On hardware KVM, three boots of two CPUs each. One to the initramfs's shell, which runs
-/// what we type (the kernel's release, the CPUs it found through the ACPI tables, its command
-/// line) and powers off through ACPI (status 0). One that reboots (ACPI's reset register:
+/// On hardware KVM, three boots. One of two CPUs to the initramfs's shell, which runs what we
+/// type (the kernel's release, the CPUs it found through the ACPI tables, their TSC-deadline
+/// timers, its command line) and powers off through ACPI (status 0). One that reboots (ACPI's reset register:
 /// status 0 and a message). One whose kernel panics (status 123, the panic on the console).
 /// On kvm_pvm, which cannot run Linux: the kernel gets as far as the first instruction KVM's
 /// emulator cannot emulate (`lock cmpxchg16b`, about a minute in), and mini-kvm names it, says
@@ -328,7 +328,7 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
     let run = boot(
         two_cpus,
         b"uname -r\necho cpus=$(grep -c ^processor /proc/cpuinfo)\ncat /proc/cmdline\n\
-          poweroff -f\n",
+          echo deadline=$(grep -c tsc_deadline_timer /proc/cpuinfo)\npoweroff -f\n",
     );
     match host_kvm_module() {
         "kvm_pvm" => {
@@ -355,6 +355,8 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
             );
             // Both CPUs, from the MADT (Debian's kernel ignores the MP table).
             assert!(stdout.contains("\ncpus=2"), "{run:?}");
+            // Both with the TSC-deadline timer mini-kvm adds to CPUID.
+            assert!(stdout.contains("\ndeadline=2"), "{run:?}");
             // The default command line, read back from /proc/cmdline.
             assert!(
                 stdout.contains("\nconsole=ttyS0 panic=-1 reboot=panic_warm"),
@@ -365,7 +367,10 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
             assert!(stdout.contains("reboot: Power down"), "{run:?}");
             assert_eq!(run.stderr, "", "{run:?}");
 
-            let run = boot(two_cpus, b"reboot -f\n");
+            // One CPU from here on: in the rig, two vCPUs on its one CPU spin-wait for each
+            // other at times (the TSC check, cross-CPU calls), which is where QEMU's TCG has
+            // been seen to hang the rig (docs/testing.md, "When the rig hangs").
+            let run = boot(&[], b"reboot -f\n");
             assert_eq!(run.status, 0, "{run:?}");
             assert!(
                 run.stdout_text().contains("reboot: Restarting system"),
@@ -385,7 +390,7 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
 
             // sysrq c: "trigger a crash", a panic. After a second, so that the shell's echo of
             // the line, which the UART sends at its pace, is out before the panic's message.
-            let run = boot(two_cpus, b"sleep 1; echo c > /proc/sysrq-trigger\n");
+            let run = boot(&[], b"sleep 1; echo c > /proc/sysrq-trigger\n");
             assert_eq!(run.status, 123, "{run:?}");
             assert!(
                 run.stdout_text()
@@ -459,8 +464,8 @@ fn extract_vmlinux(bzimage: &Path, into: &Path) -> PathBuf {
 }
 
 /// The same kernel, uncompressed, through its PVH entry (as Firecracker and cloud-hypervisor
-/// boot it), with the same initramfs: on hardware KVM it boots two CPUs, runs what we type and
-/// powers off; on kvm_pvm it ends as the bzImage does, at `lock cmpxchg16b` (about 40 s in),
+/// boot it), with the same initramfs: on hardware KVM it boots, runs what we type and powers
+/// off; on kvm_pvm it ends as the bzImage does, at `lock cmpxchg16b` (about 40 s in),
 /// with status 126.
 #[test]
 fn the_uncompressed_kernel_through_its_pvh_entry() {
@@ -469,7 +474,7 @@ fn the_uncompressed_kernel_through_its_pvh_entry() {
     let vmlinux = extract_vmlinux(&linux_kernel(), &dir);
     let run = boot_kernel(
         &vmlinux,
-        &["--cpus", "2"],
+        &[],
         b"uname -r\necho cpus=$(grep -c ^processor /proc/cpuinfo)\npoweroff -f\n",
     );
     match host_kvm_module() {
@@ -490,7 +495,7 @@ fn the_uncompressed_kernel_through_its_pvh_entry() {
                 stdout.contains(&format!("\n{release}")),
                 "no {release}: {run:?}"
             );
-            assert!(stdout.contains("\ncpus=2"), "{run:?}");
+            assert!(stdout.contains("\ncpus=1"), "{run:?}");
             assert!(stdout.contains("reboot: Power down"), "{run:?}");
         }
         other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),

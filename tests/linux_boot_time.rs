@@ -24,7 +24,9 @@ use mini_kvm::loader::initramfs::INIT_MARKER;
 
 /// What every boot gets: the same memory, CPUs and command line.
 const MEMORY: &str = "256M";
-const CPUS: &str = "2";
+/// One CPU: two vCPUs on the rig's one CPU spin-wait for each other at times, where QEMU's TCG
+/// has been seen to hang the rig (docs/testing.md, "When the rig hangs").
+const CPUS: &str = "1";
 const CMDLINE: &str = "console=ttyS0 panic=-1";
 /// The longest a boot may take before the test gives up on it.
 const BOOT_LIMIT: Duration = Duration::from_secs(240);
@@ -190,8 +192,8 @@ fn linux_boot_time_beside_qemu() {
 
     let release = common::kernel_release(&std::fs::read(&kernel).unwrap());
     let mut table = format!(
-        "\nLinux boot time: Linux {release} (bzImage) and a busybox initramfs, {CPUS} CPUs, \
-         {MEMORY}, command line \"{CMDLINE}\", on this host's KVM\n{:<28} {:>12} {:>12} {:>12} \
+        "\nLinux boot time: Linux {release} (bzImage) and a busybox initramfs, vCPUs: {CPUS}, \
+         memory: {MEMORY}, command line \"{CMDLINE}\", on this host's KVM\n{:<28} {:>12} {:>12} {:>12} \
          {:>14}\n",
         "", "first line", "/init", "powered off", "/init vs ours"
     );
