@@ -195,7 +195,7 @@ pub struct RunConfig {
     pub irqchip: bool,
     /// `--cmdline`: the command line of a multiboot, PVH or Linux kernel.
     pub cmdline: Option<String>,
-    /// `--initrd`: the initramfs file of a Linux bzImage.
+    /// `--initrd`: the initramfs file of a Linux kernel.
     pub initrd: Option<PathBuf>,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,

@@ -130,12 +130,14 @@ exit, 130 stopped from the --tui view).")]
         irqchip: bool,
 
         /// The command line of a multiboot, PVH or Linux kernel, handed over in its boot
-        /// information; a Linux bzImage without one gets "console=ttyS0 reboot=k" (e.g.
+        /// information; a Linux kernel without one gets "console=ttyS0 panic=-1
+        /// reboot=panic_warm" (e.g.
         /// mini-kvm run --mem 4M --cmdline "console=ttyS0 debug" ./kernel.elf).
         #[arg(long, value_name = "TEXT")]
         cmdline: Option<String>,
 
-        /// The initramfs of a Linux bzImage, loaded at the top of the RAM below 3 GiB (e.g.
+        /// The initramfs of a Linux kernel (a bzImage, or a vmlinux with a PVH entry), loaded at
+        /// the top of the RAM below 3 GiB (e.g.
         /// mini-kvm run --mem 256M --initrd initrd.cpio.gz /boot/vmlinuz-6.1.0-57-amd64).
         #[arg(long, value_name = "FILE")]
         initrd: Option<std::path::PathBuf>,

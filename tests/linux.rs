@@ -314,10 +314,48 @@ fn boot_kernel(kernel: &Path, extra: &[&str], commands: &[u8]) -> common::Run {
     }
 }
 
+/// On kvm_pvm: the kernel got as far as `lock cmpxchg16b`, which KVM's emulator cannot run, and
+/// mini-kvm named it, decoded, with its bytes, and said to use hardware KVM (status 126). With
+/// several CPUs, the report names the one that faulted (CPU 0: the other never started).
+fn assert_stopped_at_cmpxchg16b(run: &common::Run, cpus: usize) {
+    assert_eq!(run.status, 126, "{run:?}");
+    let on_cpu = if cpus > 1 { " on CPU 0" } else { "" };
+    let fault = format!(
+        "faulted{on_cpu}: emulation failure (KVM_EXIT_INTERNAL_ERROR, \
+         KVM_INTERNAL_ERROR_EMULATION): the host KVM could not emulate this instruction\n"
+    );
+    for line in [
+        fault.as_str(),
+        "  mode: long mode (64-bit)",
+        ": lock cmpxchg16b 0x20(%rbp)  [f0 48 0f c7 4d 20]\n",
+        mini_kvm::vmm::outcome::KVM_PVM_HINT,
+    ] {
+        assert!(run.stderr.contains(line), "no {line:?}: {run:?}");
+    }
+}
+
+/// On hardware KVM: the kernel reached `/init`, whose shell printed the kernel's release (as the
+/// bzImage's own version string says), and `poweroff -f` ended the run through ACPI soft-off:
+/// status 0, nothing on stderr, and the kernel's "reboot: Power down" (without ACPI it would
+/// only halt: "reboot: System halted").
+fn assert_powered_off_from_the_shell(run: &common::Run) {
+    let stdout = run.stdout_text();
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(stdout.contains(INIT_MARKER), "{run:?}");
+    let release = common::kernel_release(&std::fs::read(linux_kernel()).unwrap());
+    assert!(
+        stdout.contains(&format!("\n{release}")),
+        "no {release}: {run:?}"
+    );
+    assert!(stdout.contains("reboot: Power down"), "{run:?}");
+    assert_eq!(run.stderr, "", "{run:?}");
+}
+
 /// On hardware KVM, three boots. One of two CPUs to the initramfs's shell, which runs what we
 /// type (the kernel's release, the CPUs it found through the ACPI tables, their TSC-deadline
-/// timers, its command line) and powers off through ACPI (status 0). One that reboots (ACPI's reset register:
-/// status 0 and a message). One whose kernel panics (status 123, the panic on the console).
+/// timers, its command line) and powers off through ACPI (status 0). One that reboots (ACPI's
+/// reset register: status 0 and a message). One whose kernel panics (status 123, the panic on
+/// the console).
 /// On kvm_pvm, which cannot run Linux: the kernel gets as far as the first instruction KVM's
 /// emulator cannot emulate (`lock cmpxchg16b`, about a minute in), and mini-kvm names it, says
 /// to use hardware KVM and exits 126, without hanging.
@@ -331,28 +369,10 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
           echo deadline=$(grep -c tsc_deadline_timer /proc/cpuinfo)\npoweroff -f\n",
     );
     match host_kvm_module() {
-        "kvm_pvm" => {
-            assert_eq!(run.status, 126, "{run:?}");
-            for line in [
-                "faulted on CPU 0: emulation failure (KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION): \
-                 the host KVM could not emulate this instruction",
-                "  mode: long mode (64-bit)",
-                mini_kvm::vmm::outcome::KVM_PVM_HINT,
-            ] {
-                assert!(run.stderr.contains(line), "no {line:?}: {run:?}");
-            }
-            // The instruction is named, decoded, with its bytes.
-            assert!(run.stderr.contains("\n  at 0x"), "{run:?}");
-        }
+        "kvm_pvm" => assert_stopped_at_cmpxchg16b(&run, 2),
         "kvm_amd" | "kvm_intel" => {
+            assert_powered_off_from_the_shell(&run);
             let stdout = run.stdout_text();
-            assert_eq!(run.status, 0, "{run:?}");
-            assert!(stdout.contains(INIT_MARKER), "{run:?}");
-            let release = common::kernel_release(&std::fs::read(linux_kernel()).unwrap());
-            assert!(
-                stdout.contains(&format!("\n{release}")),
-                "no {release}: {run:?}"
-            );
             // Both CPUs, from the MADT (Debian's kernel ignores the MP table).
             assert!(stdout.contains("\ncpus=2"), "{run:?}");
             // Both with the TSC-deadline timer mini-kvm adds to CPUID.
@@ -362,10 +382,6 @@ fn a_distribution_kernel_on_this_hosts_kvm() {
                 stdout.contains("\nconsole=ttyS0 panic=-1 reboot=panic_warm"),
                 "{run:?}"
             );
-            // ACPI soft-off (the sleep control register), which ends the run quietly; without
-            // ACPI the kernel would only halt ("reboot: System halted").
-            assert!(stdout.contains("reboot: Power down"), "{run:?}");
-            assert_eq!(run.stderr, "", "{run:?}");
 
             // One CPU from here on: in the rig, two vCPUs on its one CPU spin-wait for each
             // other at times (the TSC check, cross-CPU calls), which is where QEMU's TCG has
@@ -478,25 +494,10 @@ fn the_uncompressed_kernel_through_its_pvh_entry() {
         b"uname -r\necho cpus=$(grep -c ^processor /proc/cpuinfo)\npoweroff -f\n",
     );
     match host_kvm_module() {
-        "kvm_pvm" => {
-            assert_eq!(run.status, 126, "{run:?}");
-            assert!(
-                run.stderr
-                    .contains("lock cmpxchg16b 0x20(%rbp)  [f0 48 0f c7 4d 20]"),
-                "{run:?}"
-            );
-        }
+        "kvm_pvm" => assert_stopped_at_cmpxchg16b(&run, 1),
         "kvm_amd" | "kvm_intel" => {
-            let stdout = run.stdout_text();
-            assert_eq!(run.status, 0, "{run:?}");
-            assert!(stdout.contains(INIT_MARKER), "{run:?}");
-            let release = common::kernel_release(&std::fs::read(linux_kernel()).unwrap());
-            assert!(
-                stdout.contains(&format!("\n{release}")),
-                "no {release}: {run:?}"
-            );
-            assert!(stdout.contains("\ncpus=1"), "{run:?}");
-            assert!(stdout.contains("reboot: Power down"), "{run:?}");
+            assert_powered_off_from_the_shell(&run);
+            assert!(run.stdout_text().contains("\ncpus=1"), "{run:?}");
         }
         other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),
     }

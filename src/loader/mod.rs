@@ -88,7 +88,8 @@ pub enum LoaderError {
     #[error("{name} is {format}: --cmdline applies only to multiboot, PVH and Linux kernels")]
     CmdlineNotSupported { name: String, format: &'static str },
     #[error(
-        "{name} is {format}: --initrd applies only to Linux kernels (a bzImage, or a vmlinux with a PVH entry)"
+        "{name} is {format}: --initrd applies only to Linux kernels (a bzImage, or a vmlinux \
+         with a PVH entry)"
     )]
     InitrdNotSupported { name: String, format: &'static str },
     #[error("{name} is a Linux bzImage mini-kvm cannot boot: {reason}")]
@@ -405,9 +406,10 @@ pub fn read_image_file(
     read_file(FileRole::GuestImage, path, memory, timeout)
 }
 
-/// Reads a file for the guest (its image, or its initramfs), with errors that name the file. Only a regular file is read,
-/// and only if it is no larger than `memory` (the guest's RAM): a FIFO or a device could block
-/// or never end, and a huge file could not fit anyway. Both are refused before any byte is read.
+/// Reads a file for the guest (its image, or its initramfs), with errors that name the file.
+/// Only a regular file is read, and only if it is no larger than `memory` (the guest's RAM): a
+/// FIFO or a device could block or never end, and a huge file could not fit anyway. Both are
+/// refused before any byte is read.
 /// With a `timeout` (`--timeout`), a read not done within it stops between two chunks (a
 /// multi-gigabyte image on a slow disk must not outlast the time the user gave the guest).
 pub fn read_file(

@@ -102,3 +102,24 @@ fn write_start_info(
         rsi: 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::x86::layout::MAX_MEMORY_SIZE;
+
+    /// The memory map (from 0x100 in the boot-information page) ends before the module list
+    /// (0x1c0), for every RAM size mini-kvm accepts: the largest maps are those with RAM above
+    /// 4 GiB.
+    #[test]
+    fn the_memory_map_fits_below_the_module_list() {
+        let room = (BOOT_MODULES_OFFSET - BOOT_MEMORY_MAP_OFFSET) as usize;
+        let entry = std::mem::size_of::<hvm_memmap_table_entry>();
+        for map in [
+            memory_map(MAX_MEMORY_SIZE),
+            linux_memory_map(MAX_MEMORY_SIZE),
+        ] {
+            assert!(map.len() * entry <= room, "{} entries", map.len());
+        }
+    }
+}

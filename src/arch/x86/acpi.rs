@@ -213,11 +213,13 @@ fn device_aml(device: &AcpiDevice, uid: u32) -> Vec<u8> {
     let ports: Vec<aml::IO> = device
         .ports
         .iter()
-        .map(|&(first, count)| aml::IO::new(first, first, 1, count as u8))
+        // (An IO descriptor counts at most 255 ports; the devices described have 1 to 12.)
+        .map(|&(first, count)| aml::IO::new(first, first, 1, count.min(255) as u8))
         .collect();
     let mmio: Vec<aml::Memory32Fixed> = device
         .mmio
         .iter()
+        // (32-bit: every device window is in the MMIO hole below 4 GiB, layout.rs.)
         .map(|&(address, length)| aml::Memory32Fixed::new(true, address as u32, length as u32))
         .collect();
     // ISA IRQs are edge-triggered and active-high.

@@ -57,7 +57,7 @@ pub const LINUX_CMDLINE_MAX: u64 = 4095;
 
 /// The ACPI tables (src/arch/x86/acpi.rs), in the BIOS area of a PC, where a kernel searches
 /// for the RSDP when nobody tells it where it is: from the RSDP up to the end of the first MiB.
-/// Linux's memory map leaves 0xa0000-0xfffff out (loader/bzimage.rs), so nothing overwrites them.
+/// Linux's memory map leaves 0xa0000-0xfffff out (loader/linux.rs), so nothing overwrites them.
 pub const ACPI_RSDP_ADDRESS: u64 = 0xe_0000;
 pub const ACPI_TABLES_END: u64 = 0x10_0000;
 
