@@ -664,6 +664,7 @@ fn linux_on_a_tap_network_in_a_namespace() {
     let initrd = make_initramfs_with(&dir, &["--modules", &linux_modules()]);
     let host_pinged = Arc::new(Mutex::new(String::new()));
     let httpd_slot = Arc::new(Mutex::new(None));
+    let tap_appeared = Arc::new(Mutex::new(false));
     let run = boot_kernel_with(
         &linux_kernel(),
         &initrd,
@@ -691,9 +692,12 @@ fn linux_on_a_tap_network_in_a_namespace() {
             // mini-kvm creates tap0 before the guest starts.
             let deadline = Instant::now() + Duration::from_secs(60);
             while !in_netns(pid, &["ip", "link", "show", "tap0"]).0 {
-                assert!(Instant::now() < deadline, "tap0 never appeared");
+                if Instant::now() > deadline {
+                    return; // mini-kvm's stderr says why, below
+                }
                 thread::sleep(Duration::from_millis(100));
             }
+            *tap_appeared.lock().unwrap() = true;
             for step in [
                 &["ip", "link", "set", "lo", "up"][..],
                 &["ip", "addr", "add", "10.0.2.1/24", "dev", "tap0"],
@@ -728,6 +732,10 @@ fn linux_on_a_tap_network_in_a_namespace() {
         let _ = httpd.kill();
         let _ = httpd.wait();
     }
+    assert!(
+        *tap_appeared.lock().unwrap(),
+        "tap0 never appeared: {run:?}"
+    );
     assert_powered_off_from_the_shell(&run);
     let stdout = run.stdout_text();
     common::assert_contains_all(
