@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::arch::x86::layout::{DEFAULT_MEMORY_SIZE, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE};
+use crate::arch::x86::layout::{
+    DEFAULT_MEMORY_SIZE, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE, VIRTIO_SLOTS,
+};
 use crate::loader::{
     BuiltinGuest, GuestMode, LoaderError, builtin_guest, builtin_guests, read_image_file,
 };
@@ -40,6 +42,19 @@ pub enum ConfigError {
     BadCpuCount(String),
     #[error("'{0}' is not a CPU mode: give real, protected or long")]
     BadMode(String),
+    #[error(
+        "'{0}' is not a disk: give an image file, with ,ro to make it read-only (e.g. --disk disk.img,ro)"
+    )]
+    BadDisk(String),
+    #[error(
+        "--disk with {0} guests: a disk image belongs to one guest; run the guest that needs it alone"
+    )]
+    DisksWithSeveralGuests(usize),
+    #[error(
+        "{0} virtio devices is too many: a guest has {VIRTIO_SLOTS} virtio slots (each --disk \
+         takes one, and --rng one)"
+    )]
+    TooManyVirtioDevices(usize),
     #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
     PagingWithoutProtected,
     #[error(
@@ -197,6 +212,10 @@ pub struct RunConfig {
     pub cmdline: Option<String>,
     /// `--initrd`: the initramfs file of a Linux kernel.
     pub initrd: Option<PathBuf>,
+    /// `--disk FILE[,ro]`: virtio-blk disks, in the order given.
+    pub disks: Vec<DiskArg>,
+    /// `--rng`: a virtio-rng entropy device.
+    pub rng: bool,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,
     /// Queue writes to the UART's transmit register and the debug console on KVM's
@@ -224,6 +243,8 @@ impl RunConfig {
             irqchip: false,
             cmdline: None,
             initrd: None,
+            disks: Vec::new(),
+            rng: false,
             terminal: false,
             coalesce: true,
             seccomp: false,
@@ -260,8 +281,16 @@ impl RunConfig {
         self.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE)
     }
 
-    /// Checks what the command line alone cannot: the number of guests and `--input`.
+    /// Checks what the command line alone cannot: the number of guests and `--input`, and the
+    /// virtio devices.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.disks.is_empty() && self.guests.len() > 1 {
+            return Err(ConfigError::DisksWithSeveralGuests(self.guests.len()));
+        }
+        let virtio_devices = self.disks.len() + usize::from(self.rng);
+        if virtio_devices > VIRTIO_SLOTS {
+            return Err(ConfigError::TooManyVirtioDevices(virtio_devices));
+        }
         if self.guests.len() > MAX_GUESTS {
             return Err(ConfigError::TooManyGuests(self.guests.len()));
         }
@@ -461,4 +490,27 @@ mod tests {
             Err(ConfigError::UnknownGuest { .. })
         ));
     }
+}
+
+/// `--disk FILE[,ro]`: a raw image for a virtio-blk disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskArg {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Parses `--disk`: a path, and `,ro` at the end for a read-only disk (a path with other
+/// commas is taken whole).
+pub fn parse_disk(text: &str) -> Result<DiskArg, ConfigError> {
+    let (path, read_only) = match text.strip_suffix(",ro") {
+        Some(path) => (path, true),
+        None => (text, false),
+    };
+    if path.is_empty() {
+        return Err(ConfigError::BadDisk(text.to_string()));
+    }
+    Ok(DiskArg {
+        path: PathBuf::from(path),
+        read_only,
+    })
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use mini_kvm::config::{
-    GuestImage, ModeArg, OutputStyle, RunConfig, flat_mode, parse_cpus, parse_memory_size,
-    parse_mode, parse_timeout, use_colour,
+    DiskArg, GuestImage, ModeArg, OutputStyle, RunConfig, flat_mode, parse_cpus, parse_disk,
+    parse_memory_size, parse_mode, parse_timeout, use_colour,
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
@@ -142,6 +142,16 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long, value_name = "FILE")]
         initrd: Option<std::path::PathBuf>,
 
+        /// A virtio-blk disk on a raw image file; add ,ro for a read-only one; give it again for
+        /// more disks (e.g. mini-kvm run --disk disk.img os; truncate -s 64M disk.img makes an
+        /// empty one). The image is locked while the guest runs.
+        #[arg(long, value_name = "FILE[,ro]", value_parser = parse_disk)]
+        disk: Vec<DiskArg>,
+
+        /// A virtio-rng entropy device, fed from the host's getrandom (e.g. mini-kvm run --rng os).
+        #[arg(long)]
+        rng: bool,
+
         /// Make every write to the UART and the debug console a VM exit of its own, instead of
         /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
         /// hello shows 13 exits instead of 1).
@@ -219,6 +229,8 @@ fn main() -> ExitCode {
             irqchip,
             cmdline,
             initrd,
+            disk,
+            rng,
             no_coalesce,
             no_seccomp,
         } => {
@@ -257,6 +269,8 @@ fn main() -> ExitCode {
                 irqchip,
                 cmdline,
                 initrd,
+                disks: disk,
+                rng,
                 coalesce: !no_coalesce,
                 seccomp: !no_seccomp,
                 // The --tui view owns the terminal itself.

@@ -8,6 +8,7 @@ pub mod fw_cfg;
 pub mod hypercall;
 pub mod irq;
 pub mod legacy;
+pub mod virtio;
 
 pub use bus::{
     Access, AddressSpace, Bus, BusDevice, BusError, BusRange, GuestStop, IoAction, SharedDevice,

@@ -220,6 +220,19 @@ impl DeviceManager {
         Ok(window)
     }
 
+    /// Attaches an MMIO device at a fixed `window` (the virtio slots, whose addresses a guest
+    /// without ACPI must know).
+    pub fn attach_mmio_at(
+        &mut self,
+        device: SharedDevice,
+        window: BusRange,
+        irq: Option<u32>,
+    ) -> Result<(), DeviceError> {
+        self.mmio.insert(window, &device)?;
+        self.describe(&device, vec![], vec![window], irq);
+        Ok(())
+    }
+
     fn describe(
         &mut self,
         device: &SharedDevice,
@@ -253,17 +266,26 @@ impl DeviceManager {
     }
 
     /// An eventfd KVM signals when the guest writes to `address` in `space`, instead of a VM
-    /// exit (KVM_IOEVENTFD): the write completes in the kernel and the vCPU runs on.
-    pub fn ioeventfd(&self, space: AddressSpace, address: u64) -> Result<EventFd, DeviceError> {
+    /// exit (KVM_IOEVENTFD): the write completes in the kernel and the vCPU runs on. With
+    /// `value`, only a 4-byte write of that value signals it (a virtio queue's index); other
+    /// writes exit as usual.
+    pub fn ioeventfd(
+        &self,
+        space: AddressSpace,
+        address: u64,
+        value: Option<u32>,
+    ) -> Result<EventFd, DeviceError> {
         let failed = |source| DeviceError::Ioeventfd { address, source };
         let event = EventFd::new(libc::EFD_NONBLOCK).map_err(failed)?;
         let at = match space {
             AddressSpace::Pio => IoEventAddress::Pio(address),
             AddressSpace::Mmio => IoEventAddress::Mmio(address),
         };
-        self.vm_fd
-            .register_ioevent(&event, &at, NoDatamatch)
-            .map_err(|e| failed(std::io::Error::from_raw_os_error(e.errno())))?;
+        let registered = match value {
+            Some(value) => self.vm_fd.register_ioevent(&event, &at, value),
+            None => self.vm_fd.register_ioevent(&event, &at, NoDatamatch),
+        };
+        registered.map_err(|e| failed(std::io::Error::from_raw_os_error(e.errno())))?;
         Ok(event)
     }
 
@@ -305,7 +327,7 @@ mod tests {
         let kvm = Kvm::new().expect("this test needs /dev/kvm (docs/testing.md)");
         let vm_fd = Arc::new(kvm.create_vm().unwrap());
         let manager = DeviceManager::new(Arc::clone(&vm_fd), false);
-        let doorbell = manager.ioeventfd(AddressSpace::Pio, 0x600).unwrap();
+        let doorbell = manager.ioeventfd(AddressSpace::Pio, 0x600, None).unwrap();
 
         // Real mode at 0000:1000: mov $0x600, %dx; out %al, (%dx); hlt.
         let memory: GuestMemoryMmap =

@@ -11,6 +11,9 @@ use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::rng::Rng;
 use crate::loader::{FileRole, LoadOptions, read_file};
 
 /// How one guest of a group ended.
@@ -50,6 +53,12 @@ impl Group {
             )?),
             None => None,
         };
+        // Disk images are opened (and locked) now, for the one guest that may have them.
+        let mut disks = Vec::with_capacity(config.disks.len());
+        for disk in &config.disks {
+            disks.push(Block::open(&disk.path, disk.read_only)?);
+        }
+        let mut disks = Some(disks);
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::shared_kvm()?;
         let mut vms = Vec::with_capacity(config.guests.len());
@@ -62,6 +71,13 @@ impl Group {
             } else {
                 String::new()
             };
+            let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();
+            for disk in disks.take().unwrap_or_default() {
+                virtio.push(Box::new(disk));
+            }
+            if config.rng {
+                virtio.push(Box::new(Rng::new()));
+            }
             let setup = GuestSetup {
                 name: &name,
                 image,
@@ -77,8 +93,9 @@ impl Group {
                 trace_label: &trace_label,
                 coalesce: config.coalesce,
                 seccomp: config.seccomp,
+                virtio,
             };
-            vms.push(Vm::create(kvm, &setup, io)?);
+            vms.push(Vm::create(kvm, setup, io)?);
         }
         Ok(Group {
             vms,

@@ -4,6 +4,7 @@
 //! - `vm.rs`: building a machine in a short, readable order, and watching it run;
 //! - `vcpus.rs`, `vcpu.rs`, `exit.rs`: the vCPU threads, their run loop, and the decision per exit;
 //! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
+//! - `virtio.rs`: the virtio slots, their doorbells (ioeventfd) and interrupts (irqfd);
 //! - `outcome.rs`, `snapshot.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
 //! - `group.rs`: several guests at once, each its own VM;
 //! - `seccomp.rs`: the system calls each thread may make once the guest runs.
@@ -21,4 +22,5 @@ pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vcpus;
+pub mod virtio;
 pub mod vm;

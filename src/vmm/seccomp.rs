@@ -142,6 +142,10 @@ fn extra_calls(role: Role) -> &'static [i64] {
         Role::Vcpu | Role::Waiter => &[],
         Role::EventLoop => &[
             libc::SYS_read,
+            // virtio-blk's requests (devices/virtio/block.rs) run on the event loop.
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_fdatasync,
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_ctl,

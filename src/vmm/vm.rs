@@ -29,6 +29,7 @@ use super::seccomp::{self, Role, SeccompError};
 use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
 use super::vcpus::{Joined, VcpuControl, VcpuSet};
+use super::virtio::attach_virtio;
 use crate::arch::ArchError;
 use crate::arch::x86::acpi::{self, AcpiError};
 use crate::arch::x86::layout::{self, REAL_MODE_SEGMENT};
@@ -45,6 +46,7 @@ use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
 use crate::devices::legacy::debugcon::{DEBUGCON_PORT, DebugConsole};
 use crate::devices::legacy::i8042::{self, I8042, KEYBOARD_IRQ};
 use crate::devices::legacy::serial::{COM1_IRQ, COM1_PORTS, Uart};
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::{BusRange, GuestStop, bus};
 use crate::loader::{self, Entry, GuestMode, LoadOptions, LoaderError};
 
@@ -60,6 +62,8 @@ pub enum VmError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Device(#[from] DeviceError),
+    #[error(transparent)]
+    Disk(#[from] crate::devices::virtio::block::DiskError),
     #[error("{call} failed: {source}")]
     Ioctl {
         call: &'static str,
@@ -130,6 +134,8 @@ pub struct GuestSetup<'a> {
     pub coalesce: bool,
     /// Put each thread of the run under its seccomp filter (src/vmm/seccomp.rs).
     pub seccomp: bool,
+    /// The virtio devices (`--disk`, `--rng`), in slot order (vmm/virtio.rs).
+    pub virtio: Vec<Box<dyn VirtioDevice>>,
 }
 
 /// How a run went.
@@ -159,7 +165,7 @@ pub struct Vm {
 
 impl Vm {
     /// Creates the VM, its memory, its devices and its vCPUs, and loads the image.
-    pub fn create(kvm: &Kvm, setup: &GuestSetup, io: GuestIo) -> Result<Vm, VmError> {
+    pub fn create(kvm: &Kvm, setup: GuestSetup, io: GuestIo) -> Result<Vm, VmError> {
         // 2. What the host must offer: the hypercall path reads and writes registers through
         // kvm_run (see vcpu.rs); and enough vCPUs.
         if kvm.check_extension_int(Cap::SyncRegs) & 0b11 != 0b11 {
@@ -234,6 +240,7 @@ impl Vm {
             )],
         };
         attach_devices(&mut devices, &io, &facts, entry.linux)?;
+        attach_virtio(&mut devices, &memory, setup.virtio)?;
         // A Linux kernel learns its CPUs, interrupt controllers and devices from ACPI tables,
         // which firmware would write on a PC: here, now that the devices are known.
         if entry.linux {

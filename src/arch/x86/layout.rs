@@ -64,9 +64,18 @@ pub const ACPI_TABLES_END: u64 = 0x10_0000;
 /// The 32-bit MMIO hole: from here to 4 GiB nothing is RAM. Devices live here.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 1 << 32;
+/// The virtio-mmio transports (src/devices/virtio): [`VIRTIO_SLOTS`] fixed pages from here,
+/// slot i at `VIRTIO_MMIO_START + i * VIRTIO_SLOT_SIZE` with IRQ `VIRTIO_FIRST_IRQ + i`. Fixed,
+/// so that a guest without ACPI (the teaching OS) knows where to look.
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+pub const VIRTIO_SLOT_SIZE: u64 = 0x1000;
+pub const VIRTIO_SLOTS: usize = 8;
+/// The first IRQ of the virtio slots (0-4 are the timer, keyboard, cascade, COM2 and COM1), so
+/// slots 0-7 have IRQs 5-12.
+pub const VIRTIO_FIRST_IRQ: u32 = 5;
 /// Where device windows (MMIO ranges handed out by the device manager) start and end: the hole
-/// up to the IOAPIC.
-pub const DEVICE_WINDOWS_START: u64 = 0xd000_0000;
+/// after the virtio slots, up to the IOAPIC.
+pub const DEVICE_WINDOWS_START: u64 = 0xd010_0000;
 pub const DEVICE_WINDOWS_END: u64 = IOAPIC_ADDRESS;
 /// KVM's in-kernel IOAPIC, at the address every PC has it.
 pub const IOAPIC_ADDRESS: u64 = 0xfec0_0000;
@@ -79,6 +88,8 @@ pub const HIGH_RAM_START: u64 = 1 << 32;
 const _: () = assert!(MPTABLE_ADDRESS >= TSS_ADDRESS + 104);
 const _: () = assert!(MPTABLE_ADDRESS + MPTABLE_SIZE <= BOOT_INFO_ADDRESS);
 const _: () = assert!(DEVICE_WINDOWS_END <= IOAPIC_ADDRESS);
+const _: () =
+    assert!(VIRTIO_MMIO_START + VIRTIO_SLOTS as u64 * VIRTIO_SLOT_SIZE <= DEVICE_WINDOWS_START);
 
 /// Default guest RAM: 1 MiB, the whole real-mode address space.
 pub const DEFAULT_MEMORY_SIZE: u64 = 1 << 20;

@@ -1,0 +1,309 @@
+//! virtio-blk (virtio 1.2 §5.2): a disk backed by a raw image file on the host.
+//!
+//! Each request is one descriptor chain: a 16-byte header the device reads (type, reserved,
+//! first sector), then the data (read by the device for a write, written by it for a read), then
+//! one status byte the device writes. The device does the request with `pread`/`pwrite` on the
+//! image and puts the chain on the used ring with the number of bytes it wrote into it.
+//!
+//! Requests the guest gets wrong get an error status, never a VMM panic or an access outside
+//! the image: a sector range past the end, a length that is not whole sectors, a write to a
+//! read-only disk (IOERR), an unknown type (UNSUPP). A chain too short to hold a status byte is
+//! returned with used length 0.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+    VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
+    VIRTIO_BLK_T_OUT,
+};
+use virtio_queue::{Queue, QueueT, Reader, Writer};
+use vm_memory::{ByteValued, GuestMemoryMmap};
+
+use super::{DEVICE_ID_BLOCK, FEATURE_VERSION_1, VirtioDevice};
+
+/// Sectors are 512 bytes, whatever the host's disk uses.
+pub const SECTOR_SIZE: u64 = 512;
+/// Data moves between the image and guest memory through a buffer of this size: bounded memory
+/// whatever length a request claims.
+const CHUNK: usize = 64 * 1024;
+
+/// The request header (struct virtio_blk_outhdr).
+#[derive(Debug, Default, Clone, Copy)]
+#[repr(C)]
+struct RequestHeader {
+    request_type: u32,
+    reserved: u32,
+    sector: u64,
+}
+
+// SAFETY: plain integers, no padding (4 + 4 + 8 bytes): any bytes are a valid header.
+unsafe impl ByteValued for RequestHeader {}
+
+pub struct Block {
+    image: File,
+    capacity_sectors: u64,
+    read_only: bool,
+    /// GET_ID's answer: up to 20 bytes, NUL-padded (the image's file name).
+    id: [u8; VIRTIO_BLK_ID_BYTES as usize],
+    buffer: Vec<u8>,
+}
+
+impl Block {
+    /// A disk on `image` (already open, read-write unless `read_only`) of `size` bytes; its
+    /// capacity is the whole sectors in it.
+    pub fn new(image: File, size: u64, read_only: bool, id: &str) -> Block {
+        let mut id_bytes = [0u8; VIRTIO_BLK_ID_BYTES as usize];
+        let id = id.as_bytes();
+        let len = id.len().min(id_bytes.len());
+        id_bytes[..len].copy_from_slice(&id[..len]);
+        Block {
+            image,
+            capacity_sectors: size / SECTOR_SIZE,
+            read_only,
+            id: id_bytes,
+            buffer: vec![0; CHUNK],
+        }
+    }
+
+    /// Does one request; returns its status and how many data bytes went into the guest.
+    fn execute(
+        &mut self,
+        header: RequestHeader,
+        data_in: &mut Reader,
+        data_out: &mut Writer,
+    ) -> (u8, usize) {
+        match header.request_type {
+            VIRTIO_BLK_T_IN => match self.transfer_range(header.sector, data_out.available_bytes())
+            {
+                Some(offset) => self.read_into_guest(offset, data_out),
+                None => (VIRTIO_BLK_S_IOERR as u8, 0),
+            },
+            VIRTIO_BLK_T_OUT if self.read_only => (VIRTIO_BLK_S_IOERR as u8, 0),
+            VIRTIO_BLK_T_OUT => match self.transfer_range(header.sector, data_in.available_bytes())
+            {
+                Some(offset) => (self.write_from_guest(offset, data_in), 0),
+                None => (VIRTIO_BLK_S_IOERR as u8, 0),
+            },
+            // fdatasync: when the guest sees this request done, what it wrote is on the host's
+            // disk, not only in the host's page cache.
+            VIRTIO_BLK_T_FLUSH => match self.read_only || self.image.sync_data().is_ok() {
+                true => (VIRTIO_BLK_S_OK as u8, 0),
+                false => (VIRTIO_BLK_S_IOERR as u8, 0),
+            },
+            VIRTIO_BLK_T_GET_ID => {
+                let len = self.id.len().min(data_out.available_bytes());
+                match data_out.write_all(&self.id[..len]) {
+                    Ok(()) => (VIRTIO_BLK_S_OK as u8, len),
+                    Err(_) => (VIRTIO_BLK_S_IOERR as u8, 0),
+                }
+            }
+            _ => (VIRTIO_BLK_S_UNSUPP as u8, 0),
+        }
+    }
+
+    /// The byte offset of a transfer of `len` bytes from `sector`, if it is whole sectors
+    /// inside the disk.
+    fn transfer_range(&self, sector: u64, len: usize) -> Option<u64> {
+        let len = len as u64;
+        let sectors = len / SECTOR_SIZE;
+        let end = sector.checked_add(sectors)?;
+        (len.is_multiple_of(SECTOR_SIZE) && end <= self.capacity_sectors)
+            .then_some(sector * SECTOR_SIZE)
+    }
+
+    fn read_into_guest(&mut self, mut offset: u64, data_out: &mut Writer) -> (u8, usize) {
+        let mut moved = 0;
+        while data_out.available_bytes() > 0 {
+            let chunk = data_out.available_bytes().min(CHUNK);
+            let buffer = &mut self.buffer[..chunk];
+            if self.image.read_exact_at(buffer, offset).is_err()
+                || data_out.write_all(buffer).is_err()
+            {
+                return (VIRTIO_BLK_S_IOERR as u8, moved);
+            }
+            offset += chunk as u64;
+            moved += chunk;
+        }
+        (VIRTIO_BLK_S_OK as u8, moved)
+    }
+
+    fn write_from_guest(&mut self, mut offset: u64, data_in: &mut Reader) -> u8 {
+        while data_in.available_bytes() > 0 {
+            let chunk = data_in.available_bytes().min(CHUNK);
+            let buffer = &mut self.buffer[..chunk];
+            if data_in.read_exact(buffer).is_err()
+                || self.image.write_all_at(buffer, offset).is_err()
+            {
+                return VIRTIO_BLK_S_IOERR as u8;
+            }
+            offset += chunk as u64;
+        }
+        VIRTIO_BLK_S_OK as u8
+    }
+}
+
+impl VirtioDevice for Block {
+    fn name(&self) -> &'static str {
+        "virtio-blk"
+    }
+
+    fn device_id(&self) -> u32 {
+        DEVICE_ID_BLOCK
+    }
+
+    fn features(&self) -> u64 {
+        let read_only = if self.read_only {
+            1 << VIRTIO_BLK_F_RO
+        } else {
+            0
+        };
+        FEATURE_VERSION_1 | 1 << VIRTIO_BLK_F_FLUSH | read_only
+    }
+
+    fn queue_sizes(&self) -> &'static [u16] {
+        &[256]
+    }
+
+    /// The configuration (struct virtio_blk_config): only its first field, the capacity in
+    /// sectors, is offered (no feature bits announce the others).
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.capacity_sectors.to_le_bytes();
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = usize::try_from(offset)
+                .ok()
+                .and_then(|offset| config.get(offset + i))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn process_queue(
+        &mut self,
+        _index: usize,
+        queue: &mut Queue,
+        memory: &GuestMemoryMmap,
+        limit: usize,
+    ) -> Result<usize, virtio_queue::Error> {
+        let mut done = 0;
+        while done < limit {
+            let Some(chain) = queue.pop_descriptor_chain(memory) else {
+                break;
+            };
+            let head = chain.head_index();
+            let used = match (chain.clone().reader(memory), chain.writer(memory)) {
+                (Ok(mut reader), Ok(mut writer)) => self.request(&mut reader, &mut writer),
+                // Descriptors outside RAM: nothing can be written back.
+                _ => 0,
+            };
+            queue.add_used(memory, head, used)?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+impl Block {
+    /// One chain: the header from the readable part, the status byte at the end of the writable
+    /// part, the data between. Returns the used length (data written into the guest + status).
+    fn request(&mut self, reader: &mut Reader, writer: &mut Writer) -> u32 {
+        let Some(status_at) = writer.available_bytes().checked_sub(1) else {
+            return 0;
+        };
+        let Ok(mut status) = writer.split_at(status_at) else {
+            return 0;
+        };
+        let (code, moved) = match reader.read_obj::<RequestHeader>() {
+            Ok(header) => self.execute(header, reader, writer),
+            Err(_) => (VIRTIO_BLK_S_IOERR as u8, 0),
+        };
+        match status.write_all(&[code]) {
+            Ok(()) => (moved + 1) as u32,
+            Err(_) => moved as u32,
+        }
+    }
+}
+
+/// Why a disk image cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("cannot open the disk image {path}: {source}{hint}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error(
+        "the disk image {path} is not a regular file: --disk takes a raw image file (e.g. made with truncate -s 64M disk.img)"
+    )]
+    NotAFile { path: String },
+    #[error(
+        "the disk image {path} is in use by another program that locked it (another mini-kvm?); give each guest its own image, or add ,ro to share it read-only"
+    )]
+    InUse { path: String },
+}
+
+impl Block {
+    /// Opens the raw image at `path` for a disk (read-only with `read_only`) and locks it, so
+    /// that two VMs never write one image: exclusively for a writable disk, shared for a
+    /// read-only one.
+    pub fn open(path: &std::path::Path, read_only: bool) -> Result<Block, DiskError> {
+        use std::os::fd::AsRawFd;
+        let shown = path.display().to_string();
+        let image = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| {
+                if source.raw_os_error() == Some(libc::EISDIR) {
+                    return DiskError::NotAFile {
+                        path: shown.clone(),
+                    };
+                }
+                let hint = match source.raw_os_error() {
+                    Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EPERM) if !read_only => {
+                        " (to use it read-only, add ,ro: --disk FILE,ro)"
+                    }
+                    _ => "",
+                };
+                DiskError::Open {
+                    path: shown.clone(),
+                    source,
+                    hint,
+                }
+            })?;
+        let metadata = image.metadata().map_err(|source| DiskError::Open {
+            path: shown.clone(),
+            source,
+            hint: "",
+        })?;
+        if !metadata.is_file() {
+            return Err(DiskError::NotAFile { path: shown });
+        }
+        let lock = if read_only {
+            libc::LOCK_SH
+        } else {
+            libc::LOCK_EX
+        };
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(image.as_raw_fd(), lock | libc::LOCK_NB) } != 0 {
+            return Err(DiskError::InUse { path: shown });
+        }
+        let id = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Block::new(image, metadata.len(), read_only, &id))
+    }
+
+    /// The disk's size in 512-byte sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.capacity_sectors
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+}

@@ -1,0 +1,65 @@
+//! virtio devices over the MMIO transport (virtio 1.2, §2 and §4.2): the way a VMM gives a guest
+//! disks, network cards and entropy without emulating real hardware.
+//!
+//! A virtio device is two halves. The *transport* ([`mmio::MmioTransport`]) is the same for
+//! every device: a page of registers where the driver reads the device's ID and features,
+//! negotiates, and tells the device where its *virtqueues* are in guest RAM. The *device*
+//! ([`VirtioDevice`]: [`block::Block`], [`rng::Rng`]) only says what its features and
+//! configuration are, and does the work when the driver has put requests on a queue.
+//!
+//! A virtqueue (the rust-vmm `virtio-queue` crate reads them) is three rings in guest memory:
+//! descriptors (address, length, flags: buffers), the *available* ring (the driver's list of
+//! requests, each a chain of descriptors), and the *used* ring (the device's list of finished
+//! ones). A request costs one doorbell write (QueueNotify, which KVM turns into an eventfd
+//! signal without a VM exit: `ioeventfd`) and one interrupt (an eventfd write that KVM turns into
+//! an interrupt: `irqfd`). docs/virtio.md follows one request all the way.
+//!
+//! mini-kvm has [`SLOTS`] fixed transport slots (arch/x86/layout.rs): slot *i* is a page at
+//! `VIRTIO_MMIO_START + i * 0x1000` with IRQ `VIRTIO_FIRST_IRQ + i`. Devices fill them in order;
+//! the rest answer as empty slots (device ID 0), as on QEMU's `virt` machine, so that a guest can
+//! probe them all without knowing which are in use.
+
+pub mod block;
+pub mod mmio;
+pub mod rng;
+#[cfg(test)]
+mod tests;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+/// How many transport slots every guest has.
+pub const SLOTS: usize = crate::arch::x86::layout::VIRTIO_SLOTS;
+
+/// Device IDs (virtio 1.2 §5).
+pub const DEVICE_ID_EMPTY: u32 = 0;
+pub const DEVICE_ID_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+pub const DEVICE_ID_RNG: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
+
+/// Feature bit 32: the device follows virtio 1.x (not the "legacy" 0.9 layout). Every device
+/// offers it, and a driver that does not accept it is refused.
+pub const FEATURE_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+
+/// A device behind a transport: what it offers, and the work it does on its queues.
+pub trait VirtioDevice: Send {
+    /// A short name for traces and messages ("virtio-blk").
+    fn name(&self) -> &'static str;
+    /// The virtio device ID ([`DEVICE_ID_BLOCK`], ...).
+    fn device_id(&self) -> u32;
+    /// The feature bits it offers (with [`FEATURE_VERSION_1`]).
+    fn features(&self) -> u64;
+    /// The most entries each of its queues may have; the number of queues is this slice's length.
+    fn queue_sizes(&self) -> &'static [u16];
+    /// A read of its configuration space (the transport's offset 0x100 on) at `offset`.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// The driver put requests on queue `index`: do them, and put each on the used ring.
+    /// Returns how many were finished (the transport then interrupts the driver). At most
+    /// `limit` are taken, so that one busy queue cannot hold the event loop for ever.
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        memory: &GuestMemoryMmap,
+        limit: usize,
+    ) -> Result<usize, virtio_queue::Error>;
+}

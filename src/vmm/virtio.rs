@@ -1,0 +1,93 @@
+//! Wiring virtio devices into the machine: each in its fixed slot (arch/x86/layout.rs) with
+//! its IRQ on an irqfd, and an ioeventfd per queue whose signal the VM's event loop turns into
+//! [`MmioTransport::notify`]. So a request costs the guest no VM exit at all: its doorbell
+//! write ends in KVM, the work happens on the event-loop thread, and the interrupt goes back
+//! through KVM.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::device_manager::{DeviceError, DeviceManager};
+use super::event_loop::EventHandler;
+use crate::arch::x86::layout::{VIRTIO_FIRST_IRQ, VIRTIO_MMIO_START, VIRTIO_SLOT_SIZE};
+use crate::devices::virtio::mmio::{EmptySlot, MmioTransport, Notified};
+use crate::devices::virtio::{SLOTS, VirtioDevice};
+use crate::devices::{AddressSpace, BusRange, bus};
+
+/// The QueueNotify register's offset in a transport's window.
+const QUEUE_NOTIFY: u64 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+
+/// Puts `devices` in the slots, in order, and empty transports in the other slots. At most
+/// [`SLOTS`] devices (the configuration checks it first).
+pub fn attach_virtio(
+    manager: &mut DeviceManager,
+    memory: &GuestMemoryMmap,
+    devices: Vec<Box<dyn VirtioDevice>>,
+) -> Result<(), DeviceError> {
+    let mut devices = devices.into_iter();
+    for slot in 0..SLOTS {
+        let window = BusRange::new(
+            VIRTIO_MMIO_START + slot as u64 * VIRTIO_SLOT_SIZE,
+            VIRTIO_SLOT_SIZE,
+        );
+        let Some(device) = devices.next() else {
+            manager.attach_mmio_at(bus::shared(EmptySlot), window, None)?;
+            continue;
+        };
+        let irq = VIRTIO_FIRST_IRQ + slot as u32;
+        let line = manager.legacy_irq(irq, device.name())?;
+        let transport = Arc::new(Mutex::new(MmioTransport::new(
+            device,
+            slot,
+            memory.clone(),
+            line,
+        )));
+        let queues = transport.lock().map_or(0, |t| t.queue_count());
+        manager.attach_mmio_at(transport.clone(), window, Some(irq))?;
+        for queue in 0..queues {
+            let event = manager.ioeventfd(
+                AddressSpace::Mmio,
+                window.base + QUEUE_NOTIFY,
+                Some(queue as u32),
+            )?;
+            manager.add_event_handler(Box::new(QueueNotifier {
+                transport: Arc::clone(&transport),
+                queue,
+                event,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// One queue's doorbell: KVM signals `event` when the guest writes the queue's index to
+/// QueueNotify.
+struct QueueNotifier {
+    transport: Arc<Mutex<MmioTransport>>,
+    queue: usize,
+    event: EventFd,
+}
+
+impl EventHandler for QueueNotifier {
+    fn fd(&self) -> RawFd {
+        self.event.as_raw_fd()
+    }
+
+    fn ready(&mut self) {
+        // Several doorbell writes since the last turn read as one: the device takes whatever
+        // the available ring holds.
+        let _ = self.event.read();
+        let notified = self
+            .transport
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .notify(self.queue);
+        if notified == Notified::MorePending {
+            // Come back on the next turn of the loop, after the other descriptors.
+            let _ = self.event.write(1);
+        }
+    }
+}
