@@ -13,8 +13,8 @@ use core::ptr::addr_of_mut;
 
 use crate::abi::{ERROR_IO, ERROR_NO_DEVICE, ERROR_READ_ONLY, USER_BASE};
 use crate::cell::KernelCell;
-use crate::virtio::{self, Buffer, Device, F_VERSION_1, QueueMemory};
 use crate::pic;
+use crate::virtio::{self, Buffer, Device, F_VERSION_1, QueueMemory};
 
 pub const SECTOR_SIZE: usize = 512;
 
@@ -107,8 +107,11 @@ fn transfer(kind: u32, sector: u64, data: u64, length: usize) -> Result<(), i64>
         return Ok(()); // the device writes through: nothing to flush
     }
     let count = (length / SECTOR_SIZE) as u64;
-    debug_assert!(length % SECTOR_SIZE == 0 && data + length as u64 <= USER_BASE);
-    if sector.checked_add(count).is_none_or(|end| end > disk.sectors) {
+    debug_assert!(length.is_multiple_of(SECTOR_SIZE) && data + length as u64 <= USER_BASE);
+    if sector
+        .checked_add(count)
+        .is_none_or(|end| end > disk.sectors)
+    {
         return Err(ERROR_IO);
     }
     // A raw pointer, not a reference: the device writes the status byte behind the compiler's

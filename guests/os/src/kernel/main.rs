@@ -145,8 +145,11 @@ fn report_virtio_devices(ids: &[u32; virtio::SLOTS], out: &mut Out) {
             (virtio::ID_ENTROPY, _, Some(used)) if used == slot => {
                 out.s(b"entropy device\n");
             }
-            (virtio::ID_BLOCK | virtio::ID_ENTROPY, _, _) => {
-                out.s(b"device type ").u(u64::from(id)).s(b", not used\n");
+            (virtio::ID_BLOCK, _, _) => {
+                out.s(b"disk, not used (the OS uses the first one that starts)\n");
+            }
+            (virtio::ID_ENTROPY, _, _) => {
+                out.s(b"entropy device, not used (the OS uses the first one that starts)\n");
             }
             _ => {
                 out.s(b"device type ").u(u64::from(id)).s(b", no driver\n");

@@ -115,7 +115,9 @@ pub fn handle(frame: *mut TrapFrame) -> *mut TrapFrame {
         sys::WRITE_FILE => match user_name(pml4, arg0, arg1) {
             Err(error) => error,
             Ok(_) if !user_range_ok(pml4, arg2, arg3, false) => ERROR_FAULT,
-            Ok((name, length)) => flatten(tar::write(&name[..length], arg2, arg3).map(|n| n as i64)),
+            Ok((name, length)) => {
+                flatten(tar::write(&name[..length], arg2, arg3).map(|n| n as i64))
+            }
         },
         sys::RANDOM => {
             let length = arg1.min(random::MAX as u64);

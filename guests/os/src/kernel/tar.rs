@@ -15,8 +15,8 @@
 //! entry with a name is the file (so `tar -x` on the host gets the newest version too).
 
 use crate::abi::{
-    ERROR_BAD_ARCHIVE, ERROR_NO_DEVICE, ERROR_NO_ENTRY, ERROR_NO_SPACE, ERROR_READ_ONLY,
-    FileInfo, NAME_MAX,
+    ERROR_BAD_ARCHIVE, ERROR_NO_DEVICE, ERROR_NO_ENTRY, ERROR_NO_SPACE, ERROR_READ_ONLY, FileInfo,
+    NAME_MAX,
 };
 use crate::cell::KernelCell;
 use crate::disk::{self, SECTOR_SIZE};
@@ -273,13 +273,7 @@ pub fn write(name: &[u8], data: u64, length: u64) -> Result<u64, i64> {
 fn make_header(header: &mut [u8], name: &[u8], size: u64) {
     header.fill(0);
     header[..name.len()].copy_from_slice(name);
-    for ((offset, length), value) in [
-        (MODE, 0o644),
-        (UID, 0),
-        (GID, 0),
-        (SIZE, size),
-        (MTIME, 0),
-    ] {
+    for ((offset, length), value) in [(MODE, 0o644), (UID, 0), (GID, 0), (SIZE, size), (MTIME, 0)] {
         put_octal(&mut header[offset..offset + length], value);
     }
     header[TYPE] = b'0';

@@ -113,7 +113,10 @@ pub fn random() {
         16 => {
             const DIGITS: &[u8; 16] = b"0123456789abcdef";
             for byte in bytes {
-                let digits = [DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 15)]];
+                let digits = [
+                    DIGITS[usize::from(byte >> 4)],
+                    DIGITS[usize::from(byte & 15)],
+                ];
                 out.s(&digits);
             }
             out.s(b"\n");
