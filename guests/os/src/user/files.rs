@@ -73,9 +73,11 @@ pub fn cat(arguments: &[u8]) {
 /// `write NAME TEXT...`: the file NAME holds the rest of the line and a newline (a new version
 /// of it, if it was there already).
 pub fn write(arguments: &[u8], truncated: bool) {
-    let arguments = trim(arguments);
+    // The name is the first word; the text starts at the next word and keeps the rest of the
+    // line as it is (spaces inside and at the end included).
+    let arguments = skip_spaces(arguments);
     let (name, text) = match arguments.iter().position(|&byte| byte == b' ') {
-        Some(space) => (&arguments[..space], trim(&arguments[space..])),
+        Some(space) => (&arguments[..space], skip_spaces(&arguments[space..])),
         None => (arguments, &b""[..]),
     };
     if name.is_empty() {
@@ -150,11 +152,17 @@ fn complain(command: &[u8], error: i64, name: &[u8]) {
     out.s(b"\n");
 }
 
-/// `text` without spaces at either end.
-fn trim(mut text: &[u8]) -> &[u8] {
+/// `text` without the spaces it starts with.
+fn skip_spaces(mut text: &[u8]) -> &[u8] {
     while let [b' ', rest @ ..] = text {
         text = rest;
     }
+    text
+}
+
+/// `text` without spaces at either end.
+fn trim(text: &[u8]) -> &[u8] {
+    let mut text = skip_spaces(text);
     while let [rest @ .., b' '] = text {
         text = rest;
     }
