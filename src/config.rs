@@ -51,10 +51,20 @@ pub enum ConfigError {
     )]
     DisksWithSeveralGuests(usize),
     #[error(
-        "{0} virtio devices is too many: a guest has {VIRTIO_SLOTS} virtio slots (each --disk \
-         takes one, and --rng one)"
+        "{0} virtio devices is too many: a guest has {VIRTIO_SLOTS} virtio slots (each --disk and \
+         --net takes one, and --rng one)"
     )]
     TooManyVirtioDevices(usize),
+    #[error(
+        "'{0}' is not a network card: give tap=NAME, and ,mac=52:54:00:12:34:56 for a fixed \
+         address (e.g. --net tap=tap0)"
+    )]
+    BadNet(String),
+    #[error(
+        "--net with {0} guests: a TAP device belongs to one guest; run the guest that needs it \
+         alone"
+    )]
+    NetWithSeveralGuests(usize),
     #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
     PagingWithoutProtected,
     #[error(
@@ -214,6 +224,8 @@ pub struct RunConfig {
     pub initrd: Option<PathBuf>,
     /// `--disk FILE[,ro]`: virtio-blk disks, in the order given.
     pub disks: Vec<DiskArg>,
+    /// `--net tap=NAME[,mac=...]`: virtio-net cards, each on a TAP device.
+    pub nets: Vec<NetArg>,
     /// `--rng`: a virtio-rng entropy device.
     pub rng: bool,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
@@ -244,6 +256,7 @@ impl RunConfig {
             cmdline: None,
             initrd: None,
             disks: Vec::new(),
+            nets: Vec::new(),
             rng: false,
             terminal: false,
             coalesce: true,
@@ -287,7 +300,10 @@ impl RunConfig {
         if !self.disks.is_empty() && self.guests.len() > 1 {
             return Err(ConfigError::DisksWithSeveralGuests(self.guests.len()));
         }
-        let virtio_devices = self.disks.len() + usize::from(self.rng);
+        if !self.nets.is_empty() && self.guests.len() > 1 {
+            return Err(ConfigError::NetWithSeveralGuests(self.guests.len()));
+        }
+        let virtio_devices = self.disks.len() + self.nets.len() + usize::from(self.rng);
         if virtio_devices > VIRTIO_SLOTS {
             return Err(ConfigError::TooManyVirtioDevices(virtio_devices));
         }
@@ -513,4 +529,46 @@ pub fn parse_disk(text: &str) -> Result<DiskArg, ConfigError> {
         path: PathBuf::from(path),
         read_only,
     })
+}
+
+/// `--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]`: a virtio-net card on a TAP device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetArg {
+    pub tap: String,
+    /// `None`: a random locally administered address.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Parses `--net`.
+pub fn parse_net(text: &str) -> Result<NetArg, ConfigError> {
+    let bad = || ConfigError::BadNet(text.to_string());
+    let mut tap = None;
+    let mut mac = None;
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("tap", name)) if !name.is_empty() && tap.is_none() => tap = Some(name),
+            Some(("mac", address)) if mac.is_none() => {
+                mac = Some(parse_mac(address).ok_or_else(bad)?)
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(NetArg {
+        tap: tap.ok_or_else(bad)?.to_string(),
+        mac,
+    })
+}
+
+/// "52:54:00:12:34:56": six hex bytes; a unicast address (bit 0 of the first byte clear).
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use mini_kvm::config::{
-    DiskArg, GuestImage, ModeArg, OutputStyle, RunConfig, flat_mode, parse_cpus, parse_disk,
-    parse_memory_size, parse_mode, parse_timeout, use_colour,
+    DiskArg, GuestImage, ModeArg, NetArg, OutputStyle, RunConfig, flat_mode, parse_cpus,
+    parse_disk, parse_memory_size, parse_mode, parse_net, parse_timeout, use_colour,
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
@@ -148,6 +148,13 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long, value_name = "FILE[,ro]", value_parser = parse_disk)]
         disk: Vec<DiskArg>,
 
+        /// A virtio-net network card on the host's TAP device NAME, created if it does not exist
+        /// (that needs root or CAP_NET_ADMIN); ,mac= fixes its address (default: random) (e.g.
+        /// sudo mini-kvm run --net tap=tap0 --initrd initrd.cpio ./bzImage, then on the host: ip
+        /// addr add 10.0.2.1/24 dev tap0; ip link set tap0 up).
+        #[arg(long, value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+        net: Vec<NetArg>,
+
         /// A virtio-rng entropy device, fed from the host's getrandom (e.g. mini-kvm run --rng os).
         #[arg(long)]
         rng: bool,
@@ -175,6 +182,11 @@ exit, 130 stopped from the --tui view).")]
         /// Where to write the archive (e.g. -o initrd.cpio).
         #[arg(short, long, value_name = "FILE")]
         output: std::path::PathBuf,
+        /// A kernel's module directory: adds the drivers of mini-kvm's virtio devices (--disk,
+        /// --rng) and what they need, which /init loads (e.g. --modules
+        /// /lib/modules/$(uname -r); Debian's kernels build them as modules).
+        #[arg(long, value_name = "DIR")]
+        modules: Option<std::path::PathBuf>,
     },
     /// Measure mini-kvm on this machine: exit round trip, start-up, memory, VM churn, scaling,
     /// compute and exit counts, each against a baseline measured in the same run (a bare
@@ -202,7 +214,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Bench { quick, out } => bench(quick, out.as_deref()),
-        Command::Initramfs { busybox, output } => write_initramfs(&busybox, &output),
+        Command::Initramfs {
+            busybox,
+            output,
+            modules,
+        } => write_initramfs(&busybox, &output, modules.as_deref()),
         Command::BenchFloor => {
             let hello = builtin_guests()
                 .iter()
@@ -230,6 +246,7 @@ fn main() -> ExitCode {
             cmdline,
             initrd,
             disk,
+            net,
             rng,
             no_coalesce,
             no_seccomp,
@@ -270,6 +287,7 @@ fn main() -> ExitCode {
                 cmdline,
                 initrd,
                 disks: disk,
+                nets: net,
                 rng,
                 coalesce: !no_coalesce,
                 seccomp: !no_seccomp,
@@ -288,9 +306,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn write_initramfs(busybox: &std::path::Path, output: &std::path::Path) -> ExitCode {
+fn write_initramfs(
+    busybox: &std::path::Path,
+    output: &std::path::Path,
+    modules: Option<&std::path::Path>,
+) -> ExitCode {
+    let modules = match modules.map(initramfs::read_modules).transpose() {
+        Ok(modules) => modules.unwrap_or_default(),
+        Err(error) => return fail(&error.to_string()),
+    };
     let archive = initramfs::read_busybox(busybox)
-        .and_then(|bytes| initramfs::build(&busybox.display().to_string(), &bytes));
+        .and_then(|bytes| initramfs::build(&busybox.display().to_string(), &bytes, &modules));
     let archive = match archive {
         Ok(archive) => archive,
         Err(error) => return fail(&error.to_string()),

@@ -44,9 +44,16 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// Makes the initramfs with `mini-kvm initramfs` in `dir`; returns its path.
 fn make_initramfs(dir: &std::path::Path) -> String {
+    make_initramfs_with(dir, &[])
+}
+
+/// The same, with more arguments for `mini-kvm initramfs` (`--modules DIR`).
+fn make_initramfs_with(dir: &std::path::Path, extra: &[&str]) -> String {
     let initrd = dir.join("initrd.cpio");
     let path = initrd.to_str().unwrap();
-    let run = mini_kvm(&["initramfs", "--busybox", BUSYBOX, "-o", path], b"");
+    let mut args = vec!["initramfs", "--busybox", BUSYBOX, "-o", path];
+    args.extend_from_slice(extra);
+    let run = mini_kvm(&args, b"");
     assert_eq!(run.status, 0, "{run:?}");
     assert!(
         run.stdout_text().starts_with(&format!("wrote {path} (")),
@@ -239,7 +246,9 @@ fn initrd_is_for_linux_only() {
 
 /// Boots the bzImage with the initramfs; see `boot_kernel`.
 fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
-    boot_kernel(&linux_kernel(), extra, commands)
+    let dir = scratch("linux-boot");
+    let initrd = make_initramfs(&dir);
+    boot_kernel(&linux_kernel(), &initrd, extra, commands)
 }
 
 /// Boots `kernel` with the initramfs, with `commands` as its input (then end of input), and
@@ -247,10 +256,23 @@ fn boot(extra: &[&str], commands: &[u8]) -> common::Run {
 /// it; the first bytes can be lost when the kernel's 8250 driver starts the port and clears its
 /// FIFO, so the commands come after a run of empty lines. A watchdog kills a run that goes on
 /// past its --timeout.
-fn boot_kernel(kernel: &Path, extra: &[&str], commands: &[u8]) -> common::Run {
-    let dir = scratch("linux-boot");
-    let initrd = make_initramfs(&dir);
-    let mut child = Command::new(mini_kvm_binary())
+fn boot_kernel(kernel: &Path, initrd: &str, extra: &[&str], commands: &[u8]) -> common::Run {
+    boot_kernel_with(kernel, initrd, extra, commands, |_| {}, |_| {})
+}
+
+/// `boot_kernel`, with `prepare` run on the command before it starts and `during` run, with
+/// mini-kvm's process ID, while the guest runs.
+fn boot_kernel_with(
+    kernel: &Path,
+    initrd: &str,
+    extra: &[&str],
+    commands: &[u8],
+    prepare: impl FnOnce(&mut Command),
+    during: impl FnOnce(u32),
+) -> common::Run {
+    let mut command = Command::new(mini_kvm_binary());
+    prepare(&mut command);
+    let mut child = command
         .args([
             "run",
             "--mem",
@@ -258,7 +280,7 @@ fn boot_kernel(kernel: &Path, extra: &[&str], commands: &[u8]) -> common::Run {
             "--timeout",
             "280",
             "--initrd",
-            &initrd,
+            initrd,
         ])
         .args(extra)
         .arg(kernel)
@@ -295,6 +317,7 @@ fn boot_kernel(kernel: &Path, extra: &[&str], commands: &[u8]) -> common::Run {
     let _ = stdin.write_all(&input);
     drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(300);
+    during(child.id());
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code().unwrap_or(-1);
@@ -488,8 +511,10 @@ fn the_uncompressed_kernel_through_its_pvh_entry() {
     require_kvm();
     let dir = scratch("vmlinux");
     let vmlinux = extract_vmlinux(&linux_kernel(), &dir);
+    let initrd = make_initramfs(&dir);
     let run = boot_kernel(
         &vmlinux,
+        &initrd,
         &[],
         b"uname -r\necho cpus=$(grep -c ^processor /proc/cpuinfo)\npoweroff -f\n",
     );
@@ -501,4 +526,225 @@ fn the_uncompressed_kernel_through_its_pvh_entry() {
         }
         other => panic!("unknown host KVM module {other}: cannot say what Linux should do"),
     }
+}
+
+/// The kernel's module directory, for `mini-kvm initramfs --modules`: MINI_KVM_LINUX_MODULES
+/// (the rig carries the virtio drivers there), or /lib/modules/RELEASE of the kernel booted.
+fn linux_modules() -> String {
+    if let Ok(dir) = std::env::var("MINI_KVM_LINUX_MODULES") {
+        return dir;
+    }
+    let release = common::kernel_release(&std::fs::read(linux_kernel()).unwrap());
+    format!("/lib/modules/{release}")
+}
+
+/// Runs a host program, which must succeed.
+fn host(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (Debian: apt install e2fsprogs)"));
+    assert!(output.status.success(), "{program} {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Linux on mini-kvm's virtio devices, found through the DSDT once /init has loaded the drivers
+/// (`mini-kvm initramfs --modules`). An ext4 image made on the host (vda) is mounted, written
+/// and unmounted, and after power-off the host reads the file back from the image with debugfs.
+/// A second image, read-only (vdb), holds a file made on the host: Linux reads it and cannot
+/// write. The entropy device is the kernel's hardware RNG.
+#[test]
+#[ignore = "needs hardware KVM: run in the rig (tests/hw-kvm/run)"]
+fn linux_uses_virtio_disks_and_the_entropy_device() {
+    require_kvm();
+    let dir = scratch("linux-virtio");
+    let disk = dir.join("disk.img");
+    let disk = disk.to_str().unwrap();
+    host("truncate", &["-s", "32M", disk]);
+    host("mke2fs", &["-q", "-F", "-t", "ext4", disk]);
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("motd"), "made on the host\n").unwrap();
+    let shared = dir.join("shared.img");
+    let shared = shared.to_str().unwrap();
+    host("truncate", &["-s", "8M", shared]);
+    host(
+        "mke2fs",
+        &[
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-d",
+            files.to_str().unwrap(),
+            shared,
+        ],
+    );
+    let before = std::fs::read(shared).unwrap();
+
+    let initrd = make_initramfs_with(&dir, &["--modules", &linux_modules()]);
+    let read_only = format!("{shared},ro");
+    let run = boot_kernel(
+        &linux_kernel(),
+        &initrd,
+        &["--disk", disk, "--disk", &read_only, "--rng"],
+        b"mount /dev/vda /mnt && echo 'written by Linux' > /mnt/hello.txt && umount /mnt && \
+          echo vda=done\n\
+          mkdir /ro && mount -o ro /dev/vdb /ro && cat /ro/motd\n\
+          echo x > /ro/new || echo vdb=read-only\n\
+          echo rng=$(cat /sys/class/misc/hw_random/rng_current)\n\
+          echo random=$(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \\n')\n\
+          poweroff -f\n",
+    );
+    assert_powered_off_from_the_shell(&run);
+    let stdout = run.stdout_text();
+    common::assert_contains_all(
+        &stdout,
+        &[
+            // The kernel's own lines about the disks: 65536 and 16384 sectors, one read-only.
+            "[vda] 65536 512-byte logical blocks",
+            "[vdb] 16384 512-byte logical blocks",
+            "\nvda=done",
+            "\nmade on the host",
+            "Read-only file system",
+            "\nvdb=read-only",
+            "\nrng=virtio_rng.0",
+        ],
+    );
+    let random = stdout
+        .lines()
+        .find_map(|line| line.trim_end_matches('\r').strip_prefix("random="))
+        .expect("the random line");
+    assert_eq!(random.len(), 32, "16 bytes in hex: {random:?}");
+    assert!(random.bytes().all(|b| b.is_ascii_hexdigit()), "{random:?}");
+    // What Linux wrote is in the image, read by the host's own ext4 reader.
+    assert_eq!(
+        host("debugfs", &["-R", "cat /hello.txt", disk]),
+        "written by Linux\n"
+    );
+    assert_eq!(
+        std::fs::read(shared).unwrap(),
+        before,
+        "the read-only image is unchanged"
+    );
+}
+
+/// Runs `program` inside the network namespace of process `pid` (busybox's nsenter and ip in the
+/// rig); returns whether it succeeded, and its output.
+fn in_netns(pid: u32, program: &[&str]) -> (bool, String) {
+    let target = pid.to_string();
+    let output = Command::new("nsenter")
+        .args(["-t", &target, "-n", "--"])
+        .args(program)
+        .output()
+        .expect("nsenter (busybox)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// Linux on a virtio-net card whose other end is a TAP device in a network namespace of the
+/// test's own (so nothing touches the rig's network): mini-kvm starts in a new namespace and
+/// creates `tap0` there; the test gives it 10.0.2.1/24 and serves a 1 MiB file with busybox's
+/// httpd. The guest, at 10.0.2.15, pings the host, fetches the file over TCP (wget) and prints
+/// its MD5 sum, which must be the file's; the host pings the guest; then the guest powers off.
+#[test]
+#[ignore = "needs hardware KVM: run in the rig (tests/hw-kvm/run)"]
+fn linux_on_a_tap_network_in_a_namespace() {
+    require_kvm();
+    let dir = scratch("linux-net");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.join("file"), &file).unwrap();
+    let md5 = host("md5sum", &[www.join("file").to_str().unwrap()]);
+    let md5 = md5.split_whitespace().next().unwrap().to_string();
+    let initrd = make_initramfs_with(&dir, &["--modules", &linux_modules()]);
+    let host_pinged = Arc::new(Mutex::new(String::new()));
+    let httpd_slot = Arc::new(Mutex::new(None));
+    let run = boot_kernel_with(
+        &linux_kernel(),
+        &initrd,
+        &["--net", "tap=tap0,mac=52:54:00:12:34:56"],
+        b"ip link set lo up; ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up\n\
+          i=0; until ping -c 1 -W 1 10.0.2.1 > /dev/null; do i=$((i+1)); \
+          [ $i -gt 100 ] && break; sleep 1; done; echo ping=$i\n\
+          wget -q -O /tmp/file http://10.0.2.1:8080/file; echo md5=$(md5sum /tmp/file)\n\
+          cat /sys/class/net/eth0/address\n\
+          i=0; until wget -q -O /dev/null http://10.0.2.1:8080/pinged; do i=$((i+1)); \
+          [ $i -gt 100 ] && break; sleep 1; done\n\
+          poweroff -f\n",
+        |command| {
+            // SAFETY: unshare(2) only, in the child between fork and exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(command, || {
+                    if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+        |pid| {
+            // mini-kvm creates tap0 before the guest starts.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !in_netns(pid, &["ip", "link", "show", "tap0"]).0 {
+                assert!(Instant::now() < deadline, "tap0 never appeared");
+                thread::sleep(Duration::from_millis(100));
+            }
+            for step in [
+                &["ip", "link", "set", "lo", "up"][..],
+                &["ip", "addr", "add", "10.0.2.1/24", "dev", "tap0"],
+                &["ip", "link", "set", "tap0", "up"],
+            ] {
+                let (ok, output) = in_netns(pid, step);
+                assert!(ok, "{step:?}: {output}");
+            }
+            let target = pid.to_string();
+            let httpd = Command::new("nsenter")
+                .args(["-t", &target, "-n", "--", "busybox", "httpd", "-f", "-p"])
+                .arg("10.0.2.1:8080")
+                .arg("-h")
+                .arg(&www)
+                .spawn()
+                .expect("busybox httpd");
+            // The host pings the guest once its card is up (within the boot's time).
+            let deadline = Instant::now() + Duration::from_secs(240);
+            while !in_netns(pid, &["ping", "-c", "1", "-W", "1", "10.0.2.15"]).0
+                && Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(500));
+            }
+            let (_, output) = in_netns(pid, &["ping", "-c", "3", "10.0.2.15"]);
+            *host_pinged.lock().unwrap() = output;
+            // Tell the guest it may power off.
+            std::fs::write(www.join("pinged"), "yes\n").unwrap();
+            *httpd_slot.lock().unwrap() = Some(httpd);
+        },
+    );
+    if let Some(mut httpd) = httpd_slot.lock().unwrap().take() {
+        let _ = httpd.kill();
+        let _ = httpd.wait();
+    }
+    assert_powered_off_from_the_shell(&run);
+    let stdout = run.stdout_text();
+    common::assert_contains_all(
+        &stdout,
+        &[
+            "\nping=",
+            &format!("\nmd5={md5}  /tmp/file"),
+            "\n52:54:00:12:34:56",
+        ],
+    );
+    assert!(
+        !stdout.contains("\nping=101"),
+        "the guest never reached the host: {run:?}"
+    );
+    let pinged = host_pinged.lock().unwrap().clone();
+    assert!(
+        pinged.contains("3 packets transmitted, 3 packets received"),
+        "the host's ping of the guest: {pinged}\n{run:?}"
+    );
 }

@@ -11,18 +11,40 @@
 /// What `/init` prints once user space runs: the line the tests and the user wait for.
 pub const INIT_MARKER: &str = "mini-kvm: initramfs /init is running";
 
-/// The `/init` script: busybox's applets, the pseudo file systems, the marker, a shell. When
-/// the shell ends (Ctrl-D or `exit`), the machine powers off: mini-kvm then ends with status 0.
+/// The `/init` script: busybox's applets, the pseudo file systems, the modules (`{modules}`),
+/// the marker, a shell. When the shell ends (Ctrl-D or `exit`), the machine powers off:
+/// mini-kvm then ends with status 0.
 const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-echo "mini-kvm: initramfs /init is running"
+{modules}echo "mini-kvm: initramfs /init is running"
 echo "Linux $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s); 'poweroff -f' ends the VM"
 setsid cttyhack sh
 poweroff -f
 "#;
+
+/// The drivers of mini-kvm's virtio devices (`--disk`, `--rng`, `--net`), which `--modules`
+/// adds with what they depend on. Debian's kernels build them as modules, and the kernel finds
+/// the devices through ACPI only once virtio_mmio is loaded.
+pub const VIRTIO_MODULES: [&str; 4] = ["virtio_mmio", "virtio_blk", "virtio-rng", "virtio_net"];
+
+/// The /init with an `insmod` line for each module, in order.
+fn init_script(modules: &[Module]) -> String {
+    let lines: String = modules
+        .iter()
+        .map(|module| format!("insmod /lib/modules/{}.ko\n", module.name))
+        .collect();
+    INIT_SCRIPT.replace("{modules}", &lines)
+}
+
+/// A kernel module for the initramfs: its name (the file's, without `.ko`) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -40,6 +62,18 @@ pub enum InitramfsError {
     NotAFile { path: String },
     #[error("{path} is more than {max} bytes: that is no busybox (a static one is about 2 MB)")]
     TooLarge { path: String, max: u64 },
+    #[error(
+        "{dir} has no modules.dep: give --modules a kernel's module directory, e.g. \
+         /lib/modules/$(uname -r) (it comes with the linux-image package)"
+    )]
+    NoModuleList { dir: String },
+    #[error("the kernel in {dir} has no module {module} (its modules.dep does not list it)")]
+    NoSuchModule { dir: String, module: String },
+    #[error(
+        "{path} is compressed: mini-kvm's initramfs loads plain .ko files with busybox's \
+         insmod; decompress the module directory first (xz -d, zstd -d)"
+    )]
+    CompressedModule { path: String },
 }
 
 /// No busybox is this large; a larger file (or an endless one) is not read.
@@ -82,8 +116,66 @@ pub fn read_busybox(path: &std::path::Path) -> Result<Vec<u8>, InitramfsError> {
     Ok(bytes)
 }
 
-/// Builds the initramfs around the busybox binary `busybox` (its bytes) read from `path`.
-pub fn build(path: &str, busybox: &[u8]) -> Result<Vec<u8>, InitramfsError> {
+/// The [`VIRTIO_MODULES`] of the kernel whose module directory is `dir` (/lib/modules/VERSION),
+/// each after the modules it needs (from `modules.dep`), each once. A module the kernel has built
+/// in (`modules.builtin`) needs no file and is left out.
+pub fn read_modules(dir: &std::path::Path) -> Result<Vec<Module>, InitramfsError> {
+    let shown = dir.display().to_string();
+    let dep = std::fs::read_to_string(dir.join("modules.dep"))
+        .map_err(|_| InitramfsError::NoModuleList { dir: shown.clone() })?;
+    let builtin = std::fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
+    // modules.dep: "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko ...".
+    let table: Vec<(&str, Vec<&str>)> = dep
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(path, deps)| (path, deps.split_whitespace().collect()))
+        .collect();
+    let module_name = |path: &str| {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        file.split(".ko").next().unwrap_or(file).to_string()
+    };
+    let mut order: Vec<String> = Vec::new();
+    for wanted in VIRTIO_MODULES {
+        let is_builtin = builtin.lines().any(|path| module_name(path) == wanted);
+        if is_builtin {
+            continue;
+        }
+        let Some((path, deps)) = table.iter().find(|(path, _)| module_name(path) == wanted) else {
+            return Err(InitramfsError::NoSuchModule {
+                dir: shown,
+                module: wanted.to_string(),
+            });
+        };
+        // modules.dep lists every module a module needs, the last one to be loaded first.
+        for path in deps.iter().rev().chain(std::iter::once(path)) {
+            if !order.iter().any(|known| known == path) {
+                order.push(path.to_string());
+            }
+        }
+    }
+    order
+        .iter()
+        .map(|path| {
+            let full = dir.join(path);
+            let shown = full.display().to_string();
+            if !path.ends_with(".ko") {
+                return Err(InitramfsError::CompressedModule { path: shown });
+            }
+            let bytes = std::fs::read(&full).map_err(|source| InitramfsError::Read {
+                path: shown,
+                source,
+            })?;
+            Ok(Module {
+                name: module_name(path),
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// Builds the initramfs around the busybox binary `busybox` (its bytes) read from `path`, with
+/// `modules` loaded by /init before the marker.
+pub fn build(path: &str, busybox: &[u8], modules: &[Module]) -> Result<Vec<u8>, InitramfsError> {
     if !is_static_x86_64_elf(busybox) {
         return Err(InitramfsError::NotStatic {
             path: path.to_string(),
@@ -91,14 +183,32 @@ pub fn build(path: &str, busybox: &[u8]) -> Result<Vec<u8>, InitramfsError> {
     }
     let mut archive = Archive::default();
     for dir in [
-        "bin", "dev", "proc", "sys", "tmp", "root", "etc", "sbin", "usr",
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "root",
+        "etc",
+        "sbin",
+        "usr",
+        "lib",
+        "lib/modules",
+        "mnt",
     ] {
         archive.directory(dir);
     }
     // The kernel opens /dev/console for /init's input and output before /dev is mounted.
     archive.char_device("dev/console", 5, 1);
     archive.file("bin/busybox", 0o755, busybox);
-    archive.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    for module in modules {
+        archive.file(
+            &format!("lib/modules/{}.ko", module.name),
+            0o644,
+            &module.bytes,
+        );
+    }
+    archive.file("init", 0o755, init_script(modules).as_bytes());
     Ok(archive.finish())
 }
 
@@ -233,22 +343,22 @@ mod tests {
     #[test]
     fn only_a_static_x86_64_program_is_taken() {
         let elf = static_elf();
-        assert!(build("busybox", &elf).is_ok());
+        assert!(build("busybox", &elf, &[]).is_ok());
         let mut dynamic = elf.clone();
         dynamic[64..68].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
-        let error = build("/usr/bin/busybox", &dynamic).unwrap_err();
+        let error = build("/usr/bin/busybox", &dynamic, &[]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "/usr/bin/busybox is not a statically linked x86-64 program: the initramfs has no \
              libraries for it (on Debian and Ubuntu: apt install busybox-static, then use \
              /bin/busybox)"
         );
-        assert!(build("x", b"#!/bin/sh\n").is_err());
+        assert!(build("x", b"#!/bin/sh\n", &[]).is_err());
     }
 
     #[test]
     fn the_archive_holds_init_busybox_and_the_console() {
-        let archive = build("busybox", &static_elf()).unwrap();
+        let archive = build("busybox", &static_elf(), &[]).unwrap();
         for name in [
             &b"init\0"[..],
             b"bin/busybox\0",
@@ -262,5 +372,71 @@ mod tests {
             );
         }
         assert!(INIT_SCRIPT.contains(INIT_MARKER));
+    }
+
+    #[test]
+    fn modules_come_after_what_they_need_each_once_and_builtins_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("mini-kvm-modules-{}", std::process::id()));
+        let kernel = dir.join("kernel");
+        std::fs::create_dir_all(&kernel).unwrap();
+        std::fs::write(
+            dir.join("modules.dep"),
+            "kernel/virtio_mmio.ko: kernel/virtio.ko kernel/virtio_ring.ko\n\
+             kernel/virtio.ko: kernel/virtio_ring.ko\n\
+             kernel/virtio_ring.ko:\n\
+             kernel/virtio_blk.ko: kernel/virtio.ko kernel/virtio_ring.ko\n\
+             kernel/virtio_net.ko: kernel/net_failover.ko kernel/failover.ko kernel/virtio.ko \
+             kernel/virtio_ring.ko\n\
+             kernel/net_failover.ko: kernel/failover.ko\n\
+             kernel/failover.ko:\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("modules.builtin"), "kernel/virtio-rng.ko\n").unwrap();
+        for name in [
+            "virtio_mmio",
+            "virtio",
+            "virtio_ring",
+            "virtio_blk",
+            "virtio_net",
+            "net_failover",
+            "failover",
+        ] {
+            std::fs::write(kernel.join(format!("{name}.ko")), name).unwrap();
+        }
+        let modules = read_modules(&dir).unwrap();
+        let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "virtio_ring",
+                "virtio",
+                "virtio_mmio",
+                "virtio_blk",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
+        );
+        assert_eq!(modules[0].bytes, b"virtio_ring");
+        let script = init_script(&modules);
+        assert!(script.contains(
+            "mount -t devtmpfs devtmpfs /dev\ninsmod /lib/modules/virtio_ring.ko\n\
+             insmod /lib/modules/virtio.ko\n"
+        ));
+        assert!(script.contains("insmod /lib/modules/virtio_net.ko\necho \"mini-kvm: initramfs"));
+
+        std::fs::write(dir.join("modules.builtin"), "").unwrap();
+        assert_eq!(
+            read_modules(&dir).unwrap_err().to_string(),
+            format!(
+                "the kernel in {} has no module virtio-rng (its modules.dep does not list it)",
+                dir.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            read_modules(&dir),
+            Err(InitramfsError::NoModuleList { .. })
+        ));
     }
 }

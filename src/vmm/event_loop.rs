@@ -52,6 +52,11 @@ impl Token {
 pub trait EventHandler: Send {
     fn fd(&self) -> RawFd;
     fn ready(&mut self);
+    /// Reported once per change to readable (EPOLLET) instead of at every wait while readable:
+    /// for a source the handler may leave unread (a TAP device while the guest has no buffers).
+    fn edge_triggered(&self) -> bool {
+        false
+    }
 }
 
 pub struct EventLoop {
@@ -73,6 +78,12 @@ impl EventLoop {
     /// Watches `fd` for input (level-triggered: it is reported at every wait while readable).
     pub fn add(&self, fd: RawFd, token: Token) -> io::Result<()> {
         let event = EpollEvent::new(EventSet::IN, token.to_data());
+        self.epoll.ctl(ControlOperation::Add, fd, event)
+    }
+
+    /// Watches `fd` for input, edge-triggered: reported once each time it becomes readable.
+    pub fn add_edge_triggered(&self, fd: RawFd, token: Token) -> io::Result<()> {
+        let event = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, token.to_data());
         self.epoll.ctl(ControlOperation::Add, fd, event)
     }
 

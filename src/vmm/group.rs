@@ -13,7 +13,9 @@ use crate::config::RunConfig;
 use crate::console::GuestIo;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::tap::Tap;
 use crate::loader::{FileRole, LoadOptions, read_file};
 
 /// How one guest of a group ended.
@@ -59,6 +61,13 @@ impl Group {
             disks.push(Block::open(&disk.path, disk.read_only)?);
         }
         let mut disks = Some(disks);
+        // And the TAP devices: their errors (no permission) before anything runs.
+        let mut nets = Vec::with_capacity(config.nets.len());
+        for net in &config.nets {
+            let tap = Tap::open(&net.tap, net::HEADER_SIZE)?;
+            nets.push(Net::new(tap, net.mac.unwrap_or_else(net::random_mac)));
+        }
+        let mut nets = Some(nets);
         let labelled = config.guests.len() > 1;
         let kvm = super::kvm::shared_kvm()?;
         let mut vms = Vec::with_capacity(config.guests.len());
@@ -74,6 +83,9 @@ impl Group {
             let mut virtio: Vec<Box<dyn VirtioDevice>> = Vec::new();
             for disk in disks.take().unwrap_or_default() {
                 virtio.push(Box::new(disk));
+            }
+            for net in nets.take().unwrap_or_default() {
+                virtio.push(Box::new(net));
             }
             if config.rng {
                 virtio.push(Box::new(Rng::new()));

@@ -45,7 +45,9 @@ pub fn attach_virtio(
             memory.clone(),
             line,
         )));
-        let queues = transport.lock().map_or(0, |t| t.queue_count());
+        let (queues, input) = transport
+            .lock()
+            .map_or((0, None), |t| (t.queue_count(), t.input_source()));
         manager.attach_mmio_at(transport.clone(), window, Some(irq))?;
         for queue in 0..queues {
             let event = manager.ioeventfd(
@@ -59,8 +61,44 @@ pub fn attach_virtio(
                 event,
             }));
         }
+        if let Some((fd, queue)) = input {
+            manager.add_event_handler(Box::new(InputNotifier {
+                transport: Arc::clone(&transport),
+                queue,
+                fd,
+            }));
+        }
     }
     Ok(())
+}
+
+/// A device's host descriptor (a TAP device): when it becomes readable, the queue it feeds has
+/// work. Edge-triggered: the device reads until it has no room left, and the driver's next
+/// doorbell on that queue resumes it, so a guest that gives no buffers never makes the event
+/// loop spin.
+struct InputNotifier {
+    transport: Arc<Mutex<MmioTransport>>,
+    queue: usize,
+    fd: RawFd,
+}
+
+impl EventHandler for InputNotifier {
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    fn edge_triggered(&self) -> bool {
+        true
+    }
+
+    fn ready(&mut self) {
+        let mut transport = self
+            .transport
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Edge-triggered: all there is must be taken now, a turn's worth at a time.
+        while transport.notify(self.queue) == Notified::MorePending {}
+    }
 }
 
 /// One queue's doorbell: KVM signals `event` when the guest writes the queue's index to

@@ -64,6 +64,8 @@ pub enum VmError {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Disk(#[from] crate::devices::virtio::block::DiskError),
+    #[error(transparent)]
+    Tap(#[from] crate::devices::virtio::tap::TapError),
     #[error("{call} failed: {source}")]
     Ioctl {
         call: &'static str,
@@ -454,7 +456,12 @@ impl Watcher {
         let now = Instant::now();
         let events = EventLoop::new()?;
         for (index, handler) in handlers.iter().enumerate() {
-            events.add(handler.fd(), Token::Device(index as u32))?;
+            let token = Token::Device(index as u32);
+            if handler.edge_triggered() {
+                events.add_edge_triggered(handler.fd(), token)?;
+            } else {
+                events.add(handler.fd(), token)?;
+            }
         }
         Ok(Watcher {
             events,

@@ -105,6 +105,11 @@ impl MmioTransport {
         self.queues.len()
     }
 
+    /// The device's host descriptor and the queue it feeds (VirtioDevice::input_source).
+    pub fn input_source(&self) -> Option<(std::os::fd::RawFd, usize)> {
+        self.device.input_source()
+    }
+
     /// The driver wrote `index` to QueueNotify: do the queue's requests and, if any finished,
     /// interrupt the driver.
     pub fn notify(&mut self, index: usize) -> Notified {

@@ -4,7 +4,7 @@
 //! A virtio device is two halves. The *transport* ([`mmio::MmioTransport`]) is the same for
 //! every device: a page of registers where the driver reads the device's ID and features,
 //! negotiates, and tells the device where its *virtqueues* are in guest RAM. The *device*
-//! ([`VirtioDevice`]: [`block::Block`], [`rng::Rng`]) only says what its features and
+//! ([`VirtioDevice`]: [`block::Block`], [`net::Net`], [`rng::Rng`]) only says what its features and
 //! configuration are, and does the work when the driver has put requests on a queue.
 //!
 //! A virtqueue (the rust-vmm `virtio-queue` crate reads them) is three rings in guest memory:
@@ -21,11 +21,15 @@
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
+pub mod tap;
 #[cfg(test)]
 mod tests;
 
+use std::os::fd::RawFd;
 use virtio_queue::Queue;
+
 use vm_memory::GuestMemoryMmap;
 
 /// How many transport slots every guest has.
@@ -33,6 +37,7 @@ pub const SLOTS: usize = crate::arch::x86::layout::VIRTIO_SLOTS;
 
 /// Device IDs (virtio 1.2 §5).
 pub const DEVICE_ID_EMPTY: u32 = 0;
+pub const DEVICE_ID_NET: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 pub const DEVICE_ID_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 pub const DEVICE_ID_RNG: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 
@@ -62,4 +67,9 @@ pub trait VirtioDevice: Send {
         memory: &GuestMemoryMmap,
         limit: usize,
     ) -> Result<usize, virtio_queue::Error>;
+    /// A host descriptor whose readiness means work for one of its queues (a TAP device's
+    /// frames for virtio-net's receive queue): (descriptor, queue index).
+    fn input_source(&self) -> Option<(RawFd, usize)> {
+        None
+    }
 }
