@@ -151,6 +151,9 @@ fn report_virtio_devices(ids: &[u32; virtio::SLOTS], out: &mut Out) {
             (virtio::ID_ENTROPY, _, _) => {
                 out.s(b"entropy device, not used (the OS uses the first one that starts)\n");
             }
+            (1, _, _) => {
+                out.s(b"network card (virtio-net), no driver in this OS\n");
+            }
             _ => {
                 out.s(b"device type ").u(u64::from(id)).s(b", no driver\n");
             }
