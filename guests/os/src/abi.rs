@@ -1,5 +1,5 @@
 //! What the kernel and the user programs agree on: system call numbers, the system call
-//! instruction, the programs, and the `ps` record. Included by both (`#[path]`).
+//! instruction, the programs, and the `ps` and `list` records. Included by both (`#[path]`).
 
 #![allow(dead_code)]
 
@@ -8,7 +8,8 @@
 /// a bug) is still an invalid opcode that kills the process, never a system call.
 pub const SYSCALL_INSTRUCTION: [u8; 9] = [0x0f, 0x0b, 0x0f, 0x1f, 0x80, b'S', b'Y', b'S', b'C'];
 
-/// System call numbers (in RAX; arguments in RDI, RSI, RDX; the result in RAX).
+/// System call numbers (in RAX; arguments in RDI, RSI, RDX, R10, R8, as in Linux; the result
+/// in RAX).
 pub mod sys {
     /// exit(status): ends the calling process.
     pub const EXIT: u64 = 0;
@@ -30,6 +31,16 @@ pub mod sys {
     pub const WAIT: u64 = 8;
     /// ps(records, capacity) -> how many [`super::ProcessInfo`] records were filled in.
     pub const PS: u64 = 9;
+    /// list(records, capacity) -> how many [`super::FileInfo`] records were filled in: the files
+    /// on the disk, each name once; capacity + 1 if there were more than fit.
+    pub const LIST: u64 = 10;
+    /// read_file(name, name_length, buffer, capacity, offset) -> bytes read from `offset` of the
+    /// file (0 at its end).
+    pub const READ_FILE: u64 = 11;
+    /// write_file(name, name_length, data, length) -> length: a new version of the file.
+    pub const WRITE_FILE: u64 = 12;
+    /// random(buffer, length) -> bytes of randomness from the entropy device (at most 256).
+    pub const RANDOM: u64 = 13;
 }
 
 /// Error results (negative, as in Linux).
@@ -40,6 +51,33 @@ pub const ERROR_NO_SYSCALL: i64 = -38;
 pub const ERROR_AGAIN: i64 = -11;
 /// wait(): no such child.
 pub const ERROR_CHILD: i64 = -10;
+/// read_file(): no file of that name.
+pub const ERROR_NO_ENTRY: i64 = -2;
+/// The disk did not do what was asked (or did not answer).
+pub const ERROR_IO: i64 = -5;
+/// No disk (list, read_file, write_file) or no entropy device (random).
+pub const ERROR_NO_DEVICE: i64 = -19;
+/// write_file(): the new file does not fit on the disk.
+pub const ERROR_NO_SPACE: i64 = -28;
+/// write_file(): the disk is read-only.
+pub const ERROR_READ_ONLY: i64 = -30;
+/// The disk holds something that is not a ustar archive.
+pub const ERROR_BAD_ARCHIVE: i64 = -74;
+
+/// The longest file name: the ustar header's name field.
+pub const NAME_MAX: usize = 100;
+
+/// One file, as `list` reports it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileInfo {
+    /// Its size in bytes (of its last version).
+    pub size: u64,
+    /// The name's length; more than NAME_MAX for a longer name (made with ustar's prefix field
+    /// by a host's tar), of which `name` holds the first NAME_MAX bytes.
+    pub name_length: u64,
+    pub name: [u8; NAME_MAX],
+}
 
 /// The programs in the user ELF file: `spawn` takes one of these numbers, and the new process
 /// starts at the ELF entry point with it in RDI.

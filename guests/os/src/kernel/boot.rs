@@ -104,6 +104,7 @@ boot_gdt_pointer:
     .section .bss
     .balign 4096
     .global boot_pml4
+    .global boot_pdpt
     .global boot_pd
 boot_pml4:
     .skip 4096

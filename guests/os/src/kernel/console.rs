@@ -4,7 +4,6 @@
 
 use core::arch::asm;
 
-
 const HYPERCALL_PORT: u16 = 0x500;
 const HC_EXIT: u8 = 0x00;
 const HC_WRITE: u8 = 0x05;

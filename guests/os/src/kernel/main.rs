@@ -11,6 +11,7 @@ mod boot;
 mod cell;
 mod console;
 mod cpu;
+mod disk;
 mod elf;
 mod frames;
 mod gdt;
@@ -26,9 +27,12 @@ mod out;
 mod paging;
 mod pic;
 mod process;
+mod random;
 mod syscall;
+mod tar;
 mod trap;
 mod tty;
+mod virtio;
 
 use abi::program;
 use console::Out;
@@ -53,6 +57,7 @@ extern "C" fn kernel_main(magic: u64, info: u64) -> ! {
     trap::init();
     pic::init();
     keyboard::init();
+    let devices = start_virtio_devices();
     process::init();
     let shell = process::spawn(program::SHELL, 0);
     let bgcount = process::spawn(program::BGCOUNT, 0);
@@ -81,11 +86,79 @@ extern "C" fn kernel_main(magic: u64, info: u64) -> ! {
             .s(b") and bgcount (pid ")
             .u(u64::from(bgcount))
             .s(b")\n");
+        report_virtio_devices(&devices, &mut out);
     }
     if boot.kernel_fault {
         trap::provoke_kernel_fault();
     }
     process::start()
+}
+
+/// Looks at mini-kvm's 8 virtio-mmio slots and starts a driver for the first block device and
+/// the first entropy device (virtio.rs). Returns each slot's DeviceID, for `verbose`. A device
+/// that fails to start is reported at once, and the OS goes on without it.
+fn start_virtio_devices() -> [u32; virtio::SLOTS] {
+    let ids = virtio::scan();
+    for (slot, &id) in ids.iter().enumerate() {
+        let started = match id {
+            virtio::ID_BLOCK if disk::info().is_none() => disk::start(slot),
+            virtio::ID_ENTROPY if random::slot().is_none() => random::start(slot),
+            _ => continue,
+        };
+        if let Err(why) = started {
+            Out::new()
+                .s(b"os: the virtio device in slot ")
+                .u(slot as u64)
+                .s(b" did not start: ")
+                .s(why)
+                .s(b"\n");
+        }
+    }
+    ids
+}
+
+/// `verbose`: a line per virtio device found: slot, address, IRQ, and what it is.
+fn report_virtio_devices(ids: &[u32; virtio::SLOTS], out: &mut Out) {
+    if ids.iter().all(|&id| id == 0) {
+        out.s(b"os: no virtio devices in the 8 virtio-mmio slots (mini-kvm --disk FILE, --rng)\n");
+    }
+    for (slot, &id) in ids.iter().enumerate().filter(|(_, id)| **id != 0) {
+        out.s(b"os: virtio slot ")
+            .u(slot as u64)
+            .s(b" at ")
+            .hex(virtio::slot_address(slot))
+            .s(b", IRQ ")
+            .u(virtio::slot_irq(slot))
+            .s(b": ");
+        match (id, disk::info(), random::slot()) {
+            (virtio::ID_BLOCK, Some((used, sectors, read_only)), _) if used == slot => {
+                out.s(b"disk, ")
+                    .u(sectors)
+                    .s(b" sectors (")
+                    .u(sectors / 2)
+                    .s(if read_only {
+                        b" KiB), read-only\n"
+                    } else {
+                        b" KiB), read-write\n"
+                    });
+            }
+            (virtio::ID_ENTROPY, _, Some(used)) if used == slot => {
+                out.s(b"entropy device\n");
+            }
+            (virtio::ID_BLOCK, _, _) => {
+                out.s(b"disk, not used (the OS uses the first one that starts)\n");
+            }
+            (virtio::ID_ENTROPY, _, _) => {
+                out.s(b"entropy device, not used (the OS uses the first one that starts)\n");
+            }
+            (1, _, _) => {
+                out.s(b"network card (virtio-net), no driver in this OS\n");
+            }
+            _ => {
+                out.s(b"device type ").u(u64::from(id)).s(b", no driver\n");
+            }
+        }
+    }
 }
 
 fn stop(message: &[u8]) -> ! {

@@ -55,7 +55,12 @@ pub fn cpu_count(ram_end: u64) -> Option<u64> {
     let length = u64::from(u16_at(table + 4));
     let valid = table != 0
         && table + length <= ram_end
-        && [byte(table), byte(table + 1), byte(table + 2), byte(table + 3)] == *b"PCMP"
+        && [
+            byte(table),
+            byte(table + 1),
+            byte(table + 2),
+            byte(table + 3),
+        ] == *b"PCMP"
         && checksum_ok(table, length);
     if !valid {
         return None;

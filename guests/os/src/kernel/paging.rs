@@ -7,10 +7,13 @@
 //!   maps it with 2 MiB pages, and [`init`] maps its first 2 MiB with 4 KiB pages instead, to
 //!   leave page 0 unmapped (a null pointer faults), and unmaps what lies beyond RAM;
 //! * the second GiB (`USER_BASE..USER_END`) belongs to the process: its program, its data, its
-//!   stack, with the user bit set.
+//!   stack, with the user bit set;
+//! * the fourth GiB holds one 2 MiB page at 0xd000_0000, mini-kvm's virtio-mmio device windows
+//!   (virtio.rs), identity-mapped, supervisor-only and uncached: device registers, not RAM.
 //!
-//! Every address space shares the kernel's page directory (one PDPT entry), so the kernel looks
-//! the same from every process, and a process switch is one write to CR3.
+//! Every address space shares the kernel's page directories (two PDPT entries), so the kernel
+//! looks the same from every process (it talks to the disk during a process's system call), and
+//! a process switch is one write to CR3.
 
 use crate::abi::{USER_BASE, USER_END};
 use crate::cpu;
@@ -24,10 +27,25 @@ pub const USER: u64 = 1 << 2;
 /// by every process, so tearing down an address space must not free it.
 pub const SHARED: u64 = 1 << 9;
 const ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+/// Page-level write-through and cache disable: what device registers need (a read must reach
+/// the device, not a cache line).
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
+/// In a page directory entry: a 2 MiB page rather than a page table.
+const HUGE: u64 = 1 << 7;
+
+/// mini-kvm's eight virtio-mmio slots, 4 KiB each from here (virtio.rs): inside one 2 MiB page.
+pub const VIRTIO_WINDOW: u64 = 0xd000_0000;
+/// The PDPT entry (one per GiB) that covers the window.
+const DEVICE_PDPT_INDEX: usize = (VIRTIO_WINDOW >> 30) as usize;
+
+/// The page directory for the fourth GiB (the device window), shared by every address space.
+static DEVICE_PD: crate::cell::KernelCell<u64> = crate::cell::KernelCell::new(0);
 
 unsafe extern "C" {
     // The boot page tables (boot.rs): the kernel's.
     static boot_pml4: u8;
+    static boot_pdpt: u8;
     static boot_pd: u8;
 }
 
@@ -48,12 +66,17 @@ fn index(virtual_address: u64, level: u32) -> usize {
     ((virtual_address >> (12 + 9 * level)) & 511) as usize
 }
 
-/// Finishes the kernel's mapping: 4 KiB pages for the first 2 MiB with page 0 left out, and
-/// nothing beyond the end of RAM (an access there is a page fault, not a stray MMIO exit).
+/// Finishes the kernel's mapping: 4 KiB pages for the first 2 MiB with page 0 left out,
+/// nothing beyond the end of RAM (an access there is a page fault, not a stray MMIO exit), and
+/// the virtio window.
 pub fn init(ram_end: u64) -> bool {
-    let Some(pt) = frames::alloc() else {
+    let (Some(pt), Some(device_pd)) = (frames::alloc(), frames::alloc()) else {
         return false;
     };
+    table(device_pd)[index(VIRTIO_WINDOW, 1)] =
+        VIRTIO_WINDOW | PRESENT | WRITABLE | HUGE | WRITE_THROUGH | CACHE_DISABLE;
+    *DEVICE_PD.get() = device_pd;
+    table((&raw const boot_pdpt) as u64)[DEVICE_PDPT_INDEX] = device_pd | PRESENT | WRITABLE;
     let entries = table(pt);
     for (i, entry) in entries.iter_mut().enumerate().skip(1) {
         *entry = (i as u64 * PAGE_SIZE) | PRESENT | WRITABLE;
@@ -69,7 +92,8 @@ pub fn init(ram_end: u64) -> bool {
     true
 }
 
-/// A new address space: the kernel's first GiB and nothing else yet. Returns its PML4.
+/// A new address space: the kernel's first GiB, the device window and nothing else yet.
+/// Returns its PML4.
 pub fn new_address_space() -> Option<u64> {
     let pml4 = frames::alloc()?;
     let Some(pdpt) = frames::alloc() else {
@@ -78,6 +102,7 @@ pub fn new_address_space() -> Option<u64> {
     };
     // The kernel's page directory, without the user bit: ring 3 cannot touch the first GiB.
     table(pdpt)[0] = kernel_pd() | PRESENT | WRITABLE;
+    table(pdpt)[DEVICE_PDPT_INDEX] = *DEVICE_PD.get() | PRESENT | WRITABLE;
     table(pml4)[0] = pdpt | PRESENT | WRITABLE | USER;
     Some(pml4)
 }

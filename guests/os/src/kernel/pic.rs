@@ -3,14 +3,16 @@
 //! At reset the PIC delivers IRQ 0-7 at vectors 8-15, on top of the CPU's exceptions, so every
 //! PC kernel first moves them ("remaps"): here IRQ n arrives at vector 32 + n. Then only the
 //! timer (IRQ 0) and the keyboard (IRQ 1) are unmasked, and the PIT's channel 0 is set to
-//! interrupt 100 times a second.
+//! interrupt 100 times a second. Drivers unmask their own IRQ when they find their device.
 
 use crate::abi::TICK_HZ;
-use crate::cpu::outb;
+use crate::cpu::{inb, outb};
 
 pub const IRQ_BASE: u64 = 32;
 pub const TIMER_IRQ: u64 = 0;
 pub const KEYBOARD_IRQ: u64 = 1;
+/// The slave PIC (IRQ 8-15) is wired to the master's IRQ 2.
+const CASCADE_IRQ: u64 = 2;
 
 const PIC1_COMMAND: u16 = 0x20;
 const PIC1_DATA: u16 = 0x21;
@@ -43,6 +45,17 @@ pub fn init() {
     outb(PIT_COMMAND, 0x34);
     outb(PIT_CHANNEL0, divisor as u8);
     outb(PIT_CHANNEL0, (divisor >> 8) as u8);
+}
+
+/// Lets `irq` through: clears its bit in the mask of its PIC (and, for the slave's IRQ 8-15,
+/// the master's cascade line too).
+pub fn unmask(irq: u64) {
+    if irq >= 8 {
+        outb(PIC2_DATA, inb(PIC2_DATA) & !(1 << (irq - 8)));
+        outb(PIC1_DATA, inb(PIC1_DATA) & !(1 << CASCADE_IRQ));
+    } else {
+        outb(PIC1_DATA, inb(PIC1_DATA) & !(1 << irq));
+    }
 }
 
 /// Tells the PIC the interrupt has been handled: it may deliver the next one.

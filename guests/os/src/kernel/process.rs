@@ -239,6 +239,11 @@ fn schedule(table: &mut Table, frame: *mut TrapFrame) -> *mut TrapFrame {
 
 /// IRQ 0: count the tick, wake the sleepers whose time has come, and move on to the next
 /// process (preemption).
+///
+/// Unless the tick interrupted the kernel itself (ring 0, and not the idle loop): that is the
+/// kernel waiting for a device on behalf of the current process (virtio.rs), with interrupts on
+/// for the device's. The kernel is never preempted: it goes on waiting, and the process is
+/// switched at a tick that finds it in ring 3.
 pub fn timer_tick(frame: *mut TrapFrame) -> *mut TrapFrame {
     let table = TABLE.get();
     table.ticks += 1;
@@ -250,6 +255,11 @@ pub fn timer_tick(frame: *mut TrapFrame) -> *mut TrapFrame {
         {
             process.state = State::Ready;
         }
+    }
+    // SAFETY: the frame trap_dispatch was given.
+    let in_the_kernel = !unsafe { &*frame }.in_user_mode() && table.current != IDLE;
+    if in_the_kernel {
+        return frame;
     }
     schedule(table, frame)
 }

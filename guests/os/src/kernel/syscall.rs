@@ -18,13 +18,13 @@
 use core::mem::size_of;
 
 use crate::abi::{
-    ERROR_FAULT, ERROR_INVALID, ERROR_NO_SYSCALL, ProcessInfo, SYSCALL_INSTRUCTION, sys,
+    ERROR_FAULT, ERROR_INVALID, ERROR_NO_SYSCALL, FileInfo, NAME_MAX, ProcessInfo,
+    SYSCALL_INSTRUCTION, sys,
 };
-use crate::console;
 use crate::paging::user_range_ok;
 use crate::process::{self, State};
 use crate::trap::TrapFrame;
-use crate::tty;
+use crate::{console, random, tar, tty};
 
 const INSTRUCTION_LENGTH: u64 = SYSCALL_INSTRUCTION.len() as u64;
 /// The most one `write` hands to mini-kvm at once.
@@ -45,7 +45,8 @@ pub fn is_system_call(trap: &TrapFrame) -> bool {
 pub fn handle(frame: *mut TrapFrame) -> *mut TrapFrame {
     // SAFETY: the frame trap_dispatch was given.
     let trap = unsafe { &mut *frame };
-    let (number, arg0, arg1) = (trap.rax, trap.rdi, trap.rsi);
+    let (number, arg0, arg1, arg2, arg3, arg4) =
+        (trap.rax, trap.rdi, trap.rsi, trap.rdx, trap.r10, trap.r8);
     let pml4 = process::current_pml4();
     let result = match number {
         sys::EXIT => return process::exit_current(frame, arg0 as i64),
@@ -94,10 +95,67 @@ pub fn handle(frame: *mut TrapFrame) -> *mut TrapFrame {
                 ERROR_FAULT
             }
         }
+        // The disk and the entropy device: the kernel waits for them inside the call
+        // (virtio.rs), so these never block the process the way `read` does.
+        sys::LIST => {
+            let bytes = arg1.saturating_mul(size_of::<FileInfo>() as u64);
+            if user_range_ok(pml4, arg0, bytes, true) {
+                flatten(tar::list(arg0 as *mut FileInfo, arg1 as usize).map(|n| n as i64))
+            } else {
+                ERROR_FAULT
+            }
+        }
+        sys::READ_FILE => match user_name(pml4, arg0, arg1) {
+            Err(error) => error,
+            Ok(_) if !user_range_ok(pml4, arg2, arg3, true) => ERROR_FAULT,
+            Ok((name, length)) => {
+                flatten(tar::read(&name[..length], arg2, arg3, arg4).map(|n| n as i64))
+            }
+        },
+        sys::WRITE_FILE => match user_name(pml4, arg0, arg1) {
+            Err(error) => error,
+            Ok(_) if !user_range_ok(pml4, arg2, arg3, false) => ERROR_FAULT,
+            Ok((name, length)) => {
+                flatten(tar::write(&name[..length], arg2, arg3).map(|n| n as i64))
+            }
+        },
+        sys::RANDOM => {
+            let length = arg1.min(random::MAX as u64);
+            if user_range_ok(pml4, arg0, length, true) {
+                // SAFETY: checked just above: writable user memory of this process.
+                let buffer =
+                    unsafe { core::slice::from_raw_parts_mut(arg0 as *mut u8, length as usize) };
+                flatten(random::fill(buffer).map(|()| length as i64))
+            } else {
+                ERROR_FAULT
+            }
+        }
         _ => ERROR_NO_SYSCALL,
     };
     finish(trap, result);
     frame
+}
+
+/// A file name from the process: 1 to NAME_MAX bytes, no NUL (tar ends names with one).
+fn user_name(pml4: u64, address: u64, length: u64) -> Result<([u8; NAME_MAX], usize), i64> {
+    if length == 0 || length > NAME_MAX as u64 {
+        return Err(ERROR_INVALID);
+    }
+    if !user_range_ok(pml4, address, length, false) {
+        return Err(ERROR_FAULT);
+    }
+    let mut name = [0; NAME_MAX];
+    let length = length as usize;
+    // SAFETY: checked just above.
+    unsafe { core::ptr::copy_nonoverlapping(address as *const u8, name.as_mut_ptr(), length) };
+    if name[..length].contains(&0) {
+        return Err(ERROR_INVALID);
+    }
+    Ok((name, length))
+}
+
+fn flatten(result: Result<i64, i64>) -> i64 {
+    result.unwrap_or_else(|error| error)
 }
 
 /// The call is done: its result in RAX, and RIP past the system call instruction.

@@ -20,7 +20,7 @@ use crate::console::{self, Out};
 use crate::cpu;
 use crate::gdt::KERNEL_CODE;
 use crate::pic::{self, IRQ_BASE, KEYBOARD_IRQ, TIMER_IRQ};
-use crate::{keyboard, process, syscall};
+use crate::{keyboard, process, syscall, virtio};
 
 /// The interrupted state, as the stubs leave it on the stack (lowest address first).
 #[repr(C)]
@@ -224,11 +224,24 @@ extern "C" fn trap_dispatch(frame: *mut TrapFrame) -> *mut TrapFrame {
             process::wake_readers();
             process::run_woken(frame)
         }
+        // A virtio device finished a request. The kernel, waiting for it in `sti; hlt`
+        // (virtio.rs), goes on when this returns.
+        vector if is_virtio(vector) => {
+            virtio::interrupt(vector - IRQ_BASE);
+            pic::end_of_interrupt(vector - IRQ_BASE);
+            frame
+        }
         vector => {
             pic::end_of_interrupt(vector - IRQ_BASE);
             frame
         }
     }
+}
+
+/// Is `vector` one of the virtio slots' IRQs (5-12)?
+fn is_virtio(vector: u64) -> bool {
+    let first = IRQ_BASE + virtio::FIRST_IRQ;
+    (first..first + virtio::SLOTS as u64).contains(&vector)
 }
 
 /// The name of a CPU exception.

@@ -8,6 +8,7 @@
 
 #[path = "../abi.rs"]
 mod abi;
+mod files;
 mod io;
 #[path = "../mem.rs"]
 mod mem;

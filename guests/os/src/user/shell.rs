@@ -1,9 +1,10 @@
 //! The shell: the menu of the original 1K OS. Each choice runs its program as a new process
-//! (`spawn`) and waits for it (`wait`).
+//! (`spawn`) and waits for it (`wait`). The disk commands (`ls`, `cat`, `write`, `random`) run
+//! in the shell itself (files.rs).
 
 use crate::abi::program;
 use crate::io::{Out, print, read_line};
-use crate::sys;
+use crate::{files, sys};
 
 const MENU: &[u8] = concat!(
     "\n=== 1K OS Menu ===\n\n",
@@ -41,6 +42,13 @@ pub fn main() -> i64 {
             // that reads address 0 to show a user fault being contained.
             b"p" => run(program::PS),
             b"null" => run(program::NULL),
+            // The disk and the entropy device (mini-kvm --disk FILE, --rng).
+            b"ls" => files::ls(),
+            b"random" => files::random(),
+            b"cat" => files::cat(b""),
+            b"write" => files::write(b"", line.truncated),
+            [b'c', b'a', b't', b' ', name @ ..] => files::cat(name),
+            [b'w', b'r', b'i', b't', b'e', b' ', rest @ ..] => files::write(rest, line.truncated),
             &[digit @ b'1'..=b'9'] => run(program::MULTIPLICATION + u64::from(digit - b'1')),
             other => {
                 Out::new()
