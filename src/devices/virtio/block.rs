@@ -19,10 +19,10 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
     VIRTIO_BLK_T_OUT,
 };
-use virtio_queue::{Queue, QueueT, Reader, Writer};
+use virtio_queue::{Queue, Reader, Writer};
 use vm_memory::{ByteValued, GuestMemoryMmap};
 
-use super::{DEVICE_ID_BLOCK, FEATURE_VERSION_1, VirtioDevice};
+use super::{DEVICE_ID_BLOCK, FEATURE_VERSION_1, VirtioDevice, read_config_bytes, serve_requests};
 
 /// Sectors are 512 bytes, whatever the host's disk uses.
 pub const SECTOR_SIZE: u64 = 512;
@@ -170,14 +170,7 @@ impl VirtioDevice for Block {
     /// The configuration (struct virtio_blk_config): only its first field, the capacity in
     /// sectors, is offered (no feature bits announce the others).
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.capacity_sectors.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| config.get(offset + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.capacity_sectors.to_le_bytes(), offset, data);
     }
 
     fn process_queue(
@@ -187,21 +180,13 @@ impl VirtioDevice for Block {
         memory: &GuestMemoryMmap,
         limit: usize,
     ) -> Result<usize, virtio_queue::Error> {
-        let mut done = 0;
-        while done < limit {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
-                break;
-            };
-            let head = chain.head_index();
-            let used = match (chain.clone().reader(memory), chain.writer(memory)) {
+        serve_requests(queue, memory, limit, |chain| {
+            match (chain.clone().reader(memory), chain.writer(memory)) {
                 (Ok(mut reader), Ok(mut writer)) => self.request(&mut reader, &mut writer),
                 // Descriptors outside RAM: nothing can be written back.
                 _ => 0,
-            };
-            queue.add_used(memory, head, used)?;
-            done += 1;
-        }
-        Ok(done)
+            }
+        })
     }
 }
 

@@ -28,8 +28,8 @@ pub mod tap;
 mod tests;
 
 use std::os::fd::RawFd;
-use virtio_queue::Queue;
 
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 /// How many transport slots every guest has.
@@ -71,5 +71,38 @@ pub trait VirtioDevice: Send {
     /// frames for virtio-net's receive queue): (descriptor, queue index).
     fn input_source(&self) -> Option<(RawFd, usize)> {
         None
+    }
+}
+
+/// The loop every device runs over a queue: takes up to `limit` requests off the available ring,
+/// lets `serve` do each (it returns how many bytes it wrote into the request's buffers), and puts
+/// each on the used ring with that length. Returns how many were done.
+pub fn serve_requests(
+    queue: &mut Queue,
+    memory: &GuestMemoryMmap,
+    limit: usize,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> Result<usize, virtio_queue::Error> {
+    let mut done = 0;
+    while done < limit {
+        let Some(chain) = queue.pop_descriptor_chain(memory) else {
+            break;
+        };
+        let head = chain.head_index();
+        let used = serve(chain);
+        queue.add_used(memory, head, used)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// A read of a configuration space whose bytes are `config`: bytes past its end read as 0.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|offset| config.get(offset.checked_add(i)?))
+            .copied()
+            .unwrap_or(0);
     }
 }

@@ -24,7 +24,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::tap::Tap;
-use super::{DEVICE_ID_NET, FEATURE_VERSION_1, VirtioDevice};
+use super::{DEVICE_ID_NET, FEATURE_VERSION_1, VirtioDevice, read_config_bytes, serve_requests};
 
 /// The virtio-net header in front of every frame: flags, GSO type, header length, GSO size,
 /// checksum start and offset, and the number of buffers a received frame took (always 1 here).
@@ -106,12 +106,7 @@ impl Net {
         memory: &GuestMemoryMmap,
         limit: usize,
     ) -> Result<usize, virtio_queue::Error> {
-        let mut done = 0;
-        while done < limit {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
-                break;
-            };
-            let head = chain.head_index();
+        serve_requests(queue, memory, limit, |chain| {
             if let Ok(mut reader) = chain.reader(memory) {
                 let length = reader.available_bytes();
                 // Frames larger than any the device accepts, or shorter than the header, are
@@ -123,10 +118,8 @@ impl Net {
                     }
                 }
             }
-            queue.add_used(memory, head, 0)?;
-            done += 1;
-        }
-        Ok(done)
+            0 // the device writes nothing into a transmitted frame's buffers
+        })
     }
 }
 
@@ -150,13 +143,7 @@ impl VirtioDevice for Net {
     /// The configuration: the MAC address (struct virtio_net_config's first field; the others
     /// belong to features not offered).
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| self.mac.get(offset + i))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_bytes(&self.mac, offset, data);
     }
 
     fn process_queue(

@@ -4,10 +4,10 @@
 
 use std::io::Write;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::{DEVICE_ID_RNG, FEATURE_VERSION_1, VirtioDevice};
+use super::{DEVICE_ID_RNG, FEATURE_VERSION_1, VirtioDevice, serve_requests};
 
 /// The most bytes one request gets: a driver asking for more gets this many (the used length
 /// says so), and the VMM's buffer stays this small.
@@ -72,28 +72,18 @@ impl VirtioDevice for Rng {
         memory: &GuestMemoryMmap,
         limit: usize,
     ) -> Result<usize, virtio_queue::Error> {
-        let mut done = 0;
-        while done < limit {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
-                break;
-            };
-            let head = chain.head_index();
+        serve_requests(queue, memory, limit, |chain| {
             // A chain that points outside RAM gets nothing: used length 0.
-            let written = match chain.writer(memory) {
-                Ok(mut writer) => {
-                    let wanted = writer.available_bytes().min(self.buffer.len());
-                    let bytes = &mut self.buffer[..wanted];
-                    if host_random(bytes) && writer.write_all(bytes).is_ok() {
-                        wanted
-                    } else {
-                        0
-                    }
-                }
-                Err(_) => 0,
+            let Ok(mut writer) = chain.writer(memory) else {
+                return 0;
             };
-            queue.add_used(memory, head, written as u32)?;
-            done += 1;
-        }
-        Ok(done)
+            let wanted = writer.available_bytes().min(self.buffer.len());
+            let bytes = &mut self.buffer[..wanted];
+            if host_random(bytes) && writer.write_all(bytes).is_ok() {
+                wanted as u32
+            } else {
+                0
+            }
+        })
     }
 }
