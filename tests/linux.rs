@@ -588,7 +588,8 @@ fn linux_uses_virtio_disks_and_the_entropy_device() {
         &linux_kernel(),
         &initrd,
         &["--disk", disk, "--disk", &read_only, "--rng"],
-        b"mount /dev/vda /mnt && echo 'written by Linux' > /mnt/hello.txt && umount /mnt && \
+        b"uname -r\n\
+          mount /dev/vda /mnt && echo 'written by Linux' > /mnt/hello.txt && umount /mnt && \
           echo vda=done\n\
           mkdir /ro && mount -o ro /dev/vdb /ro && cat /ro/motd\n\
           echo x > /ro/new || echo vdb=read-only\n\
@@ -669,7 +670,8 @@ fn linux_on_a_tap_network_in_a_namespace() {
         &linux_kernel(),
         &initrd,
         &["--net", "tap=tap0,mac=52:54:00:12:34:56"],
-        b"ip link set lo up; ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up\n\
+        b"uname -r\n\
+          ip link set lo up; ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up\n\
           i=0; until ping -c 1 -W 1 10.0.2.1 > /dev/null; do i=$((i+1)); \
           [ $i -gt 100 ] && break; sleep 1; done; echo ping=$i\n\
           wget -q -O /tmp/file http://10.0.2.1:8080/file; echo md5=$(md5sum /tmp/file)\n\
