@@ -744,7 +744,8 @@ fn linux_on_a_tap_network_in_a_namespace() {
         &stdout,
         &[
             "\nping=",
-            &format!("\nmd5={md5}  /tmp/file"),
+            // (`echo` joins md5sum's two fields with one space.)
+            &format!("\nmd5={md5} /tmp/file"),
             "\n52:54:00:12:34:56",
         ],
     );
