@@ -30,6 +30,9 @@ const ROWS: &[(&str, &str)] = &[
     ),
     ("exits per built-in guest", "hello"),
     ("exits per built-in guest", "matrix"),
+    ("virtio-blk", "sequential read in the teaching OS (sum, "),
+    ("virtio-blk", "VM exits per disk request"),
+    ("virtio-blk", "disk interrupts per request"),
 ];
 
 #[test]

@@ -316,8 +316,86 @@ fn without_a_disk_the_disk_commands_say_what_to_do() {
             ("ls", &format!("ls: {NO_DISK}")),
             ("cat a", &format!("cat: {NO_DISK}")),
             ("write a b", &format!("write: {NO_DISK}")),
+            ("sum a", &format!("sum: {NO_DISK}")),
         ],
     );
+}
+
+/// `sum`'s checksum, computed here: the sum (mod 2^64) of the little-endian 64-bit words, the
+/// last one padded with zeros.
+fn word_sum(data: &[u8]) -> u64 {
+    data.chunks(8)
+        .map(|chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            u64::from_le_bytes(word)
+        })
+        .fold(0, u64::wrapping_add)
+}
+
+#[test]
+fn sum_reads_a_whole_file_and_prints_its_size_checksum_time_and_disk_requests() {
+    let dir = scratch("os-disk-sum");
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    // More than one 64 KiB read, and not a whole number of 64-bit words.
+    let mut state = 0x1234_5678_9abc_def1u64;
+    let data: Vec<u8> = (0..100_003)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(files.join("data.bin"), &data).unwrap();
+    std::fs::write(files.join("empty"), "").unwrap();
+    let disk = dir.join("disk.img");
+    host_tar(
+        &[
+            "-cf",
+            disk.to_str().unwrap(),
+            "--format=ustar",
+            "data.bin",
+            "empty",
+        ],
+        &files,
+    );
+    let steps = ["sum data.bin", "sum empty", "sum nope", "sum", "sum a b"];
+    let input: String = steps.iter().map(|line| format!("{line}\n")).collect();
+    let run = os_with_disk(&disk, true, &input);
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    let outputs: Vec<&str> = stdout
+        .strip_prefix(MENU)
+        .and_then(|rest| rest.strip_suffix(&format!("{MENU}{GOODBYE}")))
+        .unwrap_or_else(|| panic!("{run:?}"))
+        .split(MENU)
+        .collect();
+    assert_eq!(outputs.len(), steps.len(), "{run:?}");
+    for (step, output) in steps.iter().zip(&outputs) {
+        assert!(output.starts_with(&format!("{step}\n")), "{run:?}");
+    }
+    let output = |i: usize| &outputs[i][steps[i].len() + 1..];
+    // NAME: BYTES bytes, checksum 0x(16 hex digits), MS ms, REQUESTS disk requests
+    let line = |step: usize, name: &str, bytes: usize, checksum: u64, requests: u64| {
+        let text = output(step);
+        let prefix = format!("{name}: {bytes} bytes, checksum {checksum:#018x}, ");
+        let suffix = format!(" ms, {requests} disk requests\n");
+        let ms = text
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(&suffix))
+            .unwrap_or_else(|| panic!("{text:?} is not {prefix}MS{suffix}"));
+        assert!(ms.parse::<u64>().is_ok(), "{text:?}");
+    };
+    // data.bin: three read_file calls (64 KiB, the rest, and the 0 that says the end), each
+    // walking the archive's two headers (data.bin's and empty's) and its end block, and two
+    // data requests of 64 KiB and 34,467 bytes.
+    line(0, "data.bin", data.len(), word_sum(&data), 3 * 3 + 2);
+    line(1, "empty", 0, 0, 3);
+    assert_eq!(output(2), "sum: no such file: nope\n");
+    assert_eq!(output(3), "sum: usage: sum NAME\n");
+    assert_eq!(output(4), "sum: usage: sum NAME\n");
 }
 
 /// The 32 hex digits `random` printed, from a session of one `random`.

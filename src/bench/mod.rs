@@ -3,6 +3,7 @@
 //! code — and prints a table (Markdown, JSON and an SVG chart of the ratios with `--out DIR`).
 //! Nothing here is a pass/fail test: the targets are reported as met or missed.
 
+pub mod disk;
 pub mod floor;
 pub mod measure;
 pub mod qemu;
@@ -145,6 +146,12 @@ pub fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     rows.extend(smp_scaling(&effort)?);
     rows.extend(compute(&exe, &programs, qemu.as_ref(), &effort)?);
     rows.extend(exit_counts());
+    rows.extend(disk::virtio_blk(
+        &exe,
+        &programs.dir,
+        effort.runs,
+        options.quick,
+    )?);
     Ok(Report {
         header: header(options, qemu.as_ref()),
         rows,

@@ -41,6 +41,9 @@ pub mod sys {
     pub const WRITE_FILE: u64 = 12;
     /// random(buffer, length) -> bytes of randomness from the entropy device (at most 256).
     pub const RANDOM: u64 = 13;
+    /// disk_requests() -> how many virtio-blk requests (reads, writes, flushes) the kernel has
+    /// completed since boot; 0 without a disk. For measuring (`sum`, `mini-kvm bench`).
+    pub const DISK_REQUESTS: u64 = 14;
 }
 
 /// Error results (negative, as in Linux).

@@ -1,5 +1,5 @@
 //! memcpy, memmove, memset, memcmp and bcmp: the compiler calls these for copies, fills and
-//! comparisons, and there is no C library to provide them. `rep movsb` and `rep stosb` are one
+//! comparisons, and there is no C library to provide them. `rep movs` and `rep stosb` are one
 //! instruction each, which matters where every guest instruction is emulated (DESIGN.md §1).
 //! Included by the kernel and the user programs (`#[path]`).
 
@@ -9,8 +9,11 @@ use core::arch::asm;
 /// The usual: `dst` and `src` valid for `n` bytes, not overlapping.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // 8 bytes at a time, then the rest: KVM's emulator repeats a string instruction one
+    // element at a time, so `rep movsq` moves a large block 8 times faster than `rep movsb`.
     unsafe {
-        asm!("rep movsb", inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n => _,
+        asm!("rep movsq", "mov rcx, {rest}", "rep movsb", rest = in(reg) n % 8,
+             inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n / 8 => _,
              options(nostack, preserves_flags));
     }
     dst

@@ -59,6 +59,8 @@ static REQUEST: KernelCell<Request> = KernelCell::new(Request {
     status: 0,
 });
 static DISK: KernelCell<Option<Disk>> = KernelCell::new(None);
+/// Requests the device has completed since boot (the DISK_REQUESTS system call).
+static REQUESTS: KernelCell<u64> = KernelCell::new(0);
 
 /// Starts the block device in `slot`; its IRQ goes through from now on.
 pub fn start(slot: usize) -> Result<(), &'static [u8]> {
@@ -82,6 +84,11 @@ pub fn info() -> Option<(usize, u64, bool)> {
     DISK.get()
         .as_ref()
         .map(|disk| (disk.device.slot, disk.sectors, disk.read_only))
+}
+
+/// How many requests the device has completed since boot: reads, writes and flushes.
+pub fn requests() -> u64 {
+    *REQUESTS.get()
 }
 
 /// Reads sectors from `sector` on into `buffer` (a whole number of sectors, in kernel memory).
@@ -148,6 +155,9 @@ fn transfer(kind: u32, sector: u64, data: u64, length: usize) -> Result<(), i64>
         };
         disk.device.request(&[header, data, status])
     };
+    if done.is_some() {
+        *REQUESTS.get() += 1;
+    }
     let status = unsafe { core::ptr::read_volatile(addr_of_mut!((*request).status)) };
     match done {
         Some(_) if status == OK => Ok(()),

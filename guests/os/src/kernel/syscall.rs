@@ -24,7 +24,7 @@ use crate::abi::{
 use crate::paging::user_range_ok;
 use crate::process::{self, State};
 use crate::trap::TrapFrame;
-use crate::{console, random, tar, tty};
+use crate::{console, disk, random, tar, tty};
 
 const INSTRUCTION_LENGTH: u64 = SYSCALL_INSTRUCTION.len() as u64;
 /// The most one `write` hands to mini-kvm at once.
@@ -130,6 +130,7 @@ pub fn handle(frame: *mut TrapFrame) -> *mut TrapFrame {
                 ERROR_FAULT
             }
         }
+        sys::DISK_REQUESTS => disk::requests() as i64,
         _ => ERROR_NO_SYSCALL,
     };
     finish(trap, result);

@@ -23,7 +23,7 @@ use crate::disk::{self, SECTOR_SIZE};
 
 const BLOCK: usize = SECTOR_SIZE;
 /// Data moves through this buffer, 8 blocks at a time (one disk request each).
-const BUFFER_SIZE: usize = 4096;
+const BUFFER_SIZE: usize = 64 * 1024;
 
 #[repr(C, align(4096))]
 struct Buffer([u8; BUFFER_SIZE]);

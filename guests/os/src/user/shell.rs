@@ -1,5 +1,5 @@
 //! The shell: the menu of the original 1K OS. Each choice runs its program as a new process
-//! (`spawn`) and waits for it (`wait`). The disk commands (`ls`, `cat`, `write`, `random`) run
+//! (`spawn`) and waits for it (`wait`). The disk commands (`ls`, `cat`, `write`, `sum`, `random`) run
 //! in the shell itself (files.rs).
 
 use crate::abi::program;
@@ -47,8 +47,10 @@ pub fn main() -> i64 {
             b"random" => files::random(),
             b"cat" => files::cat(b""),
             b"write" => files::write(b"", line.truncated),
+            b"sum" => files::sum(b""),
             [b'c', b'a', b't', b' ', name @ ..] => files::cat(name),
             [b'w', b'r', b'i', b't', b'e', b' ', rest @ ..] => files::write(rest, line.truncated),
+            [b's', b'u', b'm', b' ', name @ ..] => files::sum(name),
             &[digit @ b'1'..=b'9'] => run(program::MULTIPLICATION + u64::from(digit - b'1')),
             other => {
                 Out::new()

@@ -111,3 +111,8 @@ pub fn write_file(name: &[u8], data: &[u8]) -> i64 {
 pub fn random(buffer: &mut [u8]) -> i64 {
     system_call(sys::RANDOM, buffer.as_mut_ptr() as u64, buffer.len() as u64)
 }
+
+/// How many virtio-blk requests the kernel has completed since boot (0 without a disk).
+pub fn disk_requests() -> u64 {
+    system_call(sys::DISK_REQUESTS, 0, 0) as u64
+}
