@@ -97,8 +97,13 @@ fn number(value: f64) -> String {
         format!("{value:.0}")
     } else if value >= 10.0 {
         format!("{value:.1}")
-    } else {
+    } else if value == 0.0 || value.abs() >= 0.01 {
         format!("{value:.3}")
+    } else {
+        // Small values (a guest reading at 1/5000 of the host's speed) keep three significant
+        // digits: 0.000197, not 0.000.
+        let decimals = (2 - value.abs().log10().floor() as i32).clamp(3, 12) as usize;
+        format!("{value:.decimals$}")
     }
 }
 
@@ -262,7 +267,7 @@ impl Report {
         let (label_width, bar_width, row_height) = (430.0, 420.0, 22.0);
         let max_log = bars
             .iter()
-            .map(|(_, r)| r.max(1.0).log10())
+            .map(|(_, r)| r.log10().abs())
             .fold(1.0_f64, f64::max)
             .ceil();
         let height = 60.0 + row_height * bars.len() as f64;
@@ -272,12 +277,13 @@ impl Report {
         );
         let _ = writeln!(
             svg,
-            "<text x=\"10\" y=\"20\" font-size=\"14\">mini-kvm bench: ratio to the baseline measured in the same run (log scale; 1x = equal)</text>"
+            "<text x=\"10\" y=\"20\" font-size=\"14\">mini-kvm bench: ratio to the baseline measured in the same run (log scale; 1x = equal; green: below 1x)</text>"
         );
         for (index, (label, ratio)) in bars.iter().enumerate() {
             let y = 40.0 + row_height * index as f64;
-            // Ratios below 1 (faster than the baseline) get a minimal bar and a green colour.
-            let length = (ratio.max(1.0).log10() / max_log * bar_width).max(2.0);
+            // The bar is as long as the ratio is far from 1 either way; below 1 it is green
+            // (faster for a time, slower for a throughput: the row's unit says which).
+            let length = (ratio.log10().abs() / max_log * bar_width).max(2.0);
             let colour = if *ratio < 1.0 { "#4a9d5b" } else { "#4a76a8" };
             let _ = writeln!(
                 svg,
@@ -350,6 +356,15 @@ mod tests {
         let row = Row::new("g", "x", "ms", Err("not installed".into())).against("y", sample(1.0));
         assert_eq!(row.ratio(), None);
         assert_eq!(row.verdict(), "");
+    }
+
+    #[test]
+    fn small_figures_keep_three_significant_digits() {
+        assert_eq!(number(0.000_197_4), "0.000197");
+        assert_eq!(number(0.0123), "0.012");
+        assert_eq!(number(0.0), "0.000");
+        assert_eq!(number(3.6041), "3.604");
+        assert_eq!(number(18303.2), "18303");
     }
 
     #[test]
