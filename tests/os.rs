@@ -5,52 +5,13 @@
 
 mod common;
 
+use common::os::{GOODBYE, MENU, assert_session, transcript};
 use common::{Run, mini_kvm, require_kvm, total_exits};
-
-const MENU: &str = "\n=== 1K OS Menu ===\n\n  1. Multiplication Table (2x1 ~ 9x9)\n  \
-    2. Counter (0-9)\n  3. Echo (interactive)\n  4. Fibonacci Sequence\n  \
-    5. Prime Numbers (up to 100)\n  6. Calculator\n  7. Factorial (0! ~ 12!)\n  \
-    8. GCD (Greatest Common Divisor)\n  9. About 1K OS\n  0. Exit\n\nSelect: ";
-
-const GOODBYE: &str = "\nExiting shell...\nThank you for using 1K OS!\n";
 
 /// Runs the OS with `input` on stdin (generous timeout: nothing may hang CI).
 fn os(input: &str) -> Run {
     require_kvm();
     mini_kvm(&["run", "--timeout", "60", "os"], input.as_bytes())
-}
-
-/// The transcript of a session: the menu, then for each (typed line, output) the echoed line
-/// and the output and the menu again, then the end of input.
-fn transcript(steps: &[(&str, &str)]) -> String {
-    let mut text = String::from(MENU);
-    for (typed, output) in steps {
-        text.push_str(typed);
-        text.push('\n');
-        text.push_str(output);
-        text.push_str(MENU);
-    }
-    text.push_str(GOODBYE);
-    text
-}
-
-fn assert_session(run: &Run, expected: &str) {
-    assert_eq!(run.status, 0, "{run:?}");
-    let stdout = run.stdout_text();
-    if stdout != expected {
-        // Show where they part: whole transcripts are long.
-        let at = stdout
-            .bytes()
-            .zip(expected.bytes())
-            .position(|(a, b)| a != b)
-            .unwrap_or(stdout.len().min(expected.len()));
-        let from = at.saturating_sub(80);
-        panic!(
-            "the transcripts differ at byte {at}:\n--- got ---\n{:?}\n--- expected ---\n{:?}\n{run:?}",
-            &stdout[from..(at + 80).min(stdout.len())],
-            &expected[from..(at + 80).min(expected.len())]
-        );
-    }
 }
 
 const MULTIPLICATION: &str = "\n=== Multiplication Table ===\n\

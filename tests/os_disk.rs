@@ -8,14 +8,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use mini_kvm::bench::disk::checksum;
+
+use common::os::{GOODBYE, MENU, assert_session, transcript};
 use common::{Run, mini_kvm, require_kvm, scratch};
-
-const MENU: &str = "\n=== 1K OS Menu ===\n\n  1. Multiplication Table (2x1 ~ 9x9)\n  \
-    2. Counter (0-9)\n  3. Echo (interactive)\n  4. Fibonacci Sequence\n  \
-    5. Prime Numbers (up to 100)\n  6. Calculator\n  7. Factorial (0! ~ 12!)\n  \
-    8. GCD (Greatest Common Divisor)\n  9. About 1K OS\n  0. Exit\n\nSelect: ";
-
-const GOODBYE: &str = "\nExiting shell...\nThank you for using 1K OS!\n";
 
 const NO_DISK: &str = "no disk: start mini-kvm with --disk FILE\n";
 
@@ -35,25 +31,6 @@ fn os_with_disk(disk: &Path, read_only: bool, input: &str) -> Run {
         option.push_str(",ro");
     }
     os(&["--disk", &option], input)
-}
-
-/// The transcript of a session: the menu, then for each (typed line, output) the echoed line,
-/// the output and the menu again, then the end of input.
-fn transcript(steps: &[(&str, &str)]) -> String {
-    let mut text = String::from(MENU);
-    for (typed, output) in steps {
-        text.push_str(typed);
-        text.push('\n');
-        text.push_str(output);
-        text.push_str(MENU);
-    }
-    text.push_str(GOODBYE);
-    text
-}
-
-fn assert_session(run: &Run, expected: &str) {
-    assert_eq!(run.status, 0, "{run:?}");
-    assert_eq!(run.stdout_text(), expected, "{run:?}");
 }
 
 /// The lines typed in `steps`, as stdin.
@@ -321,18 +298,6 @@ fn without_a_disk_the_disk_commands_say_what_to_do() {
     );
 }
 
-/// `sum`'s checksum, computed here: the sum (mod 2^64) of the little-endian 64-bit words, the
-/// last one padded with zeros.
-fn word_sum(data: &[u8]) -> u64 {
-    data.chunks(8)
-        .map(|chunk| {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            u64::from_le_bytes(word)
-        })
-        .fold(0, u64::wrapping_add)
-}
-
 #[test]
 fn sum_reads_a_whole_file_and_prints_its_size_checksum_time_and_disk_requests() {
     let dir = scratch("os-disk-sum");
@@ -391,7 +356,7 @@ fn sum_reads_a_whole_file_and_prints_its_size_checksum_time_and_disk_requests() 
     // data.bin: three read_file calls (64 KiB, the rest, and the 0 that says the end), each
     // walking the archive's two headers (data.bin's and empty's) and its end block, and two
     // data requests of 64 KiB and 34,467 bytes.
-    line(0, "data.bin", data.len(), word_sum(&data), 3 * 3 + 2);
+    line(0, "data.bin", data.len(), checksum(&data), 3 * 3 + 2);
     line(1, "empty", 0, 0, 3);
     assert_eq!(output(2), "sum: no such file: nope\n");
     assert_eq!(output(3), "sum: usage: sum NAME\n");

@@ -269,7 +269,7 @@ fn pseudo_random(length: usize) -> Vec<u8> {
 
 /// `sum`'s checksum: the sum (mod 2^64) of the little-endian 64-bit words, the last one padded
 /// with zeros.
-fn checksum(data: &[u8]) -> u64 {
+pub fn checksum(data: &[u8]) -> u64 {
     data.chunks(8)
         .map(|chunk| {
             let mut word = [0u8; 8];

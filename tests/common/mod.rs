@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod os;
 pub mod terminal;
 
 use std::io::{Read, Write};
