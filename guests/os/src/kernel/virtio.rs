@@ -8,7 +8,8 @@
 //! ("notify") to say "look at the queue", and the device raises an interrupt when it is done.
 //!
 //! mini-kvm always has 8 slots, slot i at `0xd000_0000 + i * 0x1000` on IRQ `5 + i`; an empty
-//! slot says DeviceID 0. `--disk FILE` fills slots from 0, `--rng` the next one (docs/os.md).
+//! slot says DeviceID 0. `--disk FILE` fills slots from 0, then `--net` cards, then `--rng`
+//! (docs/os.md): the kernel looks for DeviceIDs, not slot numbers.
 //!
 //! One *split virtqueue* (spec §2.7) is three arrays in RAM, whose physical addresses the driver
 //! writes into the device's registers:
