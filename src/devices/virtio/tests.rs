@@ -12,19 +12,28 @@ use super::*;
 use crate::devices::{BusDevice, IrqLine};
 
 const QUEUE_SIZE: u16 = 8;
-const DESCRIPTORS: u64 = 0x1000;
-const AVAIL: u64 = 0x2000;
-const USED: u64 = 0x3000;
+/// Queue q's rings: descriptors, available and used, a page each, from here + q * 0x4000.
+const RINGS: u64 = 0x1000;
 /// Where the test's buffers go.
 const BUFFERS: u64 = 0x10000;
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
+/// A chain uses at most this many descriptors; two chains may wait on a queue at once.
+const CHAIN_MAX: u16 = 4;
 
-/// A driver that sets up queue 0 and submits chains.
+fn rings(queue: usize) -> (u64, u64, u64) {
+    let base = RINGS + queue as u64 * 0x4000;
+    (base, base + 0x1000, base + 0x2000)
+}
+
+/// A driver that sets up the device's queues and submits chains.
 struct Driver {
     transport: MmioTransport,
     memory: GuestMemoryMmap,
-    submitted: u16,
+    /// Chains made available, per queue.
+    offered: [u16; 2],
+    /// Used elements already looked at, per queue.
+    seen: [u16; 2],
 }
 
 impl Driver {
@@ -34,7 +43,8 @@ impl Driver {
         let mut driver = Driver {
             transport,
             memory,
-            submitted: 0,
+            offered: [0; 2],
+            seen: [0; 2],
         };
         driver.set(0x070, 1 | 2); // ACKNOWLEDGE | DRIVER
         driver.set(0x024, 0);
@@ -45,16 +55,22 @@ impl Driver {
         driver
     }
 
-    /// Brings queue 0 up and sets DRIVER_OK.
+    /// Brings every queue up and sets DRIVER_OK.
     fn ready(mut self) -> Driver {
         assert_eq!(self.get(0x070) & 8, 8, "FEATURES_OK stuck");
-        self.set(0x030, 0);
-        assert_eq!(self.get(0x034), 256, "QueueNumMax");
-        self.set(0x038, u32::from(QUEUE_SIZE));
-        self.set(0x080, DESCRIPTORS as u32);
-        self.set(0x090, AVAIL as u32);
-        self.set(0x0a0, USED as u32);
-        self.set(0x044, 1);
+        for queue in 0..2 {
+            self.set(0x030, queue as u32);
+            if self.get(0x034) == 0 {
+                break; // no such queue
+            }
+            assert_eq!(self.get(0x034), 256, "QueueNumMax");
+            let (descriptors, avail, used) = rings(queue);
+            self.set(0x038, u32::from(QUEUE_SIZE));
+            self.set(0x080, descriptors as u32);
+            self.set(0x090, avail as u32);
+            self.set(0x0a0, used as u32);
+            self.set(0x044, 1);
+        }
         self.set(0x070, 1 | 2 | 8 | 4);
         self
     }
@@ -69,39 +85,67 @@ impl Driver {
         self.transport.write(offset, &value.to_le_bytes());
     }
 
-    /// Puts a chain of (address, length, device-writable) buffers on the available ring,
-    /// rings the doorbell, and returns the used element's length.
-    fn submit(&mut self, buffers: &[(u64, u32, bool)]) -> u32 {
+    /// Puts a chain of (address, length, device-writable) buffers on queue `queue`'s available
+    /// ring, without ringing the doorbell.
+    fn offer(&mut self, queue: usize, buffers: &[(u64, u32, bool)]) {
+        let (descriptors, avail, _) = rings(queue);
+        let head = (self.offered[queue] % 2) * CHAIN_MAX;
         for (i, &(address, len, writable)) in buffers.iter().enumerate() {
             let mut flags = if writable { WRITE } else { 0 };
             if i + 1 < buffers.len() {
                 flags |= NEXT;
             }
-            let at = GuestAddress(DESCRIPTORS + 16 * i as u64);
+            let index = head + i as u16;
+            let at = GuestAddress(descriptors + 16 * u64::from(index));
             self.memory.write_obj(address, at).unwrap();
             self.memory.write_obj(len, at.unchecked_add(8)).unwrap();
             self.memory.write_obj(flags, at.unchecked_add(12)).unwrap();
             self.memory
-                .write_obj((i + 1) as u16, at.unchecked_add(14))
+                .write_obj(index + 1, at.unchecked_add(14))
                 .unwrap();
         }
-        let slot = u64::from(self.submitted % QUEUE_SIZE);
+        let slot = u64::from(self.offered[queue] % QUEUE_SIZE);
         self.memory
-            .write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * slot))
+            .write_obj(head, GuestAddress(avail + 4 + 2 * slot))
             .unwrap();
-        self.submitted = self.submitted.wrapping_add(1);
+        self.offered[queue] = self.offered[queue].wrapping_add(1);
         self.memory
-            .write_obj(self.submitted, GuestAddress(AVAIL + 2))
+            .write_obj(self.offered[queue], GuestAddress(avail + 2))
             .unwrap();
-        assert_eq!(self.transport.notify(0), Notified::Done);
-        let used_index: u16 = self.memory.read_obj(GuestAddress(USED + 2)).unwrap();
-        assert_eq!(used_index, self.submitted, "the request was used");
+    }
+
+    /// The next used element of `queue` (head, length), if the device has put one there.
+    fn take_used(&mut self, queue: usize) -> Option<(u32, u32)> {
+        let (_, _, used) = rings(queue);
+        let used_index: u16 = self.memory.read_obj(GuestAddress(used + 2)).unwrap();
+        if used_index == self.seen[queue] {
+            return None;
+        }
+        let element = used + 4 + 8 * u64::from(self.seen[queue] % QUEUE_SIZE);
+        self.seen[queue] = self.seen[queue].wrapping_add(1);
+        let id: u32 = self.memory.read_obj(GuestAddress(element)).unwrap();
+        let len: u32 = self.memory.read_obj(GuestAddress(element + 4)).unwrap();
+        Some((id, len))
+    }
+
+    /// Offers a chain on queue 0, rings the doorbell, and returns the used element's length.
+    fn submit(&mut self, buffers: &[(u64, u32, bool)]) -> u32 {
+        self.submit_to(0, buffers)
+    }
+
+    fn submit_to(&mut self, queue: usize, buffers: &[(u64, u32, bool)]) -> u32 {
+        self.offer(queue, buffers);
+        assert_eq!(self.transport.notify(queue), Notified::Done);
         assert_eq!(self.get(0x060), 1, "InterruptStatus: the used ring moved");
         self.set(0x064, 1);
-        let element = USED + 4 + 8 * ((u64::from(self.submitted) - 1) % u64::from(QUEUE_SIZE));
-        let id: u32 = self.memory.read_obj(GuestAddress(element)).unwrap();
-        assert_eq!(id, 0, "the chain's head");
-        self.memory.read_obj(GuestAddress(element + 4)).unwrap()
+        let (head, len) = self.take_used(queue).expect("the request was used");
+        assert_eq!(
+            head,
+            u32::from(((self.offered[queue] - 1) % 2) * CHAIN_MAX),
+            "the chain's head"
+        );
+        assert_eq!(self.take_used(queue), None, "one request, one used element");
+        len
     }
 
     /// A block request: header, data, status. Returns (status byte, used length).
@@ -290,4 +334,185 @@ fn the_entropy_device_fills_buffers() {
     assert_ne!(bytes, [0u8; 64]);
     // A read-only buffer gets nothing.
     assert_eq!(driver.submit(&[(BUFFERS, 64, false)]), 0);
+}
+
+/// `struct ifreq` with the flags member, for SIOCGIFFLAGS/SIOCSIFFLAGS.
+#[repr(C)]
+struct InterfaceFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _rest: [u8; 22],
+}
+
+/// Brings the interface `name` up, as `ip link set NAME up` does.
+fn bring_up(name: &str) {
+    // SAFETY: a socket for the ioctls, closed below.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    assert!(socket >= 0, "socket: {}", std::io::Error::last_os_error());
+    let mut request = InterfaceFlags {
+        name: [0; 16],
+        flags: 0,
+        _rest: [0; 22],
+    };
+    request.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write a struct ifreq.
+    unsafe {
+        assert_eq!(libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request), 0);
+        request.flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(socket, libc::SIOCSIFFLAGS, &request), 0);
+        libc::close(socket);
+    }
+}
+
+/// A packet socket on the interface `name`: every frame in or out of it, as `tcpdump` sees them.
+fn packet_socket(name: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let all = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: socket, bind and setsockopt with structures of the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all));
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut address: libc::sockaddr_ll = std::mem::zeroed();
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = all;
+        let c_name = std::ffi::CString::new(name).unwrap();
+        address.sll_ifindex = libc::if_nametoindex(c_name.as_ptr()) as i32;
+        let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        assert_eq!(libc::bind(fd, (&raw const address).cast(), size), 0);
+        let timeout = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        let timeout_size = std::mem::size_of::<libc::timeval>() as u32;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            timeout_size,
+        );
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// An Ethernet frame of the local experimental type `ethertype` from `source` to everyone.
+fn frame(source: [u8; 6], ethertype: u16, text: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&source);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(text);
+    frame.resize(60, 0);
+    frame
+}
+
+/// virtio-net on a real TAP device, in a network namespace of this test's own thread: a frame
+/// the guest transmits comes out of the host's interface, and a frame sent on the host's
+/// interface waits (no receive buffer yet) and then lands in the guest's buffer behind the
+/// virtio-net header. Needs root (a namespace and a TAP device), as CI has.
+#[test]
+fn a_network_card_on_a_real_tap_device() {
+    use super::net::{HEADER_SIZE, Net, RECEIVE_QUEUE, TRANSMIT_QUEUE};
+    use super::tap::Tap;
+
+    std::thread::spawn(|| {
+        // SAFETY: unshare(2) moves only this thread into a new network namespace.
+        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            unshared,
+            0,
+            "this test needs root, for a network namespace and a TAP device: {}",
+            std::io::Error::last_os_error()
+        );
+        let tap = Tap::open("mkvm0", HEADER_SIZE).unwrap();
+        bring_up("mkvm0");
+        let host = packet_socket("mkvm0");
+        let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+        let features = FEATURE_VERSION_1 | 1 << 5; // VIRTIO_NET_F_MAC
+        let mut driver = Driver::new(Box::new(Net::new(tap, mac)), features).ready();
+        assert_eq!(driver.get(0x008), 1, "DeviceID: network card");
+        assert_eq!(driver.get(0x100).to_le_bytes(), [0x52, 0x54, 0x00, 0x12]);
+
+        // Transmit: the header (all zero: a plain frame) and the frame, one buffer.
+        let sent = frame(mac, 0x88b5, b"from the guest");
+        let mut buffer = vec![0u8; HEADER_SIZE];
+        buffer.extend_from_slice(&sent);
+        driver
+            .memory
+            .write_slice(&buffer, GuestAddress(BUFFERS))
+            .unwrap();
+        let length = buffer.len() as u32;
+        assert_eq!(
+            driver.submit_to(TRANSMIT_QUEUE, &[(BUFFERS, length, false)]),
+            0
+        );
+        let mut seen = [0u8; 2048];
+        let arrived = loop {
+            // SAFETY: recv into `seen`, at most its length.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&host),
+                    seen.as_mut_ptr().cast(),
+                    seen.len(),
+                    0,
+                )
+            };
+            assert!(n > 0, "the guest's frame never came out of the interface");
+            // Skip what the host's own stack sends (IPv6 neighbour discovery, ...).
+            if seen[12..14] == [0x88, 0xb5] {
+                break seen[..n as usize].to_vec();
+            }
+        };
+        assert_eq!(arrived, sent);
+
+        // Receive: the host sends a frame; with no buffer, the device leaves it in the TAP queue.
+        let received = frame([2, 0, 0, 0, 0, 1], 0x88b6, b"from the host");
+        // SAFETY: send from `received`, its length.
+        let n = unsafe {
+            libc::send(
+                std::os::fd::AsRawFd::as_raw_fd(&host),
+                received.as_ptr().cast(),
+                received.len(),
+                0,
+            )
+        };
+        assert_eq!(n, received.len() as isize);
+        assert_eq!(driver.transport.notify(RECEIVE_QUEUE), Notified::Done);
+        assert_eq!(
+            driver.take_used(RECEIVE_QUEUE),
+            None,
+            "no buffer, nothing used"
+        );
+        // Buffers now, one at a time, until the host's frame is in one (the host's stack may
+        // have sent frames of its own first).
+        let target = BUFFERS + 0x1000;
+        let mut delivered = None;
+        for _ in 0..16 {
+            driver.offer(RECEIVE_QUEUE, &[(target, 2048, true)]);
+            driver.transport.notify(RECEIVE_QUEUE);
+            let Some((_, length)) = driver.take_used(RECEIVE_QUEUE) else {
+                break;
+            };
+            let mut bytes = vec![0u8; length as usize];
+            driver
+                .memory
+                .read_slice(&mut bytes, GuestAddress(target))
+                .unwrap();
+            if bytes.get(HEADER_SIZE + 12..HEADER_SIZE + 14) == Some(&[0x88, 0xb6][..]) {
+                delivered = Some(bytes);
+                break;
+            }
+        }
+        let delivered = delivered.expect("the host's frame reached a receive buffer");
+        // The header: a plain frame, in one buffer (num_buffers = 1), then the frame itself.
+        let mut expected = vec![0u8; HEADER_SIZE];
+        expected[10] = 1;
+        expected.extend_from_slice(&received);
+        assert_eq!(delivered, expected);
+    })
+    .join()
+    .unwrap();
 }
