@@ -32,6 +32,19 @@ struct Buffer([u8; BUFFER_SIZE]);
 static HEADER: KernelCell<[u8; BLOCK]> = KernelCell::new([0; BLOCK]);
 static DATA: KernelCell<Buffer> = KernelCell::new(Buffer([0; BUFFER_SIZE]));
 
+/// The last file `read` found: its name, where its data starts, its size. A program reads a
+/// file in pieces (`cat` 1 KiB, `sum` 64 KiB at a time), and without this every piece would walk
+/// the archive's headers again: one disk request per header. Forgotten at every write, which
+/// may add a newer version of any file.
+struct Found {
+    name: [u8; 256],
+    name_length: usize,
+    data: u64,
+    size: u64,
+}
+
+static LAST_FOUND: KernelCell<Option<Found>> = KernelCell::new(None);
+
 // Where the fields of a ustar header are (offset, length); all text, numbers in octal.
 const NAME: (usize, usize) = (0, 100);
 const MODE: (usize, usize) = (100, 8);
@@ -199,14 +212,7 @@ pub fn list(records: *mut FileInfo, capacity: usize) -> Result<usize, i64> {
 /// Reads up to `capacity` bytes of the file `name`, from `offset` on, into `buffer` (writable
 /// user memory, checked). Returns how many (0 at the end of the file).
 pub fn read(name: &[u8], buffer: u64, capacity: u64, offset: u64) -> Result<u64, i64> {
-    let mut found = None;
-    walk(|entry| {
-        if entry.regular && entry.name() == name {
-            found = Some((entry.data, entry.size)); // a later one replaces it: the last wins
-        }
-        Ok(())
-    })?;
-    let (data, size) = found.ok_or(ERROR_NO_ENTRY)?;
+    let (data, size) = find(name)?;
     let length = capacity.min(size.saturating_sub(offset));
     let buf = &mut DATA.get().0;
     let mut done = 0;
@@ -230,10 +236,39 @@ pub fn read(name: &[u8], buffer: u64, capacity: u64, offset: u64) -> Result<u64,
     Ok(length)
 }
 
+/// Where the file `name`'s data starts and how long it is: from [`LAST_FOUND`], or by walking
+/// the archive (the last entry with the name wins).
+fn find(name: &[u8]) -> Result<(u64, u64), i64> {
+    if let Some(last) = LAST_FOUND.get().as_ref()
+        && &last.name[..last.name_length] == name
+    {
+        return Ok((last.data, last.size));
+    }
+    let mut found = None;
+    walk(|entry| {
+        if entry.regular && entry.name() == name {
+            found = Some((entry.data, entry.size)); // a later one replaces it: the last wins
+        }
+        Ok(())
+    })?;
+    let (data, size) = found.ok_or(ERROR_NO_ENTRY)?;
+    let mut remembered = Found {
+        name: [0; 256],
+        name_length: name.len(),
+        data,
+        size,
+    };
+    remembered.name[..name.len()].copy_from_slice(name);
+    *LAST_FOUND.get() = Some(remembered);
+    Ok((data, size))
+}
+
 /// Appends the file `name` with the `length` bytes at `data` (user memory, checked). The data
 /// and the new end go first, the header last: if the machine stops halfway, the archive still
 /// ends where it did, without the new file.
 pub fn write(name: &[u8], data: u64, length: u64) -> Result<u64, i64> {
+    // Whatever happens below, the archive may change: what `read` remembered may be old.
+    *LAST_FOUND.get() = None;
     let (_, sectors, read_only) = disk::info().ok_or(ERROR_NO_DEVICE)?;
     if read_only {
         return Err(ERROR_READ_ONLY);
