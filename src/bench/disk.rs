@@ -185,7 +185,9 @@ fn sum_line(line: &str) -> Option<Summed> {
     let (bytes, rest) = rest.split_once(" bytes, checksum 0x")?;
     let (checksum, rest) = rest.split_once(", ")?;
     let (ms, rest) = rest.split_once(" ms, ")?;
-    let requests = rest.strip_suffix(" disk requests")?;
+    let requests = rest
+        .strip_suffix(" disk requests")
+        .or_else(|| rest.strip_suffix(" disk request"))?;
     Some(Summed {
         bytes: bytes.parse().ok()?,
         checksum: u64::from_str_radix(checksum, 16).ok()?,
@@ -323,6 +325,11 @@ mod tests {
                 ms: 2310,
                 requests: 386
             })
+        );
+        assert_eq!(
+            sum_line("big: 13 bytes, checksum 0x00000000000000ff, 0 ms, 1 disk request")
+                .map(|summed| summed.requests),
+            Some(1)
         );
         assert_eq!(sum_line("Select: sum big"), None);
         assert_eq!(sum_line("sum: no such file: big"), None);

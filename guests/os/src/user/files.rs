@@ -161,7 +161,11 @@ pub fn sum(arguments: &[u8]) {
         .u(elapsed)
         .s(b" ms, ")
         .u(requests)
-        .s(b" disk requests\n");
+        .s(if requests == 1 {
+            b" disk request\n"
+        } else {
+            b" disk requests\n"
+        });
 }
 
 /// The sum (mod 2^64) of `bytes` as little-endian 64-bit words, a last partial word padded
