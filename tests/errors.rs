@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{Run, mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm};
+use common::{Run, is_root, mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm};
 
 const SETUP_ERROR: i32 = 1;
 const USAGE_ERROR: i32 = 2;
@@ -32,11 +32,6 @@ fn scratch(test: &str) -> PathBuf {
     // Readable by the unprivileged user of the permission tests.
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     dir
-}
-
-fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
 }
 
 #[test]

@@ -10,15 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{assert_error, mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm, scratch};
+use common::{
+    assert_error, is_root, mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm, scratch,
+};
 
 const SETUP_ERROR: i32 = 1;
 const USAGE_ERROR: i32 = 2;
-
-fn is_root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    unsafe { libc::getuid() == 0 }
-}
 
 /// A directory `nobody` can read, with a 64 KiB image in it.
 fn image(test: &str) -> String {
@@ -40,20 +37,27 @@ fn a_missing_disk_image_is_named() {
     );
 }
 
+/// A directory, a FIFO nobody writes to (opening it must not wait for a writer) and a device
+/// are no disk images, read-write or read-only.
 #[test]
-fn a_directory_is_not_a_disk_image() {
-    let dir = scratch("disk-dir");
-    let shown = dir.to_str().unwrap();
-    for disk in [shown.to_string(), format!("{shown},ro")] {
-        let run = mini_kvm(&["run", "--disk", &disk, "hello"], b"");
-        assert_error(
-            &run,
-            SETUP_ERROR,
-            &format!(
-                "mini-kvm: error: the disk image {shown} is not a regular file: --disk takes a \
-                 raw image file (e.g. made with truncate -s 64M disk.img)\n"
-            ),
-        );
+fn only_a_regular_file_is_a_disk_image() {
+    let dir = scratch("disk-not-a-file");
+    let fifo = dir.join("fifo");
+    let c_fifo = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    for path in [dir.to_str().unwrap(), fifo.to_str().unwrap(), "/dev/zero"] {
+        for disk in [path.to_string(), format!("{path},ro")] {
+            let run = mini_kvm(&["run", "--disk", &disk, "hello"], b"");
+            assert_error(
+                &run,
+                SETUP_ERROR,
+                &format!(
+                    "mini-kvm: error: the disk image {path} is not a regular file: --disk takes \
+                     a raw image file (e.g. made with truncate -s 64M disk.img)\n"
+                ),
+            );
+        }
     }
 }
 
@@ -85,8 +89,13 @@ fn a_locked_image_is_refused_and_a_read_only_one_is_shared() {
     let run = mini_kvm(&["run", "--disk", &ro, "hello"], b"");
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(run.stdout_text(), "Hello, KVM!\n", "{run:?}");
+    // ... but not a writer.
     let run = mini_kvm(&["run", "--disk", &path, "hello"], b"");
-    assert_eq!(run.status, SETUP_ERROR, "{run:?}");
+    assert_error(
+        &run,
+        SETUP_ERROR,
+        &format!("mini-kvm: error: the disk image {path} is in use by another program"),
+    );
 }
 
 /// An image the user may read but not write: the error says to add ,ro, and with ,ro it is
@@ -149,6 +158,20 @@ fn disks_and_cards_belong_to_one_guest() {
     require_kvm();
     let run = mini_kvm(&["run", "--rng", "hello", "hello"], b"");
     assert_eq!(run.status, 0, "{run:?}");
+    // The two guests' lines come in either order.
+    let stdout = run.stdout_text();
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        ["[1:hello] Hello, KVM!", "[2:hello] Hello, KVM!"],
+        "{run:?}"
+    );
+    assert_eq!(
+        run.stderr,
+        "guest      status  how it ended\n[1:hello]       0  exited 0\n[2:hello]       0  exited 0\n",
+        "{run:?}"
+    );
 }
 
 #[test]

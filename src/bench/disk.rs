@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use super::measure::Sample;
+use super::measure::{Sample, spawn_fed};
 use super::report::{Figure, Row};
 use super::{BenchError, mini_kvm};
 use crate::arch::x86::layout::VIRTIO_MMIO_START;
@@ -138,21 +138,7 @@ struct Session {
 
 fn run_session(command: &mut Command, input: &str) -> Result<Session, BenchError> {
     let describe = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| BenchError::Spawn {
-            command: describe.clone(),
-            source,
-        })?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.as_bytes().to_vec();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&input);
-    });
+    let (child, feeder) = spawn_fed(command.stderr(Stdio::piped()), input.as_bytes())?;
     let output = child
         .wait_with_output()
         .map_err(|source| BenchError::Wait {

@@ -2,7 +2,8 @@
 //! spawn to their first output byte and to their end, with their peak memory.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::BenchError;
@@ -60,25 +61,35 @@ pub struct ProcessRun {
     pub status: Option<i32>,
 }
 
-/// Runs `command` with stdin from /dev/null (or `stdin_bytes`), timing it.
-pub fn time_process(command: &mut Command, stdin_bytes: &[u8]) -> Result<ProcessRun, BenchError> {
-    let describe = format!("{command:?}");
-    let started = Instant::now();
+/// Starts `command` with its stdout piped and `input` fed to its stdin by a thread of its own
+/// (so that a child that does not read it cannot block us); the caller has set its stderr.
+/// Join the thread once the child is done.
+pub fn spawn_fed(
+    command: &mut Command,
+    input: &[u8],
+) -> Result<(Child, JoinHandle<()>), BenchError> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .map_err(|source| BenchError::Spawn {
-            command: describe.clone(),
+            command: format!("{command:?}"),
             source,
         })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = stdin_bytes.to_vec();
+    let input = input.to_vec();
     let feeder = std::thread::spawn(move || {
         use std::io::Write;
         let _ = stdin.write_all(&input);
     });
+    Ok((child, feeder))
+}
+
+/// Runs `command` with stdin from /dev/null (or `stdin_bytes`), timing it.
+pub fn time_process(command: &mut Command, stdin_bytes: &[u8]) -> Result<ProcessRun, BenchError> {
+    let describe = format!("{command:?}");
+    let started = Instant::now();
+    let (mut child, feeder) = spawn_fed(command.stderr(Stdio::null()), stdin_bytes)?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut first = [0u8; 1];
     let first_byte = match stdout.read(&mut first) {

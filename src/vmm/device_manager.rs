@@ -37,6 +37,10 @@ pub enum DeviceError {
     IrqTaken { irq: u32, owner: &'static str },
     #[error("no free IRQ is left for {device} (the IOAPIC has {IOAPIC_PINS} pins)")]
     NoFreeIrq { device: &'static str },
+    #[error(
+        "no virtio slot is left for {device}: a guest has {slots} (each --disk and --net takes one, and --rng one)"
+    )]
+    NoVirtioSlot { device: &'static str, slots: usize },
     #[error("no room is left in the MMIO hole for {device} ({size:#x} bytes)")]
     NoMmioRoom { device: &'static str, size: u64 },
     #[error("cannot create an eventfd for IRQ {irq}: {source}")]

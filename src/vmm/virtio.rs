@@ -21,12 +21,19 @@ use crate::devices::{AddressSpace, BusRange, bus};
 const QUEUE_NOTIFY: u64 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
 
 /// Puts `devices` in the slots, in order, and empty transports in the other slots. At most
-/// [`SLOTS`] devices (the configuration checks it first).
+/// [`SLOTS`] devices: the configuration checks it first, and a library caller that gives more
+/// gets an error, not a device silently left out.
 pub fn attach_virtio(
     manager: &mut DeviceManager,
     memory: &GuestMemoryMmap,
     devices: Vec<Box<dyn VirtioDevice>>,
 ) -> Result<(), DeviceError> {
+    if let Some(extra) = devices.get(SLOTS) {
+        return Err(DeviceError::NoVirtioSlot {
+            device: extra.name(),
+            slots: SLOTS,
+        });
+    }
     let mut devices = devices.into_iter();
     for slot in 0..SLOTS {
         let window = BusRange::new(
@@ -127,5 +134,42 @@ impl EventHandler for QueueNotifier {
             // Come back on the next turn of the loop, after the other descriptors.
             let _ = self.event.write(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::devices::virtio::rng::Rng;
+
+    #[test]
+    fn a_ninth_device_is_an_error_not_left_out() {
+        let kvm = kvm_ioctls::Kvm::new().expect("this test needs /dev/kvm (docs/testing.md)");
+        let vm_fd = Arc::new(kvm.create_vm().unwrap());
+        let mut manager = DeviceManager::new(vm_fd, false);
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let devices: Vec<Box<dyn VirtioDevice>> = (0..=SLOTS)
+            .map(|_| Box::new(Rng::new()) as Box<dyn VirtioDevice>)
+            .collect();
+        let error = attach_virtio(&mut manager, &memory, devices).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "no virtio slot is left for virtio-rng: a guest has 8 (each --disk and --net takes \
+             one, and --rng one)"
+        );
+        // Eight fit: every slot holds one, with its IRQ, and nothing is left empty.
+        let devices: Vec<Box<dyn VirtioDevice>> = (0..SLOTS)
+            .map(|_| Box::new(Rng::new()) as Box<dyn VirtioDevice>)
+            .collect();
+        attach_virtio(&mut manager, &memory, devices).unwrap();
+        let irqs: Vec<Option<u32>> = manager.devices().iter().map(|d| d.irq).collect();
+        assert_eq!(irqs, (5..13).map(Some).collect::<Vec<_>>());
+        assert!(manager.devices().iter().all(|d| d.name == "virtio-rng"));
+        assert_eq!(
+            manager.devices()[7].mmio,
+            vec![BusRange::new(0xd000_7000, 0x1000)]
+        );
     }
 }

@@ -97,6 +97,13 @@ pub fn scratch(test: &str) -> PathBuf {
     dir
 }
 
+/// Whether the tests run as root, who may open any file (the permission tests then run
+/// mini-kvm as `nobody`).
+pub fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
 /// Asserts a setup error: `status`, `message` on stderr, nothing on stdout, no panic.
 pub fn assert_error(run: &Run, status: i32, message: &str) {
     assert_eq!(run.status, status, "{run:?}");

@@ -237,9 +237,13 @@ impl Block {
     pub fn open(path: &std::path::Path, read_only: bool) -> Result<Block, DiskError> {
         use std::os::fd::AsRawFd;
         let shown = path.display().to_string();
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: opening a FIFO for reading would otherwise wait for a writer for ever.
+        // The check below then refuses it; on a regular file the flag changes nothing.
         let image = std::fs::OpenOptions::new()
             .read(true)
             .write(!read_only)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|source| {
                 if source.raw_os_error() == Some(libc::EISDIR) {

@@ -211,10 +211,10 @@ impl MmioTransport {
             }
             VIRTIO_MMIO_QUEUE_SEL => self.queue_select = value,
             VIRTIO_MMIO_QUEUE_NUM if queue_idle => {
-                if let Some(queue) = self.selected_queue() {
-                    // An invalid size (zero, too large, not a power of two) is left as it
-                    // was; Queue::is_valid then refuses the queue when it is used.
-                    queue.set_size(value as u16);
+                // An invalid size (zero, too large, not a power of two, more than 16 bits) is
+                // left as it was; Queue::is_valid then refuses the queue when it is used.
+                if let (Some(queue), Ok(size)) = (self.selected_queue(), u16::try_from(value)) {
+                    queue.set_size(size);
                 }
             }
             VIRTIO_MMIO_QUEUE_READY => {
