@@ -136,8 +136,10 @@ fn main() {
     );
     // The teaching OS first: it is what a learner boots.
     let os = build_os(&out_dir.join("os"));
+    // Its kernel ELF goes in too, symbols and all: `mini-kvm symbols os` writes it for gdb.
+    let os_elf = out_dir.join("os/kernel.elf");
     registry.push_str(&format!(
-        "    BuiltinGuest {{ name: \"os\", summary: {OS_SUMMARY:?}, kind: BuiltinKind::Kernel {{ default_memory: {OS_DEFAULT_MEMORY} }}, image: include_bytes!({os:?}) }},\n"
+        "    BuiltinGuest {{ name: \"os\", summary: {OS_SUMMARY:?}, kind: BuiltinKind::Kernel {{ default_memory: {OS_DEFAULT_MEMORY} }}, image: include_bytes!({os:?}), symbols: Some(include_bytes!({os_elf:?})) }},\n"
     ));
     for (kind, out) in [
         (&REAL_MODE, "guests/real"),
@@ -146,7 +148,7 @@ fn main() {
     ] {
         for guest in build_kind(kind, &out_dir.join(out)) {
             registry.push_str(&format!(
-                "    BuiltinGuest {{ name: {:?}, summary: {:?}, kind: BuiltinKind::Flat({}), image: include_bytes!({:?}) }},\n",
+                "    BuiltinGuest {{ name: {:?}, summary: {:?}, kind: BuiltinKind::Flat({}), image: include_bytes!({:?}), symbols: None }},\n",
                 guest.name,
                 guest.summary,
                 guest.mode.as_deref().unwrap_or(kind.mode),
@@ -321,7 +323,12 @@ fn build_os(out: &Path) -> PathBuf {
     };
     build("user", None);
     let user_elf = out.join("user.elf");
-    fs::copy(binaries.join("user"), &user_elf).expect("copy the user programs");
+    // The kernel embeds the user programs: without their line tables (guests/os/Cargo.toml
+    // keeps those for the kernel's debugger), which would only make the image bigger.
+    run(Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(binaries.join("user"))
+        .arg(&user_elf));
     build("kernel", Some(&user_elf));
     let kernel_elf = out.join("kernel.elf");
     fs::copy(binaries.join("kernel"), &kernel_elf).expect("copy the kernel");

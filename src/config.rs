@@ -61,6 +61,11 @@ pub enum ConfigError {
     )]
     BadNet(String),
     #[error(
+        "'{0}' is not a place for gdb to connect to: give a TCP port on localhost (e.g. --gdb \
+         1234; 0 picks a free one) or the path of a Unix socket (e.g. --gdb /tmp/guest.sock)"
+    )]
+    BadGdb(String),
+    #[error(
         "--net with {0} guests: a TAP device belongs to one guest; run the guest that needs it \
          alone"
     )]
@@ -228,6 +233,8 @@ pub struct RunConfig {
     pub nets: Vec<NetArg>,
     /// `--rng`: a virtio-rng entropy device.
     pub rng: bool,
+    /// `--gdb`: where each guest's GDB stub listens (src/gdb/).
+    pub gdb: Option<GdbAddress>,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,
     /// Queue writes to the UART's transmit register and the debug console on KVM's
@@ -258,6 +265,7 @@ impl RunConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             rng: false,
+            gdb: None,
             terminal: false,
             coalesce: true,
             seccomp: false,
@@ -529,6 +537,44 @@ pub fn parse_disk(text: &str) -> Result<DiskArg, ConfigError> {
         path: PathBuf::from(path),
         read_only,
     })
+}
+
+/// `--gdb`: where gdb connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GdbAddress {
+    /// A TCP port on 127.0.0.1 (0: one the kernel picks).
+    Tcp(u16),
+    /// A Unix socket, made at this path.
+    Unix(PathBuf),
+}
+
+impl GdbAddress {
+    /// Where guest `index` (0-based) of `count` listens: with several guests, the port plus
+    /// the index (a picked port stays picked), or the path with `.N` (from 1) added.
+    pub fn for_guest(&self, index: usize, count: usize) -> Result<GdbAddress, ConfigError> {
+        match self {
+            _ if count == 1 => Ok(self.clone()),
+            GdbAddress::Tcp(0) => Ok(GdbAddress::Tcp(0)),
+            GdbAddress::Tcp(port) => u16::try_from(usize::from(*port) + index)
+                .map(GdbAddress::Tcp)
+                .map_err(|_| ConfigError::BadGdb(format!("{port} + {index}"))),
+            GdbAddress::Unix(path) => {
+                let mut path = path.clone().into_os_string();
+                path.push(format!(".{}", index + 1));
+                Ok(GdbAddress::Unix(path.into()))
+            }
+        }
+    }
+}
+
+/// Parses `--gdb`: a port number, or a path (anything with a `/`).
+pub fn parse_gdb(text: &str) -> Result<GdbAddress, ConfigError> {
+    if text.contains('/') {
+        return Ok(GdbAddress::Unix(PathBuf::from(text)));
+    }
+    text.parse::<u16>()
+        .map(GdbAddress::Tcp)
+        .map_err(|_| ConfigError::BadGdb(text.to_string()))
 }
 
 /// `--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]`: a virtio-net card on a TAP device.

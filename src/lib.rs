@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod console;
 pub mod devices;
+pub mod gdb;
 pub mod loader;
 pub mod terminal;
 pub mod tui;
@@ -61,6 +62,33 @@ pub fn run_guests(
     consoles: Vec<GuestIo>,
     cancel: &AtomicBool,
 ) -> Result<Vec<GuestResult>, VmError> {
-    let group = Group::create(config, consoles)?;
+    let debugger = |index: usize, name: &str| gdb_stub(config, index, name);
+    let group = Group::create(config, consoles, &debugger)?;
     Ok(group.run(config.timeout, cancel, terminal::quit_flag()))
+}
+
+/// `--gdb`: guest `index`'s GDB stub, listening (src/gdb/); `None` without `--gdb`.
+fn gdb_stub(
+    config: &RunConfig,
+    index: usize,
+    name: &str,
+) -> Result<Option<Box<dyn vmm::debug::DebugStub>>, String> {
+    let Some(address) = &config.gdb else {
+        return Ok(None);
+    };
+    let address = address
+        .for_guest(index, config.guests.len())
+        .map_err(|error| error.to_string())?;
+    // A built-in guest with a symbol file: say how to get it.
+    let symbols = match &config.guests[index] {
+        config::GuestImage::Builtin(guest) => guest
+            .symbols
+            .map(|elf| (format!("mini-kvm symbols {}", guest.name), elf)),
+        _ => None,
+    };
+    let symbols = symbols
+        .as_ref()
+        .map(|(command, elf)| (command.as_str(), *elf));
+    let server = gdb::GdbServer::listen(&address, name, symbols)?;
+    Ok(Some(Box::new(server)))
 }

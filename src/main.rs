@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use mini_kvm::config::{
-    DiskArg, GuestImage, ModeArg, NetArg, OutputStyle, RunConfig, flat_mode, parse_cpus,
-    parse_disk, parse_memory_size, parse_mode, parse_net, parse_timeout, use_colour,
+    DiskArg, GdbAddress, GuestImage, ModeArg, NetArg, OutputStyle, RunConfig, flat_mode,
+    parse_cpus, parse_disk, parse_gdb, parse_memory_size, parse_mode, parse_net, parse_timeout,
+    use_colour,
 };
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
@@ -159,6 +160,12 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long)]
         rng: bool,
 
+        /// Wait for gdb before the guest's first instruction, on a TCP port of 127.0.0.1 (0 picks
+        /// a free one) or a Unix socket (a path); with several guests, guest N listens on PORT+N-1
+        /// or PATH.N (e.g. mini-kvm run --gdb 1234 hello, then gdb -ex 'target remote :1234').
+        #[arg(long, value_name = "PORT|PATH", value_parser = parse_gdb, conflicts_with = "tui")]
+        gdb: Option<GdbAddress>,
+
         /// Make every write to the UART and the debug console a VM exit of its own, instead of
         /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
         /// hello shows 13 exits instead of 1).
@@ -201,6 +208,17 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// Write the ELF file with a built-in guest's symbols, for gdb (the teaching OS's kernel:
+    /// mini-kvm symbols os -o os.elf, then gdb os.elf -ex 'target remote :1234' with mini-kvm
+    /// run --gdb 1234 os).
+    Symbols {
+        /// A built-in guest that has symbols (os).
+        #[arg(value_name = "GUEST")]
+        guest: String,
+        /// Where to write it (e.g. -o os.elf).
+        #[arg(short, long, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
     /// The floor of the start-up benchmark: runs `hello` in a bare kvm-ioctls VMM.
     #[command(name = "bench-floor", hide = true)]
     BenchFloor,
@@ -219,6 +237,7 @@ fn main() -> ExitCode {
             output,
             modules,
         } => write_initramfs(&busybox, &output, modules.as_deref()),
+        Command::Symbols { guest, output } => write_symbols(&guest, &output),
         Command::BenchFloor => {
             let hello = builtin_guests()
                 .iter()
@@ -248,6 +267,7 @@ fn main() -> ExitCode {
             disk,
             net,
             rng,
+            gdb,
             no_coalesce,
             no_seccomp,
         } => {
@@ -289,6 +309,7 @@ fn main() -> ExitCode {
                 disks: disk,
                 nets: net,
                 rng,
+                gdb,
                 coalesce: !no_coalesce,
                 seccomp: !no_seccomp,
                 // The --tui view owns the terminal itself.
@@ -328,6 +349,34 @@ fn write_initramfs(
         "wrote {} ({} bytes): boot it with mini-kvm run --mem 256M --initrd {} /boot/vmlinuz-...",
         output.display(),
         archive.len(),
+        output.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn write_symbols(name: &str, output: &std::path::Path) -> ExitCode {
+    let with_symbols: Vec<&str> = builtin_guests()
+        .iter()
+        .filter(|guest| guest.symbols.is_some())
+        .map(|guest| guest.name)
+        .collect();
+    let symbols = builtin_guests()
+        .iter()
+        .find(|guest| guest.name == name)
+        .and_then(|guest| guest.symbols);
+    let Some(symbols) = symbols else {
+        return fail(&format!(
+            "'{name}' is not a built-in guest with symbols (those are: {})",
+            with_symbols.join(", ")
+        ));
+    };
+    if let Err(error) = std::fs::write(output, symbols) {
+        return fail(&format!("cannot write {}: {error}", output.display()));
+    }
+    println!(
+        "wrote {} ({} bytes): gdb {} -ex 'target remote :PORT' with mini-kvm run --gdb PORT {name}",
+        output.display(),
+        symbols.len(),
         output.display()
     );
     ExitCode::SUCCESS

@@ -127,7 +127,8 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             }
         })
         .collect();
-    let group = Group::create(config, consoles)?;
+    // --gdb and --tui do not go together (the command line refuses them).
+    let group = Group::create(config, consoles, &|_, _| Ok(None))?;
     let mut panes: Vec<Pane> = group
         .live_counters()
         .into_iter()

@@ -44,6 +44,8 @@ pub struct BuiltinGuest {
     pub kind: BuiltinKind,
     /// The image: a flat binary, or a kernel image.
     pub image: &'static [u8],
+    /// The ELF file with the guest's symbols, for gdb (`mini-kvm symbols NAME`).
+    pub symbols: Option<&'static [u8]>,
 }
 
 impl BuiltinGuest {

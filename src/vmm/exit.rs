@@ -32,6 +32,11 @@ pub enum VmExit {
     },
     Hlt,
     Shutdown,
+    /// KVM_EXIT_DEBUG: a single-step, a breakpoint or a watchpoint the debugger set (vmm/debug.rs).
+    Debug {
+        exception: u32,
+        dr6: u64,
+    },
     InternalError {
         suberror: u32,
     },
@@ -56,6 +61,7 @@ impl VmExit {
             VmExit::IoOut { .. } => "IO_OUT",
             VmExit::MmioRead { .. } | VmExit::MmioWrite { .. } => "MMIO",
             VmExit::Hlt => "HLT",
+            VmExit::Debug { .. } => "DEBUG",
             VmExit::Shutdown => "SHUTDOWN",
             VmExit::InternalError { .. } => "INTERNAL_ERROR",
             VmExit::FailEntry { .. } => "FAIL_ENTRY",
@@ -153,6 +159,10 @@ pub fn handle_exit(
             }
         }
         VmExit::Hlt => ExitAction::Halt,
+        // The vCPU hands debug exits to its debugger; without one, nobody asked for them.
+        VmExit::Debug { .. } => ExitAction::Fault(Fault::UnhandledExit {
+            reason: "DEBUG".into(),
+        }),
         VmExit::Interrupted => ExitAction::Kicked,
         VmExit::Shutdown => ExitAction::Fault(Fault::TripleFault),
         VmExit::InternalError { suberror } => {

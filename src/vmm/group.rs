@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
+use super::debug::DebugStub;
 use super::seccomp::{self, Role};
 use super::stats::LiveCounters;
 use super::vm::{GuestSetup, RunReport, Vm, VmError};
@@ -17,6 +18,10 @@ use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
 use crate::loader::{FileRole, LoadOptions, read_file};
+
+/// Makes guest `index`'s debugger front end (named `name`), listening already; `Ok(None)`
+/// without one.
+pub type StubMaker<'a> = dyn Fn(usize, &str) -> Result<Option<Box<dyn DebugStub>>, String> + 'a;
 
 /// How one guest of a group ended.
 pub struct GuestResult {
@@ -34,8 +39,13 @@ pub struct Group {
 
 impl Group {
     /// Reads every image and creates every VM before any guest runs: a bad image or a KVM
-    /// error stops the whole run before a guest has printed anything.
-    pub fn create(config: &RunConfig, consoles: Vec<GuestIo>) -> Result<Group, VmError> {
+    /// error stops the whole run before a guest has printed anything. `debugger` makes each
+    /// guest's debugger front end, listening (`--gdb`: src/gdb/), from its index and name.
+    pub fn create(
+        config: &RunConfig,
+        consoles: Vec<GuestIo>,
+        debugger: &StubMaker<'_>,
+    ) -> Result<Group, VmError> {
         // Images and flags first: a typo in a path is reported before anything about KVM.
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
@@ -90,6 +100,7 @@ impl Group {
             if config.rng {
                 virtio.push(Box::new(Rng::new()));
             }
+            let debug = debugger(index, &name).map_err(VmError::Debugger)?;
             let setup = GuestSetup {
                 name: &name,
                 image,
@@ -106,6 +117,7 @@ impl Group {
                 coalesce: config.coalesce,
                 seccomp: config.seccomp,
                 virtio,
+                debug,
             };
             vms.push(Vm::create(kvm, setup, io)?);
         }

@@ -10,6 +10,7 @@
 //! - `seccomp.rs`: the system calls each thread may make once the guest runs.
 
 pub mod coalesced;
+pub mod debug;
 pub mod device_manager;
 pub mod event_loop;
 pub mod exit;

@@ -125,6 +125,8 @@ pub mod exit_code {
     /// The user stopped the guest (quit the `--tui` view) while it was running: 128 + SIGINT,
     /// as a shell reports a program ended by Ctrl-C.
     pub const CANCELLED: u8 = 130;
+    /// gdb killed the guest (128 + SIGKILL, as a shell shows a killed process).
+    pub const KILLED: u8 = 137;
 }
 
 /// After an emulation failure on kvm_pvm: why, and what to do.
@@ -163,6 +165,8 @@ pub enum GuestOutcome {
     KernelPanic,
     /// The user quit with Ctrl-A x (src/terminal.rs).
     Quit,
+    /// gdb's `kill` command (`--gdb`).
+    Killed,
     /// Still running at the `--timeout`; where each CPU was.
     TimedOut { after: Duration, cpus: AllCpus },
     /// Stopped by a fault; where the faulting CPU was. `on_cpu` names it when the guest has
@@ -189,6 +193,7 @@ impl GuestOutcome {
             GuestOutcome::TimedOut { .. } => exit_code::TIMEOUT,
             GuestOutcome::Faulted { fault, .. } => fault.exit_code(),
             GuestOutcome::Cancelled { .. } => exit_code::CANCELLED,
+            GuestOutcome::Killed => exit_code::KILLED,
         }
     }
 
@@ -204,6 +209,7 @@ impl GuestOutcome {
             GuestOutcome::Faulted { fault, .. } => format!("faulted: {}", fault.short_name()),
             GuestOutcome::Cancelled { .. } => "stopped".to_string(),
             GuestOutcome::Quit => "quit (Ctrl-A x)".to_string(),
+            GuestOutcome::Killed => "killed by gdb".to_string(),
         }
     }
 
@@ -222,6 +228,9 @@ impl GuestOutcome {
             GuestOutcome::Quit => Some(format!(
                 "mini-kvm: guest '{guest}' stopped: you pressed Ctrl-A x"
             )),
+            GuestOutcome::Killed => {
+                Some(format!("mini-kvm: guest '{guest}' stopped: gdb killed it"))
+            }
             GuestOutcome::TimedOut { after, cpus } => Some(format!(
                 "mini-kvm: guest '{guest}' was still running after {:.1} s (--timeout): stopped\n{}",
                 after.as_secs_f64(),

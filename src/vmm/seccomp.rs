@@ -45,6 +45,8 @@ pub enum Role {
     Waiter,
     /// The `--tui` view: draws the panes and reads keys (src/tui.rs).
     Terminal,
+    /// A guest's GDB stub, once gdb is connected (src/gdb/): reads and writes its socket.
+    Debugger,
 }
 
 impl Role {
@@ -55,6 +57,7 @@ impl Role {
             Role::EventLoop => "an event-loop thread",
             Role::Waiter => "the thread waiting for the guests",
             Role::Terminal => "the terminal-view thread",
+            Role::Debugger => "the GDB stub thread",
         }
     }
 }
@@ -90,6 +93,15 @@ ioctl_iow_nr!(
     kvm_bindings::kvm_coalesced_mmio_zone
 );
 ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+// What a debugger does to a stopped vCPU, on the vCPU's thread (vmm/debug.rs).
+ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_bindings::kvm_regs);
+ioctl_ior_nr!(KVM_GET_FPU, KVMIO, 0x8c, kvm_bindings::kvm_fpu);
+ioctl_iow_nr!(
+    KVM_SET_GUEST_DEBUG,
+    KVMIO,
+    0x9b,
+    kvm_bindings::kvm_guest_debug
+);
 
 /// Terminal ioctls: `isatty`, raw mode on and off (src/terminal.rs, and crossterm's through
 /// rustix, which uses the termios2 calls), the window size.
@@ -140,6 +152,9 @@ const COMMON: &[i64] = &[
 fn extra_calls(role: Role) -> &'static [i64] {
     match role {
         Role::Vcpu | Role::Waiter => &[],
+        // Its socket: std reads a socket with recv and writes it with send (MSG_NOSIGNAL: a
+        // closed connection is an error, not a SIGPIPE), which are recvfrom and sendto.
+        Role::Debugger => &[libc::SYS_read, libc::SYS_recvfrom, libc::SYS_sendto],
         Role::EventLoop => &[
             libc::SYS_read,
             // virtio-blk's requests (devices/virtio/block.rs) run on the event loop.
@@ -214,6 +229,9 @@ fn ioctls(role: Role) -> Vec<u64> {
                 KVM_TRANSLATE(),
                 KVM_GET_MP_STATE(),
                 KVM_REGISTER_COALESCED_MMIO(),
+                KVM_SET_REGS(),
+                KVM_GET_FPU(),
+                KVM_SET_GUEST_DEBUG(),
             ]
             .map(u64::from),
         );
@@ -273,6 +291,7 @@ struct Filters {
     event_loop: BpfProgram,
     waiter: BpfProgram,
     terminal: BpfProgram,
+    debugger: BpfProgram,
 }
 
 fn filters() -> Result<&'static Filters, SeccompError> {
@@ -283,6 +302,7 @@ fn filters() -> Result<&'static Filters, SeccompError> {
             event_loop: build(Role::EventLoop).map_err(|e| e.to_string())?,
             waiter: build(Role::Waiter).map_err(|e| e.to_string())?,
             terminal: build(Role::Terminal).map_err(|e| e.to_string())?,
+            debugger: build(Role::Debugger).map_err(|e| e.to_string())?,
         })
     });
     built.as_ref().map_err(|e| SeccompError::Build(e.clone()))
@@ -308,6 +328,7 @@ pub fn install(role: Role) -> Result<(), SeccompError> {
         Role::EventLoop => &all.event_loop,
         Role::Waiter => &all.waiter,
         Role::Terminal => &all.terminal,
+        Role::Debugger => &all.debugger,
     };
     seccompiler::apply_filter(program).map_err(|source| SeccompError::Install {
         role: role.name(),

@@ -19,6 +19,7 @@ use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
 use super::coalesced::OutputCoalescing;
+use super::debug::{DebugControl, Resume, StoppedCpu, Unpark};
 use super::exit::{Buses, ExitAction, VmExit, handle_exit};
 use super::memory::read_prefix;
 use super::outcome::Fault;
@@ -43,6 +44,8 @@ pub enum VcpuEnd {
     /// The vCPU set asked the loop to stop (`--timeout`, the end of the guest on another CPU);
     /// where the vCPU was.
     Interrupted(Box<CpuSnapshot>),
+    /// The debugger killed the guest (gdb's `kill`).
+    Killed,
 }
 
 /// How a vCPU reports and what it may rely on.
@@ -52,6 +55,8 @@ pub struct VcpuOptions {
     pub trace: Option<String>,
     /// Coalesced I/O for the output-only ports, when the host has it (`--no-coalesce`: `None`).
     pub coalescing: Option<Arc<OutputCoalescing>>,
+    /// `--gdb`: the debugger's controls (vmm/debug.rs).
+    pub debug: Option<Arc<DebugControl>>,
 }
 
 pub struct Vcpu {
@@ -70,6 +75,9 @@ pub struct Vcpu {
     /// KVM's instruction emulator does (kvm_pvm); hardware KVM exits with RIP on it.
     io_completed_at_exit: bool,
     live: Arc<LiveCounters>,
+    debug: Option<Arc<DebugControl>>,
+    /// What the debugger last resumed this vCPU with.
+    debug_action: Resume,
 }
 
 impl Vcpu {
@@ -97,6 +105,8 @@ impl Vcpu {
             data: Box::new([0; MAX_DATA]),
             io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
             live,
+            debug: options.debug,
+            debug_action: Resume::Continue,
         }
     }
 
@@ -113,8 +123,14 @@ impl Vcpu {
         // Ask KVM to store the registers in kvm_run at every exit (KVM_CAP_SYNC_REGS).
         self.fd.set_sync_valid_reg(SyncReg::Register);
         self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
+        if let Some(debug) = &self.debug {
+            debug.register_thread(self.index);
+        }
         let started = Instant::now();
         let end = self.run_loop();
+        if let Some(debug) = &self.debug {
+            debug.thread_finished(self.index);
+        }
         // Writes the guest made since its last exit.
         self.drain_coalesced();
         self.hypercalls.flush();
@@ -133,10 +149,15 @@ impl Vcpu {
                     self.control.park(self.index, state);
                     continue;
                 }
-                ControlRequest::Stop => {
-                    let mut snapshot = self.snapshot();
-                    snapshot.never_started = self.waits_for_sipi();
-                    return VcpuEnd::Interrupted(Box::new(snapshot));
+                ControlRequest::Stop => return self.interrupted(),
+            }
+            if let Some(debug) = self.debug.clone()
+                && debug.stop_requested()
+            {
+                match self.park_for_debugger(&debug) {
+                    Unpark::Run(action) => self.debug_action = action,
+                    Unpark::Stop => return self.interrupted(),
+                    Unpark::Kill => return VcpuEnd::Killed,
                 }
             }
             let exit = self.enter_guest();
@@ -149,6 +170,15 @@ impl Vcpu {
             exit_number += 1;
             self.live.count_exit();
             self.stats.count_exit(exit.reason());
+            if let (VmExit::Debug { exception, dr6 }, Some(debug)) = (&exit, &self.debug) {
+                // A step or a breakpoint: stop the VM for the debugger, or (a step of
+                // breakpoint emulation elsewhere) go on.
+                let pc = self.linear_pc();
+                if let Some(reason) = debug.debug_exit(self.debug_action, *exception, *dr6, pc) {
+                    debug.report_stop(self.index, reason);
+                }
+                continue;
+            }
             // A write is traced before its device acts (what it prints follows the trace line);
             // a read after, so the trace can show the answer.
             if self.trace.is_some() && !exit.is_read() {
@@ -191,6 +221,59 @@ impl Vcpu {
             if let (VmExit::IoOut { port, .. }, Some(coalescing)) = (&exit, &self.coalescing) {
                 coalescing.note_write(u64::from(*port));
             }
+            if self.io_completed_at_exit
+                && exit.data_len() > 0
+                && let Some(debug) = &self.debug
+            {
+                // The access's instruction is done (kvm_pvm): a step is over, and it may have
+                // led to a breakpoint.
+                let pc = self.linear_pc();
+                if let Some(reason) = debug.instruction_completed(self.debug_action, pc) {
+                    debug.report_stop(self.index, reason);
+                }
+            }
+        }
+    }
+
+    /// Where the loop ends when the vCPU set stops it: where the vCPU was.
+    fn interrupted(&mut self) -> VcpuEnd {
+        let mut snapshot = self.snapshot();
+        snapshot.never_started = self.waits_for_sipi();
+        VcpuEnd::Interrupted(Box::new(snapshot))
+    }
+
+    /// Parks this vCPU for the debugger until it resumes it, then applies the debugger's
+    /// settings (single-step, breakpoints) for the run ahead.
+    fn park_for_debugger(&mut self, debug: &DebugControl) -> Unpark {
+        // KVM finishes an access at the next KVM_RUN (the register of an `in` or an MMIO read)
+        // and loads a hypercall's result from kvm_run then: a KVM_RUN that returns at once
+        // (immediate_exit, docs/kvm-api.md) does both without running the guest, so that the
+        // debugger reads the registers as they are after the instruction, and its own writes
+        // are not undone.
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+        let control = Arc::clone(&self.control);
+        let stop_wanted = move || control.request() == ControlRequest::Stop;
+        let mut stopped = StoppedCpu {
+            fd: &self.fd,
+            memory: &self.memory,
+        };
+        let unpark = debug.park(self.index, &mut stopped, &stop_wanted);
+        if let Unpark::Run(action) = unpark {
+            // A host without guest debugging refuses; the vCPU then runs undebugged.
+            let _ = self.fd.set_guest_debug(&debug.guest_debug(action));
+        }
+        unpark
+    }
+
+    /// The linear address of the next instruction, from the registers KVM stored at the exit.
+    fn linear_pc(&self) -> u64 {
+        let sync = self.fd.sync_regs();
+        if CpuMode::of(&sync.sregs) == CpuMode::Long64 {
+            sync.regs.rip
+        } else {
+            sync.sregs.cs.base.wrapping_add(sync.regs.rip) & 0xffff_ffff
         }
     }
 
@@ -223,6 +306,10 @@ impl Vcpu {
                 len: copy(data, &mut self.data),
             },
             Ok(VcpuExit::Hlt) => VmExit::Hlt,
+            Ok(VcpuExit::Debug(debug)) => VmExit::Debug {
+                exception: debug.exception,
+                dr6: debug.dr6,
+            },
             Ok(VcpuExit::Shutdown) => VmExit::Shutdown,
             Ok(VcpuExit::InternalError) => {
                 // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
@@ -391,6 +478,7 @@ impl Vcpu {
             VmExit::FailEntry { reason } => format!("hardware reason {reason:#x}"),
             VmExit::Other { reason } => reason.clone(),
             VmExit::RunFailed { error } => error.clone(),
+            VmExit::Debug { exception, dr6 } => format!("exception {exception}, DR6 {dr6:#x}"),
             VmExit::Hlt | VmExit::Shutdown | VmExit::Interrupted => String::new(),
         };
         let completed = self.io_completed_at_exit;

@@ -376,6 +376,15 @@ impl VcpuSet {
     }
 }
 
+/// Kicks one vCPU thread out of KVM_RUN (what the debugger uses: vmm/debug.rs).
+pub fn kick_thread(thread: libc::pthread_t) {
+    // SAFETY: the debugger forgets a thread before it ends (DebugControl::thread_finished), and
+    // the signal's handler does nothing.
+    unsafe {
+        libc::pthread_kill(thread, kick_signal());
+    }
+}
+
 /// The signal that kicks a vCPU thread out of KVM_RUN.
 fn kick_signal() -> libc::c_int {
     SIGRTMIN()

@@ -20,6 +20,7 @@ use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::coalesced::OutputCoalescing;
+use super::debug::{DebugControl, DebugStub, DebugTarget, HostDebugSupport};
 use super::device_manager::{AttachedDevices, DeviceError, DeviceInfo, DeviceManager};
 use super::event_loop::{EventHandler, EventLoop, Token};
 use super::kvm::{self, KvmError};
@@ -30,13 +31,13 @@ use super::stats::{ExitStats, LiveCounters};
 use super::vcpu::{Vcpu, VcpuEnd, VcpuOptions};
 use super::vcpus::{Joined, VcpuControl, VcpuSet};
 use super::virtio::attach_virtio;
-use crate::arch::ArchError;
 use crate::arch::x86::acpi::{self, AcpiError};
 use crate::arch::x86::layout::{self, REAL_MODE_SEGMENT};
 use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
 };
 use crate::arch::x86::{cpuid, gdt, mptable, paging};
+use crate::arch::{ArchError, CpuMode};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
 use crate::devices::acpi_pm::{ACPI_PM_PORTS, AcpiPm, POWER_PORTS};
@@ -106,6 +107,9 @@ pub enum VmError {
     Terminal(std::io::Error),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    /// `--gdb` could not listen (the message says where and why).
+    #[error("{0}")]
+    Debugger(String),
 }
 
 fn ioctl(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -138,6 +142,8 @@ pub struct GuestSetup<'a> {
     pub seccomp: bool,
     /// The virtio devices (`--disk`, `--rng`), in slot order (vmm/virtio.rs).
     pub virtio: Vec<Box<dyn VirtioDevice>>,
+    /// `--gdb`: the debugger front end, listening already (src/gdb/).
+    pub debug: Option<Box<dyn DebugStub>>,
 }
 
 /// How a run went.
@@ -163,6 +169,8 @@ pub struct Vm {
     seccomp: bool,
     /// A Linux guest's memory, where its kernel leaves the warm-reset flag when it panics.
     linux_memory: Option<GuestMemoryMmap>,
+    /// `--gdb`: the stub and the controls it drives the vCPUs with.
+    debugger: Option<(Box<dyn DebugStub>, DebugTarget)>,
 }
 
 impl Vm {
@@ -267,6 +275,20 @@ impl Vm {
 
         let live = Arc::new(LiveCounters::default());
         let control = VcpuControl::shared(setup.cpus);
+        let debugger = setup.debug.map(|stub| {
+            let control = Arc::new(DebugControl::new(
+                setup.cpus,
+                host_debug_support(kvm),
+                super::vcpus::kick_thread,
+            ));
+            let target = DebugTarget {
+                name: setup.name.to_string(),
+                control,
+                widest_mode: widest_mode(setup.image, &entry),
+                seccomp: setup.seccomp,
+            };
+            (stub, target)
+        });
         let started = Instant::now();
         let several = setup.cpus > 1;
         let mut vcpus = Vec::with_capacity(setup.cpus);
@@ -290,6 +312,9 @@ impl Vm {
             let options = VcpuOptions {
                 trace: setup.verbose.then_some(trace_label),
                 coalescing,
+                debug: debugger
+                    .as_ref()
+                    .map(|(_, target)| Arc::clone(&target.control)),
             };
             vcpus.push(Vcpu::new(
                 index,
@@ -314,6 +339,7 @@ impl Vm {
             live,
             seccomp: setup.seccomp,
             linux_memory: entry.linux.then_some(memory),
+            debugger,
         })
     }
 
@@ -350,10 +376,23 @@ impl Vm {
             live,
             event_handlers,
             seccomp,
+            debugger,
             ..
         } = self;
         let several = vcpus.len() > 1;
         let started = Instant::now();
+        // The debugger's stub serves gdb on a thread of its own; the vCPUs wait for it, parked.
+        let debugging = match debugger {
+            Some((stub, target)) => {
+                let control = Arc::clone(&target.control);
+                let thread = thread::Builder::new()
+                    .name(format!("gdb-{name}"))
+                    .spawn(move || stub.serve(target))
+                    .map_err(VmError::Thread)?;
+                Some((control, thread))
+            }
+            None => None,
+        };
         let mut watcher = Watcher::new(timeout, event_handlers).map_err(VmError::EventLoop)?;
         let (mut set, first_cpu) =
             VcpuSet::start(vcpus, control, &name, seccomp).map_err(VmError::Thread)?;
@@ -411,8 +450,42 @@ impl Vm {
             }
             outcome => outcome,
         };
+        if let Some((control, thread)) = debugging {
+            end_debugging(&control, thread, outcome.exit_code());
+        }
         live.finish(outcome.exit_code(), outcome.short_description());
         Ok(RunReport { outcome, stats })
+    }
+}
+
+/// Tells the debugger the guest has ended, and waits for its thread: gdb hears the exit status
+/// if it was waiting for the guest, and sees its connection close if it sat at its prompt (the
+/// guest timed out while stopped).
+fn end_debugging(control: &DebugControl, thread: thread::JoinHandle<()>, status: u8) {
+    control.guest_ended(status);
+    let _ = thread.join();
+}
+
+/// The widest mode a guest runs in, as far as its image tells: a 64-bit ELF file or a Linux
+/// kernel goes to long mode even when it starts in protected mode. (gdb's register set.)
+fn widest_mode(image: &[u8], entry: &Entry) -> CpuMode {
+    const ELF64: &[u8] = b"\x7fELF\x02";
+    match entry.mode {
+        GuestMode::Long => CpuMode::Long64,
+        _ if entry.linux || image.starts_with(ELF64) => CpuMode::Long64,
+        GuestMode::Real => CpuMode::Real,
+        GuestMode::Protected { .. } => CpuMode::Protected32,
+    }
+}
+
+/// What the host's KVM offers a debugger (docs/gdb.md): kvm_pvm does not intercept `int3`
+/// (breakpoints are then found by single-stepping), and has no debug registers.
+fn host_debug_support(kvm: &Kvm) -> HostDebugSupport {
+    let flags = kvm.check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()) as u32;
+    HostDebugSupport {
+        breakpoints_by_stepping: kvm::host_kvm_module() == "kvm_pvm",
+        hw_points: kvm.check_extension_int(Cap::DebugHwBps).max(0) as usize,
+        block_irq: flags & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ != 0,
     }
 }
 
@@ -602,6 +675,7 @@ fn decide_outcome(
             Some(VcpuEnd::Stopped(GuestStop::Reboot)) => GuestOutcome::Rebooted,
             Some(VcpuEnd::Stopped(GuestStop::PowerOff)) => GuestOutcome::PoweredOff,
             Some(VcpuEnd::Halted) => GuestOutcome::Halted,
+            Some(VcpuEnd::Killed) => GuestOutcome::Killed,
             Some(VcpuEnd::Faulted(fault, cpu)) => GuestOutcome::Faulted {
                 fault,
                 cpu,

@@ -1,0 +1,126 @@
+//! The GDB stub (`--gdb`): gdb's remote serial protocol, spoken by the `gdbstub` crate, over
+//! the debugger's controls of a VM (vmm/debug.rs).
+//!
+//! Each guest gets its own stub, on a thread of its own, listening before the guest starts; the
+//! guest waits, stopped before its first instruction, until gdb connects. When gdb detaches,
+//! the guest runs on; when it kills the guest, the run ends with status 137; when the guest
+//! ends, gdb hears its exit status. docs/gdb.md shows sessions.
+
+mod connection;
+mod registers;
+mod target;
+
+use std::io::Write;
+
+use gdbstub::stub::{DisconnectReason, GdbStub};
+use gdbstub_arch::x86::{X86_64_SSE, X86_SSE};
+
+use self::connection::{GdbConnection, Listener};
+use self::registers::X86View;
+use self::target::{GuestEventLoop, GuestTarget};
+use crate::arch::CpuMode;
+use crate::config::GdbAddress;
+use crate::vmm::debug::{DebugStub, DebugTarget};
+use crate::vmm::seccomp::{self, Role};
+
+/// A guest's stub, listening.
+pub struct GdbServer {
+    listener: Listener,
+    /// The guest's symbols are a 64-bit ELF file: gdb gets amd64 registers, whatever mode the
+    /// guest starts in (the teaching OS starts in protected mode, as multiboot has it).
+    symbols_64bit: bool,
+}
+
+impl GdbServer {
+    /// Listens at `address` for guest `name`, and says on stderr how to connect (with
+    /// `symbols`, the command that writes the guest's symbol file).
+    pub fn listen(
+        address: &GdbAddress,
+        name: &str,
+        symbols: Option<(&str, &[u8])>,
+    ) -> Result<GdbServer, String> {
+        let listener = Listener::bind(address)?;
+        let target = listener.target();
+        let file = match symbols {
+            Some((command, _)) => format!(
+                " (its symbols: {command} -o {name}.elf, then gdb {name}.elf -ex 'target remote \
+                 {target}')"
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            std::io::stderr(),
+            "mini-kvm: guest '{name}' waits for gdb on {target}: gdb -ex 'target remote \
+             {target}'{file}"
+        );
+        Ok(GdbServer {
+            listener,
+            symbols_64bit: symbols.is_some_and(|(_, elf)| elf.starts_with(b"\x7fELF\x02")),
+        })
+    }
+}
+
+impl DebugStub for GdbServer {
+    fn serve(self: Box<Self>, target: DebugTarget) {
+        let control = std::sync::Arc::clone(&target.control);
+        let mut connection = match self.listener.accept(&control) {
+            // The guest ended (--timeout) before gdb came.
+            None => return,
+            Some(Ok(connection)) => connection,
+            Some(Err(error)) => {
+                say(
+                    &target.name,
+                    &format!("cannot accept gdb's connection: {error}"),
+                );
+                control.detach();
+                return;
+            }
+        };
+        let wide = self.symbols_64bit || target.widest_mode == CpuMode::Long64;
+        // One gdb per guest: a second one is refused by the kernel from now on.
+        drop(self);
+        connection.watch(std::sync::Arc::clone(&control));
+        say(&target.name, "gdb attached");
+        if target.seccomp {
+            seccomp::install_or_exit(Role::Debugger);
+        }
+        let ended = if wide {
+            serve_as::<X86_64_SSE>(&target, connection)
+        } else {
+            serve_as::<X86_SSE>(&target, connection)
+        };
+        match ended {
+            Ok(DisconnectReason::Disconnect) => {
+                control.detach();
+                say(&target.name, "gdb detached: the guest runs on");
+            }
+            Ok(DisconnectReason::Kill) => control.kill(),
+            Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {}
+            Err(error) => {
+                control.detach();
+                if !control.is_over() {
+                    say(
+                        &target.name,
+                        &format!("gdb's session ended ({error}): the guest runs on"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs gdb's session with register set `A` until gdb leaves or the guest ends.
+fn serve_as<A: X86View>(
+    target: &DebugTarget,
+    connection: GdbConnection,
+) -> Result<DisconnectReason, String> {
+    let mut guest =
+        GuestTarget::<A>::new(std::sync::Arc::clone(&target.control), target.widest_mode);
+    GdbStub::new(connection)
+        .run_blocking::<GuestEventLoop<A>>(&mut guest)
+        .map_err(|error| error.to_string())
+}
+
+fn say(name: &str, message: &str) {
+    let _ = writeln!(std::io::stderr(), "mini-kvm: guest '{name}': {message}");
+}

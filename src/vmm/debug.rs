@@ -1,0 +1,846 @@
+//! A debugger's hold on one VM: stop every vCPU, work on a stopped vCPU (its registers, memory
+//! through its page tables), resume them running or stepping, and learn why they stopped.
+//!
+//! The GDB stub (src/gdb/) drives a [`DebugControl`] from a thread of its own; each vCPU's run
+//! loop (vcpu.rs) looks at it between two `KVM_RUN`s, one atomic load per exit. The protocol
+//! is gdb's "all-stop" mode:
+//!
+//! - the VM starts stopped: every vCPU parks before its first instruction;
+//! - `resume` gives each vCPU an action (run, step, or stay parked) and lets them go;
+//! - the first vCPU to stop for a reason (a step done, a breakpoint, a watchpoint, Ctrl-C)
+//!   records that reason and kicks the others out of `KVM_RUN`; once every vCPU is parked, the
+//!   stub reports the stop to gdb;
+//! - while parked, a vCPU runs the jobs the stub hands it: every register and translation ioctl
+//!   is made on the vCPU's own thread, which owns the vCPU.
+//!
+//! Breakpoints reach KVM through `KVM_SET_GUEST_DEBUG`, which a vCPU applies to itself as it
+//! leaves the park. Software breakpoints are `int3` bytes written into the guest where KVM
+//! intercepts `#BP` (hardware KVM); kvm_pvm does not intercept it (docs/testing.md), so there the
+//! vCPU single-steps and compares each new instruction pointer with the breakpoints instead:
+//! slower, but the guest's memory is never touched. Hardware breakpoints and watchpoints use the
+//! debug registers, where the host has them (`KVM_CAP_GUEST_DEBUG_HW_BPS`; kvm_pvm has none).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_SW_BP, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_sregs,
+};
+use kvm_ioctls::VcpuFd;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::CpuMode;
+use crate::arch::x86::modes::CR0_PG;
+
+/// The `int3` instruction: what a software breakpoint writes over the first byte of an
+/// instruction.
+const INT3: u8 = 0xcc;
+/// x86 has four debug address registers, DR0 to DR3.
+pub const DEBUG_REGISTERS: usize = 4;
+/// Debug exceptions: #DB (single-step, debug registers) and #BP (`int3`).
+const DB_VECTOR: u32 = 1;
+const BP_VECTOR: u32 = 3;
+/// DR6.BS: the #DB came from single-stepping (RFLAGS.TF).
+const DR6_SINGLE_STEP: u64 = 1 << 14;
+
+/// What a vCPU does when the debugger resumes the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    Continue,
+    /// Execute one instruction, then stop.
+    Step,
+}
+
+/// What a hardware breakpoint watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HwKind {
+    /// Executing the instruction at the address (a hardware breakpoint).
+    Execute,
+    Write,
+    /// Reads and writes: x86 debug registers cannot watch reads alone.
+    ReadWrite,
+}
+
+/// One debug register's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HwPoint {
+    pub address: u64,
+    pub kind: HwKind,
+    /// 1, 2, 4 or 8 bytes (1 for an execution breakpoint).
+    pub len: u64,
+}
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The debugger asked (at the start, or Ctrl-C).
+    Interrupted,
+    /// A step the debugger asked for is done.
+    StepDone,
+    SwBreakpoint,
+    HwBreakpoint,
+    /// A watchpoint: which one fired.
+    Watch(HwPoint),
+    /// A debug exception the debugger did not ask for (the guest's own `int3` or trap flag).
+    Trap,
+}
+
+/// The first stop since the last resume: on which vCPU, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopEvent {
+    pub cpu: usize,
+    pub reason: StopReason,
+}
+
+/// What the debugger learns while it waits for a running VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugEvent {
+    Stopped(StopEvent),
+    /// The guest has ended, with this exit status.
+    Ended(u8),
+}
+
+/// What a parked vCPU does next.
+pub enum Unpark {
+    /// Run the guest with these guest-debug settings.
+    Run(Resume),
+    /// The vCPU set stopped the VM (`--timeout`, the guest ended on another CPU).
+    Stop,
+    /// The debugger killed the guest.
+    Kill,
+}
+
+/// Work for a parked vCPU, run on its thread.
+pub type Job = Box<dyn FnOnce(&mut StoppedCpu<'_>) + Send>;
+
+/// A software breakpoint written into guest memory (hardware KVM).
+#[derive(Debug, Clone, Copy)]
+struct PatchedBreakpoint {
+    linear: u64,
+    physical: u64,
+    original: u8,
+}
+
+struct DebugState {
+    /// False after gdb detached: the vCPUs run on without debugging.
+    attached: bool,
+    /// Each vCPU's action at the next resume; `None` stays parked.
+    actions: Vec<Option<Resume>>,
+    parked: Vec<bool>,
+    /// vCPUs whose threads have ended.
+    finished: Vec<bool>,
+    jobs: Vec<Option<Job>>,
+    stop: Option<StopEvent>,
+    /// Software breakpoints, by linear address.
+    breakpoints: Vec<u64>,
+    patched: Vec<PatchedBreakpoint>,
+    hw_points: Vec<HwPoint>,
+    /// Each vCPU thread, to kick it out of KVM_RUN.
+    threads: Vec<Option<libc::pthread_t>>,
+    ended: Option<u8>,
+    killed: bool,
+}
+
+/// A debugger's controls over the vCPUs of one VM (see the module's comment).
+pub struct DebugControl {
+    /// "Every vCPU: park at your next look." Set at the start, by a stop and by Ctrl-C.
+    stop_requested: AtomicBool,
+    state: Mutex<DebugState>,
+    changed: Condvar,
+    /// Breakpoints by single-stepping (kvm_pvm), not by `int3`.
+    breakpoints_by_stepping: bool,
+    /// How many hardware breakpoints and watchpoints the host offers.
+    hw_points: usize,
+    /// KVM_GUESTDBG_BLOCKIRQ: a step the debugger asks for does not wander into an interrupt
+    /// handler.
+    block_irq_when_stepping: bool,
+    kick: fn(libc::pthread_t),
+}
+
+/// What the host KVM can do for a debugger.
+#[derive(Debug, Clone, Copy)]
+pub struct HostDebugSupport {
+    pub breakpoints_by_stepping: bool,
+    pub hw_points: usize,
+    pub block_irq: bool,
+}
+
+impl DebugControl {
+    /// The control of a VM of `cpus` vCPUs, which start stopped. `kick` sends a thread the
+    /// signal that makes its KVM_RUN return.
+    pub fn new(cpus: usize, host: HostDebugSupport, kick: fn(libc::pthread_t)) -> DebugControl {
+        DebugControl {
+            stop_requested: AtomicBool::new(true),
+            state: Mutex::new(DebugState {
+                attached: true,
+                actions: vec![None; cpus],
+                parked: vec![false; cpus],
+                finished: vec![false; cpus],
+                jobs: (0..cpus).map(|_| None).collect(),
+                stop: Some(StopEvent {
+                    cpu: 0,
+                    reason: StopReason::Interrupted,
+                }),
+                breakpoints: Vec::new(),
+                patched: Vec::new(),
+                hw_points: Vec::new(),
+                threads: vec![None; cpus],
+                ended: None,
+                killed: false,
+            }),
+            changed: Condvar::new(),
+            breakpoints_by_stepping: host.breakpoints_by_stepping,
+            hw_points: host.hw_points.min(DEBUG_REGISTERS),
+            block_irq_when_stepping: host.block_irq,
+            kick,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DebugState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn cpus(&self) -> usize {
+        self.lock().parked.len()
+    }
+
+    pub fn hw_point_count(&self) -> usize {
+        self.hw_points
+    }
+
+    // ---- The vCPU's side ----
+
+    /// Called by each vCPU thread before it first runs: where to send the kick.
+    pub fn register_thread(&self, cpu: usize) {
+        // SAFETY: pthread_self has no preconditions.
+        self.lock().threads[cpu] = Some(unsafe { libc::pthread_self() });
+    }
+
+    /// Called when a vCPU thread ends, whatever the reason.
+    pub fn thread_finished(&self, cpu: usize) {
+        let mut state = self.lock();
+        state.finished[cpu] = true;
+        state.parked[cpu] = false;
+        state.threads[cpu] = None;
+        self.changed.notify_all();
+    }
+
+    /// Must the vCPUs park? One atomic load: the run loop asks at every exit.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// Parks vCPU `cpu` until the debugger resumes it, running the debugger's jobs on it
+    /// meanwhile. `stop_wanted` tells whether the vCPU set is stopping the VM.
+    pub fn park(
+        &self,
+        cpu: usize,
+        access: &mut StoppedCpu<'_>,
+        stop_wanted: &dyn Fn() -> bool,
+    ) -> Unpark {
+        let mut state = self.lock();
+        state.parked[cpu] = true;
+        self.changed.notify_all();
+        loop {
+            if let Some(job) = state.jobs[cpu].take() {
+                drop(state);
+                job(access);
+                state = self.lock();
+                continue;
+            }
+            if state.killed {
+                state.parked[cpu] = false;
+                return Unpark::Kill;
+            }
+            if stop_wanted() {
+                state.parked[cpu] = false;
+                return Unpark::Stop;
+            }
+            if !self.stop_requested() {
+                let action = if state.attached {
+                    state.actions[cpu]
+                } else {
+                    Some(Resume::Continue)
+                };
+                if let Some(action) = action {
+                    state.parked[cpu] = false;
+                    return Unpark::Run(action);
+                }
+            }
+            // A timeout, to see the vCPU set's stop request (it signals another condvar).
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    /// The guest-debug settings vCPU `cpu` runs with under `action` (KVM_SET_GUEST_DEBUG).
+    pub fn guest_debug(&self, action: Resume) -> kvm_guest_debug {
+        let state = self.lock();
+        let mut debug = kvm_guest_debug::default();
+        if !state.attached {
+            return debug;
+        }
+        let mut control = 0;
+        match action {
+            Resume::Step => {
+                control |= KVM_GUESTDBG_SINGLESTEP;
+                if self.block_irq_when_stepping {
+                    control |= KVM_GUESTDBG_BLOCKIRQ;
+                }
+            }
+            Resume::Continue if self.breakpoints_by_stepping && !state.breakpoints.is_empty() => {
+                control |= KVM_GUESTDBG_SINGLESTEP;
+            }
+            Resume::Continue => {}
+        }
+        if !state.patched.is_empty() {
+            control |= KVM_GUESTDBG_USE_SW_BP;
+        }
+        if !state.hw_points.is_empty() {
+            control |= KVM_GUESTDBG_USE_HW_BP;
+            let mut dr7 = 0u64;
+            for (index, point) in state.hw_points.iter().enumerate() {
+                debug.arch.debugreg[index] = point.address;
+                dr7 |= dr7_bits(index, point);
+            }
+            debug.arch.debugreg[7] = dr7;
+        }
+        if control != 0 {
+            debug.control = control | KVM_GUESTDBG_ENABLE;
+        }
+        debug
+    }
+
+    /// A debug exit (KVM_EXIT_DEBUG) of vCPU `cpu`, which was running under `action`, at the
+    /// linear instruction pointer `pc`: the reason to stop, or `None` to go on (a step of
+    /// breakpoint emulation that did not land on a breakpoint).
+    pub fn debug_exit(
+        &self,
+        action: Resume,
+        exception: u32,
+        dr6: u64,
+        pc: u64,
+    ) -> Option<StopReason> {
+        let state = self.lock();
+        if !state.attached {
+            // A last exit from the settings of before the detach: nobody is listening.
+            return None;
+        }
+        if exception == BP_VECTOR {
+            let ours = state.patched.iter().any(|b| b.linear == pc);
+            return Some(if ours {
+                StopReason::SwBreakpoint
+            } else {
+                StopReason::Trap
+            });
+        }
+        if exception != DB_VECTOR {
+            return Some(StopReason::Trap);
+        }
+        // A debug register matched: B0..B3 in DR6.
+        if let Some(index) = (0..state.hw_points.len()).find(|&i| dr6 & (1 << i) != 0) {
+            let point = state.hw_points[index];
+            return Some(match point.kind {
+                HwKind::Execute => StopReason::HwBreakpoint,
+                _ => StopReason::Watch(point),
+            });
+        }
+        if dr6 & DR6_SINGLE_STEP != 0 || dr6 == 0 {
+            if action == Resume::Step {
+                return Some(StopReason::StepDone);
+            }
+            if self.breakpoints_by_stepping {
+                return state
+                    .breakpoints
+                    .contains(&pc)
+                    .then_some(StopReason::SwBreakpoint);
+            }
+        }
+        Some(StopReason::Trap)
+    }
+
+    /// On a host that finishes an `in`/`out` or MMIO instruction before the exit (kvm_pvm), no
+    /// single-step trap follows it: the vCPU reports the instruction done here instead, at the
+    /// linear instruction pointer `pc` after it.
+    pub fn instruction_completed(&self, action: Resume, pc: u64) -> Option<StopReason> {
+        let state = self.lock();
+        if !state.attached {
+            return None;
+        }
+        match action {
+            Resume::Step => Some(StopReason::StepDone),
+            Resume::Continue if self.breakpoints_by_stepping && state.breakpoints.contains(&pc) => {
+                Some(StopReason::SwBreakpoint)
+            }
+            Resume::Continue => None,
+        }
+    }
+
+    /// vCPU `cpu` stopped for `reason`: the first stop since the resume is the one gdb hears
+    /// of; the other vCPUs are asked to park.
+    pub fn report_stop(&self, cpu: usize, reason: StopReason) {
+        let mut state = self.lock();
+        if state.stop.is_none() {
+            state.stop = Some(StopEvent { cpu, reason });
+        }
+        self.stop_requested.store(true, Ordering::Release);
+        self.kick_others(&state, Some(cpu));
+        self.changed.notify_all();
+    }
+
+    fn kick_others(&self, state: &DebugState, except: Option<usize>) {
+        for (index, thread) in state.threads.iter().enumerate() {
+            if Some(index) != except
+                && !state.parked[index]
+                && let Some(thread) = thread
+            {
+                (self.kick)(*thread);
+            }
+        }
+    }
+
+    // ---- The debugger's side ----
+
+    /// Waits up to `patience` for the VM to stop (every live vCPU parked) or the guest to end.
+    pub fn wait_event(&self, patience: Duration) -> Option<DebugEvent> {
+        let deadline = Instant::now() + patience;
+        let mut state = self.lock();
+        loop {
+            if let Some(status) = state.ended {
+                return Some(DebugEvent::Ended(status));
+            }
+            if let Some(stop) = state.stop
+                && state
+                    .parked
+                    .iter()
+                    .zip(&state.finished)
+                    .all(|(p, f)| *p || *f)
+            {
+                return Some(DebugEvent::Stopped(stop));
+            }
+            if self.stop_requested() {
+                // A kick can land just before a thread enters KVM_RUN: kick again.
+                self.kick_others(&state, None);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(10));
+            state = self
+                .changed
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    /// Ctrl-C in gdb: stop every vCPU.
+    pub fn interrupt(&self) {
+        let mut state = self.lock();
+        if state.stop.is_none() {
+            // Reported on the first vCPU still alive.
+            let cpu = state.finished.iter().position(|f| !f).unwrap_or(0);
+            state.stop = Some(StopEvent {
+                cpu,
+                reason: StopReason::Interrupted,
+            });
+        }
+        self.stop_requested.store(true, Ordering::Release);
+        self.kick_others(&state, None);
+        self.changed.notify_all();
+    }
+
+    /// Lets the vCPUs run again, each with its action (`None`: stays parked).
+    pub fn resume(&self, actions: Vec<Option<Resume>>) {
+        let mut state = self.lock();
+        state.actions = actions;
+        state.stop = None;
+        self.stop_requested.store(false, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// gdb detached: forget the breakpoints, and let every vCPU run on, undebugged.
+    pub fn detach(&self) {
+        let mut state = self.lock();
+        state.attached = false;
+        state.breakpoints.clear();
+        state.hw_points.clear();
+        state.stop = None;
+        self.stop_requested.store(false, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    /// gdb killed the guest: the parked vCPUs end it.
+    pub fn kill(&self) {
+        let mut state = self.lock();
+        state.killed = true;
+        self.stop_requested.store(true, Ordering::Release);
+        self.kick_others(&state, None);
+        self.changed.notify_all();
+    }
+
+    /// Did gdb kill the guest?
+    pub fn killed(&self) -> bool {
+        self.lock().killed
+    }
+
+    /// The guest has ended with `status` (called by the VM once its vCPUs are done).
+    pub fn guest_ended(&self, status: u8) {
+        let mut state = self.lock();
+        state.ended = Some(status);
+        self.changed.notify_all();
+    }
+
+    /// Has the guest ended? The stub's reads give up then, whatever gdb is doing.
+    pub fn is_over(&self) -> bool {
+        self.lock().ended.is_some()
+    }
+
+    /// Runs `work` on parked vCPU `cpu` and returns its result; `None` if that vCPU is gone or
+    /// not parked.
+    pub fn on_cpu<R: Send + 'static>(
+        &self,
+        cpu: usize,
+        work: impl FnOnce(&mut StoppedCpu<'_>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (done, result) = mpsc::channel();
+        {
+            let mut state = self.lock();
+            if cpu >= state.parked.len() || !state.parked[cpu] {
+                return None;
+            }
+            state.jobs[cpu] = Some(Box::new(move |access: &mut StoppedCpu<'_>| {
+                let _ = done.send(work(access));
+            }));
+            self.changed.notify_all();
+        }
+        loop {
+            match result.recv_timeout(Duration::from_millis(50)) {
+                Ok(value) => return Some(value),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let state = self.lock();
+                    if !state.parked[cpu] && state.jobs[cpu].is_some() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a software breakpoint at a linear address. With `int3` breakpoints, vCPU
+    /// `cpu` translates it and the byte is written now. False if it cannot be placed.
+    pub fn add_sw_breakpoint(&self, cpu: usize, linear: u64) -> bool {
+        if self.lock().breakpoints.contains(&linear) {
+            return true;
+        }
+        if !self.breakpoints_by_stepping {
+            let patched = self.on_cpu(cpu, move |access| {
+                let physical = access.translate(linear)?;
+                let original = access.memory.read_obj::<u8>(GuestAddress(physical)).ok()?;
+                access.memory.write_obj(INT3, GuestAddress(physical)).ok()?;
+                Some(PatchedBreakpoint {
+                    linear,
+                    physical,
+                    original,
+                })
+            });
+            match patched.flatten() {
+                Some(patch) => self.lock().patched.push(patch),
+                None => return false,
+            }
+        }
+        self.lock().breakpoints.push(linear);
+        true
+    }
+
+    /// Removes a software breakpoint (and its `int3`). False if there was none.
+    pub fn remove_sw_breakpoint(&self, cpu: usize, linear: u64) -> bool {
+        let mut state = self.lock();
+        let Some(position) = state.breakpoints.iter().position(|&b| b == linear) else {
+            return false;
+        };
+        state.breakpoints.remove(position);
+        if let Some(index) = state.patched.iter().position(|p| p.linear == linear) {
+            let patch = state.patched.remove(index);
+            drop(state);
+            // Put the guest's own byte back (if the guest has not overwritten the int3).
+            let restored = self.on_cpu(cpu, move |access| {
+                let now = access.memory.read_obj::<u8>(GuestAddress(patch.physical));
+                if now.is_ok_and(|byte| byte == INT3) {
+                    let _ = access
+                        .memory
+                        .write_obj(patch.original, GuestAddress(patch.physical));
+                }
+            });
+            return restored.is_some();
+        }
+        true
+    }
+
+    /// Adds a hardware breakpoint or watchpoint; false when every debug register is taken
+    /// (or the host has none).
+    pub fn add_hw_point(&self, point: HwPoint) -> bool {
+        let mut state = self.lock();
+        if state.hw_points.len() >= self.hw_points {
+            return false;
+        }
+        state.hw_points.push(point);
+        true
+    }
+
+    pub fn remove_hw_point(&self, point: HwPoint) -> bool {
+        let mut state = self.lock();
+        match state.hw_points.iter().position(|p| *p == point) {
+            Some(index) => {
+                state.hw_points.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// DR7's bits for debug register `index`: enabled (local), what it watches, and how wide.
+fn dr7_bits(index: usize, point: &HwPoint) -> u64 {
+    let condition: u64 = match point.kind {
+        HwKind::Execute => 0b00,
+        HwKind::Write => 0b01,
+        HwKind::ReadWrite => 0b11,
+    };
+    let len: u64 = match (point.kind, point.len) {
+        (HwKind::Execute, _) | (_, 1) => 0b00,
+        (_, 2) => 0b01,
+        (_, 8) => 0b10,
+        _ => 0b11,
+    };
+    let shift = 16 + 4 * index;
+    (1 << (2 * index)) | (condition << shift) | (len << (shift + 2))
+}
+
+/// A vCPU's registers as the debugger sees them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuState {
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    pub fpu: kvm_fpu,
+}
+
+impl CpuState {
+    pub fn mode(&self) -> CpuMode {
+        CpuMode::of(&self.sregs)
+    }
+}
+
+/// A parked vCPU, as a job sees it: the vCPU itself and the guest's memory.
+pub struct StoppedCpu<'a> {
+    pub fd: &'a VcpuFd,
+    pub memory: &'a GuestMemoryMmap,
+}
+
+impl StoppedCpu<'_> {
+    pub fn state(&self) -> Option<CpuState> {
+        Some(CpuState {
+            regs: self.fd.get_regs().ok()?,
+            sregs: self.fd.get_sregs().ok()?,
+            fpu: self.fd.get_fpu().unwrap_or_default(),
+        })
+    }
+
+    /// Writes the general-purpose registers, RIP and RFLAGS (not the segments, which gdb
+    /// cannot set consistently with their descriptors).
+    pub fn set_regs(&self, regs: &kvm_regs) -> bool {
+        self.fd.set_regs(regs).is_ok()
+    }
+
+    /// The guest-physical address of a linear one, through this vCPU's page tables (none
+    /// without paging).
+    pub fn translate(&self, linear: u64) -> Option<u64> {
+        let sregs = self.fd.get_sregs().ok()?;
+        if sregs.cr0 & CR0_PG == 0 {
+            return Some(linear & 0xffff_ffff);
+        }
+        let translation = self.fd.translate_gva(linear).ok()?;
+        (translation.valid != 0).then_some(translation.physical_address)
+    }
+
+    /// Reads guest memory at a linear address, page by page; how many bytes it could read.
+    pub fn read_linear(&self, linear: u64, data: &mut [u8]) -> usize {
+        self.for_each_page(linear, data.len(), |physical, range| {
+            self.memory
+                .read_slice(&mut data[range], GuestAddress(physical))
+                .is_ok()
+        })
+    }
+
+    /// Writes guest memory at a linear address; how many bytes it could write.
+    pub fn write_linear(&self, linear: u64, data: &[u8]) -> usize {
+        self.for_each_page(linear, data.len(), |physical, range| {
+            self.memory
+                .write_slice(&data[range], GuestAddress(physical))
+                .is_ok()
+        })
+    }
+
+    /// Calls `access` for each page-sized piece of `len` bytes at `linear`, with its physical
+    /// address and its range in the buffer, until a piece fails; the bytes done.
+    fn for_each_page(
+        &self,
+        linear: u64,
+        len: usize,
+        mut access: impl FnMut(u64, std::ops::Range<usize>) -> bool,
+    ) -> usize {
+        let mut done = 0;
+        while done < len {
+            let address = linear.wrapping_add(done as u64);
+            let in_page = (4096 - (address % 4096)) as usize;
+            let piece = in_page.min(len - done);
+            let Some(physical) = self.translate(address) else {
+                break;
+            };
+            if !access(physical, done..done + piece) {
+                break;
+            }
+            done += piece;
+        }
+        done
+    }
+}
+
+/// What a debugger front end (the GDB stub) does with a VM: serve its debugger on a thread of
+/// its own until the guest ends or the debugger leaves.
+pub trait DebugStub: Send {
+    /// The guest's name in messages.
+    fn serve(self: Box<Self>, target: DebugTarget);
+}
+
+/// The VM as a debugger front end sees it.
+pub struct DebugTarget {
+    pub name: String,
+    pub control: Arc<DebugControl>,
+    /// The widest mode the guest's image says it runs in (a 64-bit kernel may start in
+    /// protected mode), which chooses the register set gdb is told about.
+    pub widest_mode: CpuMode,
+    /// Put the stub's thread under its seccomp filter once connected.
+    pub seccomp: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dr7_enables_each_register_with_its_condition_and_length() {
+        let write4 = HwPoint {
+            address: 0x1000,
+            kind: HwKind::Write,
+            len: 4,
+        };
+        // L1 (bit 2), R/W1 = 01 (bits 20-21), LEN1 = 11 (bits 22-23).
+        assert_eq!(dr7_bits(1, &write4), 0b100 | (0b01 << 20) | (0b11 << 22));
+        let exec = HwPoint {
+            address: 0x1000,
+            kind: HwKind::Execute,
+            len: 1,
+        };
+        assert_eq!(dr7_bits(0, &exec), 1);
+        let rw8 = HwPoint {
+            address: 0x1000,
+            kind: HwKind::ReadWrite,
+            len: 8,
+        };
+        assert_eq!(dr7_bits(3, &rw8), (1 << 6) | (0b11 << 28) | (0b10 << 30));
+    }
+
+    fn control(by_stepping: bool) -> DebugControl {
+        DebugControl::new(
+            1,
+            HostDebugSupport {
+                breakpoints_by_stepping: by_stepping,
+                hw_points: 4,
+                block_irq: true,
+            },
+            |_| {},
+        )
+    }
+
+    #[test]
+    fn a_step_blocks_interrupts_and_breakpoints_by_stepping_single_step() {
+        let debug = control(true);
+        let step = debug.guest_debug(Resume::Step);
+        assert_eq!(
+            step.control,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP | KVM_GUESTDBG_BLOCKIRQ
+        );
+        // No breakpoint: the guest runs undebugged.
+        assert_eq!(debug.guest_debug(Resume::Continue).control, 0);
+        assert!(debug.add_sw_breakpoint(0, 0x10005));
+        assert_eq!(
+            debug.guest_debug(Resume::Continue).control,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+        );
+        // A step of the emulation lands on the breakpoint, or does not.
+        let bs = DR6_SINGLE_STEP;
+        assert_eq!(
+            debug.debug_exit(Resume::Continue, DB_VECTOR, bs, 0x10005),
+            Some(StopReason::SwBreakpoint)
+        );
+        assert_eq!(
+            debug.debug_exit(Resume::Continue, DB_VECTOR, bs, 0x10004),
+            None
+        );
+        assert_eq!(
+            debug.debug_exit(Resume::Step, DB_VECTOR, bs, 0x10004),
+            Some(StopReason::StepDone)
+        );
+        assert!(debug.remove_sw_breakpoint(0, 0x10005));
+        assert!(!debug.remove_sw_breakpoint(0, 0x10005));
+    }
+
+    #[test]
+    fn watchpoints_fill_the_debug_registers_and_report_which_fired() {
+        let debug = control(false);
+        let watch = HwPoint {
+            address: 0x2000,
+            kind: HwKind::Write,
+            len: 4,
+        };
+        for _ in 0..4 {
+            assert!(debug.add_hw_point(watch));
+        }
+        assert!(!debug.add_hw_point(watch), "a fifth debug register");
+        let settings = debug.guest_debug(Resume::Continue);
+        assert_eq!(
+            settings.control,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP
+        );
+        assert_eq!(settings.arch.debugreg[2], 0x2000);
+        assert_eq!(
+            debug.debug_exit(Resume::Continue, DB_VECTOR, 0b0100, 0x10000),
+            Some(StopReason::Watch(watch))
+        );
+        // A #BP that is not one of ours is the guest's own int3.
+        assert_eq!(
+            debug.debug_exit(Resume::Continue, BP_VECTOR, 0, 0x10000),
+            Some(StopReason::Trap)
+        );
+    }
+
+    #[test]
+    fn detaching_lets_every_vcpu_run_undebugged() {
+        let debug = control(true);
+        assert!(debug.add_sw_breakpoint(0, 0x10005));
+        debug.detach();
+        assert_eq!(debug.guest_debug(Resume::Continue).control, 0);
+        assert!(!debug.stop_requested());
+    }
+}
