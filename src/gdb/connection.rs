@@ -1,7 +1,8 @@
 //! gdb's end of the wire: a TCP or Unix socket, listened on before the guest starts.
 //!
 //! Reads wait in `poll` in short slices, so that a stub blocked on gdb notices the guest ending
-//! (`--timeout`, Ctrl-A x) and lets go; writes are gathered and sent as whole packets.
+//! (`--timeout`, Ctrl-A x) and lets go, and turns away a second gdb with a message; writes are
+//! gathered and sent as whole packets.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -21,8 +22,9 @@ const SLICE: Duration = Duration::from_millis(50);
 /// A listening socket, bound before the guest starts (so that a port in use is an error then).
 pub enum Listener {
     Tcp(TcpListener),
-    /// The socket and the path it made, removed when the session ends.
-    Unix(UnixListener, PathBuf),
+    /// The socket and the path it made: removed when gdb connects (the stub's thread may not
+    /// unlink files once it is filtered), or at the end if gdb never came.
+    Unix(UnixListener, Option<PathBuf>),
 }
 
 impl Listener {
@@ -38,7 +40,7 @@ impl Listener {
                     )
                 })?,
             GdbAddress::Unix(path) => UnixListener::bind(path)
-                .map(|listener| Listener::Unix(listener, path.clone()))
+                .map(|listener| Listener::Unix(listener, Some(path.clone())))
                 .map_err(|error| {
                     format!(
                         "--gdb: cannot make the socket {}: {error} (the directory must exist, \
@@ -65,7 +67,9 @@ impl Listener {
             Listener::Tcp(listener) => listener
                 .local_addr()
                 .map_or_else(|_| "?".into(), |address| address.to_string()),
-            Listener::Unix(_, path) => path.display().to_string(),
+            Listener::Unix(_, path) => path
+                .as_ref()
+                .map_or_else(|| "?".into(), |path| path.display().to_string()),
         }
     }
 
@@ -76,8 +80,29 @@ impl Listener {
         }
     }
 
+    /// Answers every gdb now waiting to connect with an error packet, which gdb prints as
+    /// "Remote failure reply: E.<why>", and closes its connection. (Only TCP: a Unix socket
+    /// loses its name once gdb is connected.)
+    fn turn_away(&self, why: &str) {
+        let Listener::Tcp(listener) = self else {
+            return;
+        };
+        let reply = packet(&format!("E.{why}"));
+        while let Ok((mut stream, _)) = listener.accept() {
+            // Read what gdb sends until it closes (or half a second passes): a socket closed
+            // with bytes unread resets the connection, and gdb would lose the answer. (The
+            // socket blocks: Linux's accept does not pass the listener's O_NONBLOCK on.)
+            let _ = Write::write_all(&mut stream, &reply);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut sink = [0u8; 512];
+            while wait_readable(stream.as_raw_fd(), Duration::from_millis(500)).unwrap_or(false)
+                && Read::read(&mut stream, &mut sink).is_ok_and(|read| read > 0)
+            {}
+        }
+    }
+
     /// Waits for gdb; `None` if the guest ended first (`--timeout`).
-    pub fn accept(&self, control: &DebugControl) -> Option<io::Result<GdbConnection>> {
+    pub fn accept(&mut self, control: &DebugControl) -> Option<io::Result<GdbConnection>> {
         loop {
             if control.is_over() {
                 return None;
@@ -94,8 +119,12 @@ impl Listener {
                     stream.set_nodelay(true)?;
                     Ok(Stream::Tcp(stream))
                 }),
-                Listener::Unix(listener, _) => listener.accept().and_then(|(stream, _)| {
+                Listener::Unix(listener, path) => listener.accept().and_then(|(stream, _)| {
                     stream.set_nonblocking(false)?;
+                    // Nobody else connects to a socket without a name.
+                    if let Some(path) = path.take() {
+                        let _ = std::fs::remove_file(path);
+                    }
                     Ok(Stream::Unix(stream))
                 }),
             };
@@ -108,9 +137,15 @@ impl Listener {
     }
 }
 
+/// A remote-protocol packet (after gdb's acknowledgement): `+$DATA#CHECKSUM`.
+fn packet(data: &str) -> Vec<u8> {
+    let checksum = data.bytes().fold(0u8, |sum, byte| sum.wrapping_add(byte));
+    format!("+${data}#{checksum:02x}").into_bytes()
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, Some(path)) = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -140,6 +175,11 @@ pub struct GdbConnection {
     output: Vec<u8>,
     /// Set once the session starts: reads give up when the guest is over.
     control: Option<std::sync::Arc<DebugControl>>,
+    /// The listening socket, kept to turn away a second gdb (and to remove a Unix socket's
+    /// file at the end).
+    listener: Option<Listener>,
+    /// Why another gdb is turned away.
+    busy: String,
 }
 
 impl GdbConnection {
@@ -153,11 +193,23 @@ impl GdbConnection {
             end: 0,
             output: Vec::with_capacity(Self::OUTPUT_LIMIT),
             control: None,
+            listener: None,
+            busy: String::new(),
         }
     }
 
-    pub fn watch(&mut self, control: std::sync::Arc<DebugControl>) {
+    /// Starts the session: reads give up once `control` says the guest is over, and other gdbs
+    /// connecting to `listener` are turned away (for guest `name`).
+    pub fn start_session(
+        &mut self,
+        control: std::sync::Arc<DebugControl>,
+        listener: Listener,
+        name: &str,
+    ) {
         self.control = Some(control);
+        self.listener = Some(listener);
+        self.busy =
+            format!("mini-kvm: guest '{name}' has a gdb attached already, and takes one at a time");
     }
 
     /// Is a byte from gdb ready, waiting at most `patience` for one?
@@ -165,13 +217,21 @@ impl GdbConnection {
         if self.start < self.end {
             return Ok(true);
         }
+        self.turn_away_others();
         wait_readable(self.stream.fd(), patience)
+    }
+
+    fn turn_away_others(&self) {
+        if let Some(listener) = &self.listener {
+            listener.turn_away(&self.busy);
+        }
     }
 
     /// Reads what gdb sent into the buffer, waiting for it in slices; an error at end of
     /// stream or when the guest is over.
     fn fill(&mut self) -> io::Result<()> {
         while !wait_readable(self.stream.fd(), SLICE)? {
+            self.turn_away_others();
             if self
                 .control
                 .as_ref()

@@ -63,7 +63,8 @@ impl GdbServer {
 impl DebugStub for GdbServer {
     fn serve(self: Box<Self>, target: DebugTarget) {
         let control = std::sync::Arc::clone(&target.control);
-        let mut connection = match self.listener.accept(&control) {
+        let mut listener = self.listener;
+        let mut connection = match listener.accept(&control) {
             // The guest ended (--timeout) before gdb came.
             None => return,
             Some(Ok(connection)) => connection,
@@ -77,9 +78,8 @@ impl DebugStub for GdbServer {
             }
         };
         let wide = self.symbols_64bit || target.widest_mode == CpuMode::Long64;
-        // One gdb per guest: a second one is refused by the kernel from now on.
-        drop(self);
-        connection.watch(std::sync::Arc::clone(&control));
+        // One gdb per guest: the connection keeps the listener to turn the others away.
+        connection.start_session(std::sync::Arc::clone(&control), listener, &target.name);
         say(&target.name, "gdb attached");
         if target.seccomp {
             seccomp::install_or_exit(Role::Debugger);
@@ -101,7 +101,7 @@ impl DebugStub for GdbServer {
                 if !control.is_over() {
                     say(
                         &target.name,
-                        &format!("gdb's session ended ({error}): the guest runs on"),
+                        &format!("gdb left without detaching ({error}): the guest runs on"),
                     );
                 }
             }

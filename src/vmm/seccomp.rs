@@ -154,7 +154,14 @@ fn extra_calls(role: Role) -> &'static [i64] {
         Role::Vcpu | Role::Waiter => &[],
         // Its socket: std reads a socket with recv and writes it with send (MSG_NOSIGNAL: a
         // closed connection is an error, not a SIGPIPE), which are recvfrom and sendto.
-        Role::Debugger => &[libc::SYS_read, libc::SYS_recvfrom, libc::SYS_sendto],
+        // And accept4 and shutdown, to tell a second gdb that it is not welcome.
+        Role::Debugger => &[
+            libc::SYS_read,
+            libc::SYS_recvfrom,
+            libc::SYS_sendto,
+            libc::SYS_accept4,
+            libc::SYS_shutdown,
+        ],
         Role::EventLoop => &[
             libc::SYS_read,
             // virtio-blk's requests (devices/virtio/block.rs) run on the event loop.
@@ -497,6 +504,8 @@ fn syscall_name(call: i64) -> &'static str {
         (libc::SYS_bind, "bind"),
         (libc::SYS_sendto, "sendto"),
         (libc::SYS_recvfrom, "recvfrom"),
+        (libc::SYS_accept4, "accept4"),
+        (libc::SYS_shutdown, "shutdown"),
         (libc::SYS_mount, "mount"),
         (libc::SYS_prctl, "prctl"),
         (libc::SYS_seccomp, "seccomp"),
