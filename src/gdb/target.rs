@@ -46,7 +46,7 @@ pub struct GuestTarget<A> {
 
 /// i386's registers, named as the 8086: gdb then disassembles 16-bit code as such (it ignores
 /// `set architecture i8086` when a target description names i386).
-const REAL_MODE_DESCRIPTION: &str = r#"<target version="1.0"><architecture>i8086</architecture><feature name="org.gnu.gdb.i386.sse"></feature></target>"#;
+const REAL_MODE_DESCRIPTION: &str = r#"<target version="1.0"><architecture>i8086</architecture><osabi>none</osabi><feature name="org.gnu.gdb.i386.sse"></feature></target>"#;
 
 impl<A: X86View> GuestTarget<A> {
     /// The target of a guest that starts in `entry_mode`.
