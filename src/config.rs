@@ -66,6 +66,11 @@ pub enum ConfigError {
     )]
     BadGdb(String),
     #[error(
+        "--gdb {port} with {guests} guests: the last one would listen past port 65535; choose a \
+         lower port, or 0"
+    )]
+    GdbPortsRunOut { port: u16, guests: usize },
+    #[error(
         "--net with {0} guests: a TAP device belongs to one guest; run the guest that needs it \
          alone"
     )]
@@ -390,6 +395,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gdb_addresses_and_one_per_guest() {
+        assert_eq!(parse_gdb("1234"), Ok(GdbAddress::Tcp(1234)));
+        assert_eq!(
+            parse_gdb("/tmp/g.sock"),
+            Ok(GdbAddress::Unix("/tmp/g.sock".into()))
+        );
+        for bad in ["65536", "-1", "port", ""] {
+            assert_eq!(parse_gdb(bad), Err(ConfigError::BadGdb(bad.into())));
+        }
+        let tcp = GdbAddress::Tcp(1234);
+        assert_eq!(tcp.for_guest(0, 1), Ok(GdbAddress::Tcp(1234)));
+        assert_eq!(tcp.for_guest(2, 3), Ok(GdbAddress::Tcp(1236)));
+        assert_eq!(GdbAddress::Tcp(0).for_guest(2, 3), Ok(GdbAddress::Tcp(0)));
+        assert_eq!(
+            GdbAddress::Tcp(65535).for_guest(1, 2),
+            Err(ConfigError::GdbPortsRunOut {
+                port: 65535,
+                guests: 2
+            })
+        );
+        let unix = GdbAddress::Unix("/tmp/g.sock".into());
+        assert_eq!(unix.for_guest(0, 1), Ok(unix.clone()));
+        assert_eq!(
+            unix.for_guest(1, 2),
+            Ok(GdbAddress::Unix("/tmp/g.sock.2".into()))
+        );
+    }
+
+    #[test]
     fn memory_sizes() {
         assert_eq!(parse_memory_size("1M"), Ok(1 << 20));
         assert_eq!(parse_memory_size("64m"), Ok(64 << 20));
@@ -557,7 +591,10 @@ impl GdbAddress {
             GdbAddress::Tcp(0) => Ok(GdbAddress::Tcp(0)),
             GdbAddress::Tcp(port) => u16::try_from(usize::from(*port) + index)
                 .map(GdbAddress::Tcp)
-                .map_err(|_| ConfigError::BadGdb(format!("{port} + {index}"))),
+                .map_err(|_| ConfigError::GdbPortsRunOut {
+                    port: *port,
+                    guests: count,
+                }),
             GdbAddress::Unix(path) => {
                 let mut path = path.clone().into_os_string();
                 path.push(format!(".{}", index + 1));

@@ -551,6 +551,39 @@ fn two_guests_each_have_a_stub_of_their_own() {
 }
 
 #[test]
+fn each_vcpu_is_a_thread() {
+    let guest = Guest::start("0", &["--cpus", "2", "smp"]);
+    let session = guest.gdb(
+        None,
+        &[
+            "info threads",
+            "thread 2",
+            // vCPU 1 waits for its INIT and SIPI at the reset vector, in real mode.
+            "printf \"= cpu 1 at %#x, cs %#x\\n\", $eip, $cs",
+            "continue",
+        ],
+    );
+    for text in [
+        "* 1    Thread 1.1 (vCPU 0, protected mode (32-bit)) 0x00010000 in ?? ()",
+        "  2    Thread 1.2 (vCPU 1, real mode (16-bit))      0xfffffff0 in ?? ()",
+        "[Inferior 1 (process 1) exited normally]",
+    ] {
+        assert!(session.stdout.contains(text), "no {text:?}: {session:?}");
+    }
+    assert_eq!(
+        printed(&session.stdout),
+        ["cpu 1 at 0xfffffff0, cs 0xf000"],
+        "{session:?}"
+    );
+    let run = guest.finish();
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout_text().ends_with("smp: 550 primes below 4000\n"),
+        "{run:?}"
+    );
+}
+
+#[test]
 fn a_second_gdb_is_refused_and_the_first_one_leaving_lets_the_guest_run() {
     use std::net::TcpStream;
     let guest = Guest::start("0", &["hello"]);
