@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Run, host_kvm_module, mini_kvm, mini_kvm_binary, require_kvm, scratch, test_guest};
+use common::{
+    Run, host_kvm_module, mini_kvm, mini_kvm_binary, require_kvm, run_watched, scratch, test_guest,
+};
 
 /// No gdb session in these tests takes anywhere near this long.
 const WATCHDOG: Duration = Duration::from_secs(120);
@@ -141,8 +143,8 @@ impl std::fmt::Debug for GdbRun {
     }
 }
 
-/// `gdb -batch -nx [FILE] -ex 'target remote TARGET' -ex COMMAND...`, under a watchdog; with
-/// `interrupt`, gdb gets a SIGINT after that long, as from Ctrl-C in its terminal.
+/// `gdb -batch -nx [FILE] -ex 'target remote TARGET' -ex COMMAND...`, under the watchdog;
+/// with `interrupt`, gdb gets a SIGINT after that long, as from Ctrl-C in its terminal.
 fn gdb(
     target: &str,
     file: Option<&Path>,
@@ -158,45 +160,18 @@ fn gdb(
     for line in commands {
         command.args(["-ex", line]);
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start gdb");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let stdout = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let stderr = thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
     let mut interrupt = interrupt;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if interrupt.is_some_and(|after| started.elapsed() >= after) {
+    let run = run_watched(&mut command, b"", &mut |pid, elapsed| {
+        if interrupt.is_some_and(|after| elapsed >= after) {
             interrupt = None;
             // SAFETY: kill has no memory preconditions; the pid is our child's, not reaped.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
         }
-        if started.elapsed() > WATCHDOG {
-            let _ = child.kill();
-            panic!("gdb hung: {:?}", stdout.join());
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    });
     GdbRun {
-        status: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+        status: run.status,
+        stdout: run.stdout_text(),
+        stderr: run.stderr,
     }
 }
 

@@ -72,6 +72,11 @@ fn x87(fpu: &kvm_fpu) -> ([[u8; 10]; 8], X87FpuInternalRegs) {
     (st, internal)
 }
 
+/// The first N SSE registers (i386 has 8, amd64 16).
+fn xmm<const N: usize>(fpu: &kvm_fpu) -> [u128; N] {
+    std::array::from_fn(|index| u128::from_le_bytes(fpu.xmm[index]))
+}
+
 impl X86View for X86_SSE {
     fn read(cpu: &CpuState, registers: &mut X86CoreRegs) {
         let regs = &cpu.regs;
@@ -87,9 +92,7 @@ impl X86View for X86_SSE {
         registers.eflags = regs.rflags as u32;
         registers.segments = segments(&cpu.sregs);
         (registers.st, registers.fpu) = x87(&cpu.fpu);
-        for (xmm, kvm) in registers.xmm.iter_mut().zip(&cpu.fpu.xmm) {
-            *xmm = u128::from_le_bytes(*kvm);
-        }
+        registers.xmm = xmm(&cpu.fpu);
         registers.mxcsr = cpu.fpu.mxcsr;
     }
 
@@ -117,62 +120,36 @@ impl X86View for X86_SSE {
     }
 }
 
+/// KVM's general-purpose registers in gdb's amd64 order: RAX, RBX, RCX, RDX, RSI, RDI, RBP, RSP,
+/// R8-R15.
+fn amd64_order(r: &mut kvm_regs) -> [&mut u64; 16] {
+    [
+        &mut r.rax, &mut r.rbx, &mut r.rcx, &mut r.rdx, &mut r.rsi, &mut r.rdi, &mut r.rbp,
+        &mut r.rsp, &mut r.r8, &mut r.r9, &mut r.r10, &mut r.r11, &mut r.r12, &mut r.r13,
+        &mut r.r14, &mut r.r15,
+    ]
+}
+
 impl X86View for X86_64_SSE {
     fn read(cpu: &CpuState, registers: &mut X86_64CoreRegs) {
-        let r = &cpu.regs;
-        registers.regs = [
-            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11,
-            r.r12, r.r13, r.r14, r.r15,
-        ];
-        registers.rip = program_counter(r, &cpu.sregs);
-        registers.eflags = r.rflags as u32;
+        let mut regs = cpu.regs;
+        for (register, value) in registers.regs.iter_mut().zip(amd64_order(&mut regs)) {
+            *register = *value;
+        }
+        registers.rip = program_counter(&cpu.regs, &cpu.sregs);
+        registers.eflags = cpu.regs.rflags as u32;
         registers.segments = segments(&cpu.sregs);
         (registers.st, registers.fpu) = x87(&cpu.fpu);
-        for (xmm, kvm) in registers.xmm.iter_mut().zip(&cpu.fpu.xmm) {
-            *xmm = u128::from_le_bytes(*kvm);
-        }
+        registers.xmm = xmm(&cpu.fpu);
         registers.mxcsr = cpu.fpu.mxcsr;
     }
 
     fn write(registers: &X86_64CoreRegs, sregs: &kvm_sregs, regs: &mut kvm_regs) {
-        let [
-            rax,
-            rbx,
-            rcx,
-            rdx,
-            rsi,
-            rdi,
-            rbp,
-            rsp,
-            r8,
-            r9,
-            r10,
-            r11,
-            r12,
-            r13,
-            r14,
-            r15,
-        ] = registers.regs;
-        *regs = kvm_regs {
-            rax,
-            rbx,
-            rcx,
-            rdx,
-            rsi,
-            rdi,
-            rbp,
-            rsp,
-            r8,
-            r9,
-            r10,
-            r11,
-            r12,
-            r13,
-            r14,
-            r15,
-            rip: rip_of(registers.rip, sregs),
-            rflags: u64::from(registers.eflags),
-        };
+        for (slot, value) in amd64_order(regs).into_iter().zip(registers.regs) {
+            *slot = value;
+        }
+        regs.rip = rip_of(registers.rip, sregs);
+        regs.rflags = u64::from(registers.eflags);
     }
 
     fn address(value: u64) -> u64 {

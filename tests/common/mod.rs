@@ -122,16 +122,26 @@ pub fn mini_kvm(args: &[&str], stdin: &[u8]) -> Run {
 
 /// Runs a prepared command (extra environment, another user...) with `stdin` as input.
 pub fn mini_kvm_with(command: &mut Command, stdin: &[u8]) -> Run {
+    run_watched(command, stdin, &mut |_, _| {})
+}
+
+/// Runs `command` with `stdin` as input under the watchdog, calling `tick` with its process ID
+/// and the time since it started every few milliseconds while it runs (to signal it).
+pub fn run_watched(
+    command: &mut Command,
+    stdin: &[u8],
+    tick: &mut dyn FnMut(u32, Duration),
+) -> Run {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start mini-kvm");
+        .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_vec();
     let feeder = thread::spawn(move || {
-        // The guest may end without reading everything: a broken pipe is fine.
+        // The program may end without reading everything: a broken pipe is fine.
         let _ = input.write_all(&stdin);
     });
     let mut stdout_pipe = child.stdout.take().unwrap();
@@ -148,20 +158,21 @@ pub fn mini_kvm_with(command: &mut Command, stdin: &[u8]) -> Run {
     });
     let started = Instant::now();
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for mini-kvm") {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
             break status;
         }
         if started.elapsed() > WATCHDOG {
             let _ = child.kill();
-            panic!("mini-kvm {command:?} hung for {WATCHDOG:?}: killed");
+            panic!("{command:?} hung for {WATCHDOG:?}: killed");
         }
+        tick(child.id(), started.elapsed());
         thread::sleep(Duration::from_millis(5));
     };
     feeder.join().unwrap();
     Run {
         status: status
             .code()
-            .unwrap_or_else(|| panic!("mini-kvm killed by {status}")),
+            .unwrap_or_else(|| panic!("{command:?} killed by {status}")),
         stdout: stdout_reader.join().unwrap(),
         stderr: stderr_reader.join().unwrap(),
     }
