@@ -42,7 +42,7 @@ const INT3: u8 = 0xcc;
 pub const DEBUG_REGISTERS: usize = 4;
 /// Debug exceptions: #DB (single-step, debug registers) and #BP (`int3`).
 const DB_VECTOR: u32 = 1;
-const BP_VECTOR: u32 = 3;
+pub const BP_VECTOR: u32 = 3;
 /// DR6.BS: the #DB came from single-stepping (RFLAGS.TF).
 const DR6_SINGLE_STEP: u64 = 1 << 14;
 
@@ -365,6 +365,11 @@ impl DebugControl {
             }
         }
         Some(StopReason::Trap)
+    }
+
+    /// Is there an `int3` of ours at this linear address?
+    pub fn is_patched(&self, linear: u64) -> bool {
+        self.lock().patched.iter().any(|b| b.linear == linear)
     }
 
     /// On a host that finishes an `in`/`out` or MMIO instruction before the exit (kvm_pvm), no

@@ -19,7 +19,7 @@ use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
 use super::coalesced::OutputCoalescing;
-use super::debug::{DebugControl, Resume, StoppedCpu, Unpark};
+use super::debug::{BP_VECTOR, DebugControl, Resume, StoppedCpu, Unpark};
 use super::exit::{Buses, ExitAction, VmExit, handle_exit};
 use super::memory::read_prefix;
 use super::outcome::Fault;
@@ -173,7 +173,16 @@ impl Vcpu {
             if let (VmExit::Debug { exception, dr6 }, Some(debug)) = (&exit, &self.debug) {
                 // A step or a breakpoint: stop the VM for the debugger, or (a step of
                 // breakpoint emulation elsewhere) go on.
-                let pc = self.linear_pc();
+                let mut pc = self.linear_pc();
+                if *exception == BP_VECTOR
+                    && !debug.is_patched(pc)
+                    && debug.is_patched(pc.wrapping_sub(1))
+                {
+                    // RIP past our int3: back onto the breakpoint, where gdb expects it.
+                    self.fd.sync_regs_mut().regs.rip -= 1;
+                    self.fd.set_sync_dirty_reg(SyncReg::Register);
+                    pc -= 1;
+                }
                 if let Some(reason) = debug.debug_exit(self.debug_action, *exception, *dr6, pc) {
                     debug.report_stop(self.index, reason);
                 }

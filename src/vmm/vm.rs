@@ -394,8 +394,15 @@ impl Vm {
             None => None,
         };
         let mut watcher = Watcher::new(timeout, event_handlers).map_err(VmError::EventLoop)?;
-        let (mut set, first_cpu) =
-            VcpuSet::start(vcpus, control, &name, seccomp).map_err(VmError::Thread)?;
+        let (mut set, first_cpu) = match VcpuSet::start(vcpus, control, &name, seccomp) {
+            Ok(started) => started,
+            Err(error) => {
+                if let Some((control, thread)) = debugging {
+                    end_debugging(&control, thread, super::outcome::exit_code::SETUP_ERROR);
+                }
+                return Err(VmError::Thread(error));
+            }
+        };
         // vCPU 0 runs on this thread (vcpus.rs says why); the event loop on a thread of its
         // own, which also stops every vCPU once the guest is over.
         let (first_end, watched) = thread::scope(|scope| {
