@@ -143,7 +143,8 @@ impl std::fmt::Debug for GdbRun {
     }
 }
 
-/// `gdb -batch -nx [FILE] -ex 'target remote TARGET' -ex COMMAND...`, under the watchdog;
+/// `gdb -batch -nx [FILE] -ex 'target remote TARGET' -ex COMMAND...` (no `target remote` for an
+/// empty TARGET), under the watchdog;
 /// with `interrupt`, gdb gets a SIGINT after that long, as from Ctrl-C in its terminal.
 fn gdb(
     target: &str,
@@ -156,7 +157,10 @@ fn gdb(
     if let Some(file) = file {
         command.arg(file);
     }
-    command.args(["-ex", &format!("target remote {target}")]);
+    // No target: gdb only reads the file.
+    if !target.is_empty() {
+        command.args(["-ex", &format!("target remote {target}")]);
+    }
     for line in commands {
         command.args(["-ex", line]);
     }
@@ -656,25 +660,38 @@ fn a_hardware_watchpoint_fires_in_the_os_kernel() {
         mini_kvm(&["symbols", "os", "-o", elf.to_str().unwrap()], b"").status,
         0
     );
+    // The frame allocator's address, from its (non-debugging) symbol.
+    let symbols = gdb(
+        "",
+        Some(&elf),
+        &["info variables ^kernel::frames::FRAMES"],
+        None,
+    );
+    let address = symbols
+        .stdout
+        .lines()
+        .find(|line| line.contains("kernel::frames::FRAMES"))
+        .and_then(|line| line.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no kernel::frames::FRAMES: {symbols:?}"))
+        .to_string();
     let guest = Guest::start("0", &["os"]);
+    let watch = format!("watch *(long *) {address}");
     let session = guest.gdb(
         Some(&elf),
         &[
             // The first word of the frame allocator: the start of its first memory region,
             // which frames::init writes at boot.
-            "watch *(long *) &kernel::frames::FRAMES",
-            "continue",
-            "bt 1",
-            "kill",
+            &watch, "continue", "bt 1", "kill",
         ],
     );
     for text in [
-        "Hardware watchpoint 1: *(long *) &kernel::frames::FRAMES",
+        &format!("Hardware watchpoint 1: *(long *) {address}"),
         "Old value = 0",
         "New value = ",
         "kernel::frames::init",
     ] {
         assert!(session.stdout.contains(text), "no {text:?}: {session:?}");
     }
+    println!("{}", session.stdout);
     assert_eq!(guest.finish().status, 137);
 }

@@ -15,25 +15,27 @@
 //!
 //! Breakpoints reach KVM through `KVM_SET_GUEST_DEBUG`, which a vCPU applies to itself as it
 //! leaves the park. Software breakpoints are `int3` bytes written into the guest where KVM
-//! intercepts `#BP` (hardware KVM); kvm_pvm does not intercept it (docs/testing.md), so there the
-//! vCPU single-steps and compares each new instruction pointer with the breakpoints instead:
-//! slower, but the guest's memory is never touched. Hardware breakpoints and watchpoints use the
+//! intercepts `#BP` (hardware KVM). Where it does not ([`host_catches_int3`] tries: kvm_pvm,
+//! nested SVM under QEMU's TCG), the vCPU single-steps and compares each new instruction pointer
+//! with the breakpoints instead: slower, but the guest's memory is never touched. Hardware breakpoints and watchpoints use the
 //! debug registers, where the host has them (`KVM_CAP_GUEST_DEBUG_HW_BPS`; kvm_pvm has none).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{
     KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
     KVM_GUESTDBG_USE_SW_BP, kvm_fpu, kvm_guest_debug, kvm_regs, kvm_sregs,
 };
-use kvm_ioctls::VcpuFd;
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::memory::{create_guest_memory, register_memory_slots};
 use crate::arch::CpuMode;
-use crate::arch::x86::modes::CR0_PG;
+use crate::arch::x86::layout::{MIN_MEMORY_SIZE, REAL_MODE_LOAD_ADDRESS, REAL_MODE_SEGMENT};
+use crate::arch::x86::modes::{CR0_PG, setup_real_mode};
 
 /// The `int3` instruction: what a software breakpoint writes over the first byte of an
 /// instruction.
@@ -719,6 +721,45 @@ impl StoppedCpu<'_> {
         }
         done
     }
+}
+
+/// Does this host's KVM stop a guest at an `int3` when asked to (`KVM_GUESTDBG_USE_SW_BP`)? Not
+/// every KVM does: kvm_pvm delivers it through the guest's own interrupt table, and so does
+/// nested SVM under QEMU's TCG (the hardware-KVM rig), whose emulated CPU checks only the
+/// software-interrupt intercept for `int3`. So it is tried, once per process and only with a
+/// debugger, in a scratch VM: `int3; hlt` in real mode, with the #BP vector pointing at the
+/// `hlt`. Where it fails, breakpoints are found by single-stepping.
+pub fn host_catches_int3(kvm: &Kvm) -> bool {
+    static CATCHES: OnceLock<bool> = OnceLock::new();
+    *CATCHES.get_or_init(|| probe_int3(kvm).unwrap_or(false))
+}
+
+fn probe_int3(kvm: &Kvm) -> Option<bool> {
+    // Declared first, dropped last: the RAM outlives the VM that maps it.
+    let memory = create_guest_memory(MIN_MEMORY_SIZE).ok()?;
+    // The program at 1000:0000, and vector 3 of the real-mode interrupt table (offset, then
+    // segment) pointing at its `hlt`, 1000:0001.
+    const HLT: u8 = 0xf4;
+    memory
+        .write_slice(&[INT3, HLT], GuestAddress(REAL_MODE_LOAD_ADDRESS))
+        .ok()?;
+    let vector = (u32::from(REAL_MODE_SEGMENT) << 16) | 1;
+    memory
+        .write_obj(vector, GuestAddress(4 * u64::from(BP_VECTOR)))
+        .ok()?;
+    let vm = kvm.create_vm().ok()?;
+    register_memory_slots(&vm, &memory).ok()?;
+    let mut vcpu = vm.create_vcpu(0).ok()?;
+    let (mut sregs, mut regs) = (vcpu.get_sregs().ok()?, vcpu.get_regs().ok()?);
+    setup_real_mode(&mut sregs, &mut regs, REAL_MODE_SEGMENT);
+    vcpu.set_sregs(&sregs).ok()?;
+    vcpu.set_regs(&regs).ok()?;
+    let debug = kvm_guest_debug {
+        control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP,
+        ..Default::default()
+    };
+    vcpu.set_guest_debug(&debug).ok()?;
+    Some(matches!(vcpu.run(), Ok(VcpuExit::Debug(arch)) if arch.exception == BP_VECTOR))
 }
 
 /// What a debugger front end (the GDB stub) does with a VM: serve its debugger on a thread of
