@@ -671,7 +671,7 @@ fn a_hardware_watchpoint_fires_in_the_os_kernel() {
     let address = symbols
         .stdout
         .lines()
-        .find(|line| line.contains("kernel::frames::FRAMES"))
+        .find(|line| line.starts_with("0x") && line.contains("kernel::frames::FRAMES"))
         .and_then(|line| line.split_whitespace().next())
         .unwrap_or_else(|| panic!("no kernel::frames::FRAMES: {symbols:?}"))
         .to_string();

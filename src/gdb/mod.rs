@@ -90,20 +90,22 @@ impl DebugStub for GdbServer {
             serve_as::<X86_SSE>(&target, connection)
         };
         match ended {
+            // Said before the guest runs on, which may end it at once.
             Ok(DisconnectReason::Disconnect) => {
-                control.detach();
                 say(&target.name, "gdb detached: the guest runs on");
+                control.detach();
             }
             Ok(DisconnectReason::Kill) => control.kill(),
             Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {}
             Err(error) => {
-                control.detach();
+                // (A session cut because the guest ended needs no word.)
                 if !control.is_over() {
                     say(
                         &target.name,
                         &format!("gdb left without detaching ({error}): the guest runs on"),
                     );
                 }
+                control.detach();
             }
         }
     }

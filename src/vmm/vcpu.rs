@@ -393,6 +393,14 @@ impl Vcpu {
             };
             // Tell KVM to load the registers from kvm_run at the next KVM_RUN.
             self.fd.set_sync_dirty_reg(SyncReg::Register);
+            if let Some(debug) = &self.debug {
+                // KVM loads RFLAGS with them, and keeps a debugger's trap flag only at the RIP
+                // where KVM_SET_GUEST_DEBUG was last made: made again here, the single-stepping
+                // goes on after the hypercall (seen on kvm_amd in the rig).
+                let _ = self
+                    .fd
+                    .set_guest_debug(&debug.guest_debug(self.debug_action));
+            }
         }
         outcome
     }
