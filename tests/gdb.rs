@@ -393,6 +393,40 @@ fn a_breakpoint_on_a_kernel_function_of_the_os_by_name_then_kill() {
 }
 
 #[test]
+fn a_breakpoint_in_the_kernel_path_of_a_system_call() {
+    let dir = scratch("gdb-os-tty");
+    let elf = dir.join("os.elf");
+    assert_eq!(
+        mini_kvm(&["symbols", "os", "-o", elf.to_str().unwrap()], b"").status,
+        0
+    );
+    // The shell reads its menu choice with the `read` system call, whose kernel side runs in
+    // the handler of an exception (`ud2`), with the trap flag cleared: a debug register finds
+    // it where single-stepping would not (docs/gdb.md).
+    let guest = Guest::start("0", &["os"]);
+    let session = guest.gdb(
+        Some(&elf),
+        &[
+            "break kernel::tty::read",
+            "continue",
+            "printf \"= cs=%#x\\n\", $cs",
+            "kill",
+        ],
+    );
+    assert!(
+        session
+            .stdout
+            .contains("Breakpoint 1, kernel::tty::read () at src/kernel/tty.rs:"),
+        "{session:?}"
+    );
+    assert_eq!(printed(&session.stdout), ["cs=0x8"], "{session:?}");
+    let run = guest.finish();
+    assert_eq!(run.status, 137, "{run:?}");
+    // The menu came out before the shell asked for a choice.
+    assert!(run.stdout_text().ends_with("Select: "), "{run:?}");
+}
+
+#[test]
 fn ctrl_c_in_gdb_stops_a_guest_that_loops_forever() {
     let forever = test_guest("forever");
     let guest = Guest::start("0", &[forever.to_str().unwrap()]);

@@ -27,7 +27,9 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use super::connection::GdbConnection;
 use super::registers::X86View;
 use crate::arch::CpuMode;
-use crate::vmm::debug::{DebugControl, DebugEvent, HwKind, HwPoint, Resume, StopEvent, StopReason};
+use crate::vmm::debug::{
+    DebugControl, DebugEvent, HwKind, HwPoint, Resume, StopEvent, StopReason, execution_point,
+};
 
 /// The error of a target operation that cannot go on (a vCPU that ended under gdb's feet).
 pub type TargetFault = &'static str;
@@ -265,14 +267,13 @@ impl<A: X86View> Breakpoints for GuestTarget<A> {
         Some(self)
     }
 
-    // Only where the host has debug registers: gdb then knows at once that `hbreak` and
-    // `watch` cannot use them (and falls back to its own, single-stepping, watchpoints).
+    // Only what the host's KVM was seen to do (vmm/debug.rs, probe_debug_support).
     fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
-        (self.control.hw_point_count() > 0).then_some(self)
+        self.control.offers_hw_breakpoints().then_some(self)
     }
 
     fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
-        (self.control.hw_point_count() > 0).then_some(self)
+        self.control.offers_watchpoints().then_some(self)
     }
 }
 
@@ -287,14 +288,6 @@ impl<A: X86View> SwBreakpoint for GuestTarget<A> {
         _kind: usize,
     ) -> TargetResult<bool, Self> {
         Ok(self.control.remove_sw_breakpoint(0, A::address(address)))
-    }
-}
-
-fn execute_point(address: u64) -> HwPoint {
-    HwPoint {
-        address,
-        kind: HwKind::Execute,
-        len: 1,
     }
 }
 
@@ -314,7 +307,7 @@ impl<A: X86View> HwBreakpoint for GuestTarget<A> {
     fn add_hw_breakpoint(&mut self, address: A::Usize, _kind: usize) -> TargetResult<bool, Self> {
         Ok(self
             .control
-            .add_hw_point(execute_point(A::address(address))))
+            .add_hw_point(execution_point(A::address(address))))
     }
 
     fn remove_hw_breakpoint(
@@ -324,7 +317,7 @@ impl<A: X86View> HwBreakpoint for GuestTarget<A> {
     ) -> TargetResult<bool, Self> {
         Ok(self
             .control
-            .remove_hw_point(execute_point(A::address(address))))
+            .remove_hw_point(execution_point(A::address(address))))
     }
 }
 

@@ -15,7 +15,7 @@
 //!
 //! Breakpoints reach KVM through `KVM_SET_GUEST_DEBUG`, which a vCPU applies to itself as it
 //! leaves the park. Software breakpoints are `int3` bytes written into the guest where KVM
-//! intercepts `#BP` (hardware KVM). Where it does not ([`host_catches_int3`] tries: kvm_pvm,
+//! intercepts `#BP` (hardware KVM). Where it does not ([`probe_debug_support`] tries: kvm_pvm,
 //! nested SVM under QEMU's TCG), the vCPU single-steps and compares each new instruction pointer
 //! with the breakpoints instead: slower, but the guest's memory is never touched. Hardware breakpoints and watchpoints use the
 //! debug registers, where the host has them (`KVM_CAP_GUEST_DEBUG_HW_BPS`; kvm_pvm has none).
@@ -152,10 +152,8 @@ pub struct DebugControl {
     stop_requested: AtomicBool,
     state: Mutex<DebugState>,
     changed: Condvar,
-    /// Breakpoints by single-stepping (kvm_pvm), not by `int3`.
-    breakpoints_by_stepping: bool,
-    /// How many hardware breakpoints and watchpoints the host offers.
-    hw_points: usize,
+    /// What the host's KVM does for a debugger (probed).
+    host: ProbedDebugSupport,
     /// KVM_GUESTDBG_BLOCKIRQ: a step the debugger asks for does not wander into an interrupt
     /// handler.
     block_irq_when_stepping: bool,
@@ -165,9 +163,19 @@ pub struct DebugControl {
 /// What the host KVM can do for a debugger.
 #[derive(Debug, Clone, Copy)]
 pub struct HostDebugSupport {
-    pub breakpoints_by_stepping: bool,
-    pub hw_points: usize,
+    pub probed: ProbedDebugSupport,
+    /// KVM_CAP_SET_GUEST_DEBUG2 lists KVM_GUESTDBG_BLOCKIRQ.
     pub block_irq: bool,
+}
+
+/// Where a debug register's address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RegisterUse {
+    /// gdb's `hbreak`, `watch`, `rwatch`, `awatch`.
+    Asked,
+    /// A software breakpoint (gdb's `break`) put in a free debug register, where KVM does not
+    /// stop at `int3`.
+    Breakpoint,
 }
 
 impl DebugControl {
@@ -194,8 +202,7 @@ impl DebugControl {
                 killed: false,
             }),
             changed: Condvar::new(),
-            breakpoints_by_stepping: host.breakpoints_by_stepping,
-            hw_points: host.hw_points.min(DEBUG_REGISTERS),
+            host: host.probed,
             block_irq_when_stepping: host.block_irq,
             kick,
         }
@@ -211,8 +218,46 @@ impl DebugControl {
         self.lock().parked.len()
     }
 
-    pub fn hw_point_count(&self) -> usize {
-        self.hw_points
+    /// Can gdb have hardware breakpoints (`hbreak`)?
+    pub fn offers_hw_breakpoints(&self) -> bool {
+        self.host.execution_breakpoints
+    }
+
+    /// Can gdb have watchpoints?
+    pub fn offers_watchpoints(&self) -> bool {
+        self.host.write_watchpoints
+    }
+
+    /// The debug registers' jobs: gdb's hardware breakpoints and watchpoints first, then, where
+    /// KVM does not stop at `int3`, as many software breakpoints as fit. The same state always
+    /// gives the same list (it changes only while the VM is stopped), so DR6's bit N at a debug
+    /// exit means entry N.
+    fn debug_registers(&self, state: &DebugState) -> Vec<(HwPoint, RegisterUse)> {
+        let mut registers: Vec<_> = state
+            .hw_points
+            .iter()
+            .map(|point| (*point, RegisterUse::Asked))
+            .collect();
+        if !self.host.int3 && self.host.execution_breakpoints {
+            for &address in &state.breakpoints {
+                if registers.len() == DEBUG_REGISTERS {
+                    break;
+                }
+                registers.push((execution_point(address), RegisterUse::Breakpoint));
+            }
+        }
+        registers
+    }
+
+    /// Are there software breakpoints neither an `int3` nor a debug register covers, which
+    /// single-stepping must find?
+    fn breakpoints_by_stepping(&self, state: &DebugState) -> bool {
+        let in_registers = self
+            .debug_registers(state)
+            .iter()
+            .filter(|(_, used)| *used == RegisterUse::Breakpoint)
+            .count();
+        !self.host.int3 && state.breakpoints.len() > in_registers
     }
 
     // ---- The vCPU's side ----
@@ -298,7 +343,7 @@ impl DebugControl {
                     control |= KVM_GUESTDBG_BLOCKIRQ;
                 }
             }
-            Resume::Continue if self.breakpoints_by_stepping && !state.breakpoints.is_empty() => {
+            Resume::Continue if self.breakpoints_by_stepping(&state) => {
                 control |= KVM_GUESTDBG_SINGLESTEP;
             }
             Resume::Continue => {}
@@ -306,10 +351,11 @@ impl DebugControl {
         if !state.patched.is_empty() {
             control |= KVM_GUESTDBG_USE_SW_BP;
         }
-        if !state.hw_points.is_empty() {
+        let registers = self.debug_registers(&state);
+        if !registers.is_empty() {
             control |= KVM_GUESTDBG_USE_HW_BP;
             let mut dr7 = 0u64;
-            for (index, point) in state.hw_points.iter().enumerate() {
+            for (index, (point, _)) in registers.iter().enumerate() {
                 debug.arch.debugreg[index] = point.address;
                 dr7 |= dr7_bits(index, point);
             }
@@ -348,18 +394,19 @@ impl DebugControl {
             return Some(StopReason::Trap);
         }
         // A debug register matched: B0..B3 in DR6.
-        if let Some(index) = (0..state.hw_points.len()).find(|&i| dr6 & (1 << i) != 0) {
-            let point = state.hw_points[index];
-            return Some(match point.kind {
-                HwKind::Execute => StopReason::HwBreakpoint,
-                _ => StopReason::Watch(point),
+        let registers = self.debug_registers(&state);
+        if let Some(index) = (0..registers.len()).find(|&i| dr6 & (1 << i) != 0) {
+            return Some(match registers[index] {
+                (_, RegisterUse::Breakpoint) => StopReason::SwBreakpoint,
+                (point, _) if point.kind == HwKind::Execute => StopReason::HwBreakpoint,
+                (point, _) => StopReason::Watch(point),
             });
         }
         if dr6 & DR6_SINGLE_STEP != 0 || dr6 == 0 {
             if action == Resume::Step {
                 return Some(StopReason::StepDone);
             }
-            if self.breakpoints_by_stepping {
+            if self.breakpoints_by_stepping(&state) {
                 return state
                     .breakpoints
                     .contains(&pc)
@@ -384,7 +431,9 @@ impl DebugControl {
         }
         match action {
             Resume::Step => Some(StopReason::StepDone),
-            Resume::Continue if self.breakpoints_by_stepping && state.breakpoints.contains(&pc) => {
+            Resume::Continue
+                if self.breakpoints_by_stepping(&state) && state.breakpoints.contains(&pc) =>
+            {
                 Some(StopReason::SwBreakpoint)
             }
             Resume::Continue => None,
@@ -550,7 +599,7 @@ impl DebugControl {
         if self.lock().breakpoints.contains(&linear) {
             return true;
         }
-        if !self.breakpoints_by_stepping {
+        if self.host.int3 {
             let patched = self.on_cpu(cpu, move |access| {
                 let physical = access.translate(linear)?;
                 let original = access.memory.read_obj::<u8>(GuestAddress(physical)).ok()?;
@@ -598,7 +647,11 @@ impl DebugControl {
     /// (or the host has none).
     pub fn add_hw_point(&self, point: HwPoint) -> bool {
         let mut state = self.lock();
-        if state.hw_points.len() >= self.hw_points {
+        let supported = match point.kind {
+            HwKind::Execute => self.host.execution_breakpoints,
+            HwKind::Write | HwKind::ReadWrite => self.host.write_watchpoints,
+        };
+        if !supported || state.hw_points.len() >= DEBUG_REGISTERS {
             return false;
         }
         state.hw_points.push(point);
@@ -614,6 +667,15 @@ impl DebugControl {
             }
             None => false,
         }
+    }
+}
+
+/// A debug register's job for an execution breakpoint at `address`.
+pub fn execution_point(address: u64) -> HwPoint {
+    HwPoint {
+        address,
+        kind: HwKind::Execute,
+        len: 1,
     }
 }
 
@@ -723,27 +785,75 @@ impl StoppedCpu<'_> {
     }
 }
 
-/// Does this host's KVM stop a guest at an `int3` when asked to (`KVM_GUESTDBG_USE_SW_BP`)? Not
-/// every KVM does: kvm_pvm delivers it through the guest's own interrupt table, and so does
-/// nested SVM under QEMU's TCG (the hardware-KVM rig), whose emulated CPU checks only the
-/// software-interrupt intercept for `int3`. So it is tried, once per process and only with a
-/// debugger, in a scratch VM: `int3; hlt` in real mode, with the #BP vector pointing at the
-/// `hlt`. Where it fails, breakpoints are found by single-stepping.
-pub fn host_catches_int3(kvm: &Kvm) -> bool {
-    static CATCHES: OnceLock<bool> = OnceLock::new();
-    *CATCHES.get_or_init(|| probe_int3(kvm).unwrap_or(false))
+/// What this host's KVM does for a debugger, tried rather than assumed (docs/gdb.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbedDebugSupport {
+    /// KVM stops the guest at an `int3` (`KVM_GUESTDBG_USE_SW_BP`). kvm_pvm delivers it to the
+    /// guest's own interrupt table instead, and so does nested SVM under QEMU's TCG (the
+    /// hardware-KVM rig), whose emulated CPU checks only the software-interrupt intercept.
+    pub int3: bool,
+    /// A debug register set through `KVM_GUESTDBG_USE_HW_BP` stops the guest before an
+    /// instruction at its address.
+    pub execution_breakpoints: bool,
+    /// ... and after a write to its address.
+    pub write_watchpoints: bool,
 }
 
-fn probe_int3(kvm: &Kvm) -> Option<bool> {
+/// Tries, once per process and only with a debugger, what the host's KVM does for one: each
+/// in a scratch VM of one real-mode vCPU running a few bytes of code.
+pub fn probe_debug_support(kvm: &Kvm) -> ProbedDebugSupport {
+    static PROBED: OnceLock<ProbedDebugSupport> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        const NOP: u8 = 0x90;
+        const HLT: u8 = 0xf4;
+        // int3; hlt, with the guest's #BP vector pointing at the hlt: KVM_EXIT_DEBUG if KVM
+        // stops at the int3, KVM_EXIT_HLT if the guest took it.
+        let int3 = probe(kvm, &[INT3, HLT], KVM_GUESTDBG_USE_SW_BP, [0, 0])
+            .is_some_and(|(exception, _)| exception == BP_VECTOR);
+        // nop; nop; hlt, with DR0 on the second nop.
+        let at = REAL_MODE_LOAD_ADDRESS + 1;
+        let execute = execution_point(at);
+        let execution_breakpoints = probe(
+            kvm,
+            &[NOP, NOP, HLT],
+            KVM_GUESTDBG_USE_HW_BP,
+            [at, dr7_bits(0, &execute)],
+        )
+        .is_some_and(|(exception, dr6)| exception == DB_VECTOR && dr6 & 1 != 0);
+        // mov %al, 0x100 (DS:0x100); hlt, with DR0 watching that byte.
+        let data = REAL_MODE_LOAD_ADDRESS + 0x100;
+        let write = HwPoint {
+            address: data,
+            kind: HwKind::Write,
+            len: 1,
+        };
+        let write_watchpoints = probe(
+            kvm,
+            &[0xa2, 0x00, 0x01, HLT],
+            KVM_GUESTDBG_USE_HW_BP,
+            [data, dr7_bits(0, &write)],
+        )
+        .is_some_and(|(exception, dr6)| exception == DB_VECTOR && dr6 & 1 != 0);
+        ProbedDebugSupport {
+            int3,
+            execution_breakpoints,
+            write_watchpoints,
+        }
+    })
+}
+
+/// Runs `code` at 1000:0000 in a scratch VM with guest debugging `control` and DR0/DR7 =
+/// `registers`, and returns the exception and DR6 of a `KVM_EXIT_DEBUG`; `None` for any other
+/// exit (the guest's `hlt`) or a failure.
+fn probe(kvm: &Kvm, code: &[u8], control: u32, registers: [u64; 2]) -> Option<(u32, u64)> {
     // Declared first, dropped last: the RAM outlives the VM that maps it.
     let memory = create_guest_memory(MIN_MEMORY_SIZE).ok()?;
-    // The program at 1000:0000, and vector 3 of the real-mode interrupt table (offset, then
-    // segment) pointing at its `hlt`, 1000:0001.
-    const HLT: u8 = 0xf4;
     memory
-        .write_slice(&[INT3, HLT], GuestAddress(REAL_MODE_LOAD_ADDRESS))
+        .write_slice(code, GuestAddress(REAL_MODE_LOAD_ADDRESS))
         .ok()?;
-    let vector = (u32::from(REAL_MODE_SEGMENT) << 16) | 1;
+    // The guest's #BP vector (offset, then segment) points at the last byte, a `hlt`.
+    let last = code.len() as u32 - 1;
+    let vector = (u32::from(REAL_MODE_SEGMENT) << 16) | last;
     memory
         .write_obj(vector, GuestAddress(4 * u64::from(BP_VECTOR)))
         .ok()?;
@@ -754,12 +864,17 @@ fn probe_int3(kvm: &Kvm) -> Option<bool> {
     setup_real_mode(&mut sregs, &mut regs, REAL_MODE_SEGMENT);
     vcpu.set_sregs(&sregs).ok()?;
     vcpu.set_regs(&regs).ok()?;
-    let debug = kvm_guest_debug {
-        control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP,
+    let mut debug = kvm_guest_debug {
+        control: KVM_GUESTDBG_ENABLE | control,
         ..Default::default()
     };
+    debug.arch.debugreg[0] = registers[0];
+    debug.arch.debugreg[7] = registers[1];
     vcpu.set_guest_debug(&debug).ok()?;
-    Some(matches!(vcpu.run(), Ok(VcpuExit::Debug(arch)) if arch.exception == BP_VECTOR))
+    match vcpu.run() {
+        Ok(VcpuExit::Debug(arch)) => Some((arch.exception, arch.dr6)),
+        _ => None,
+    }
 }
 
 /// What a debugger front end (the GDB stub) does with a VM: serve its debugger on a thread of
@@ -807,21 +922,38 @@ mod tests {
         assert_eq!(dr7_bits(3, &rw8), (1 << 6) | (0b11 << 28) | (0b10 << 30));
     }
 
-    fn control(by_stepping: bool) -> DebugControl {
+    /// A control for one vCPU on a host that does what `probed` says.
+    fn control(probed: ProbedDebugSupport) -> DebugControl {
         DebugControl::new(
             1,
             HostDebugSupport {
-                breakpoints_by_stepping: by_stepping,
-                hw_points: 4,
+                probed,
                 block_irq: true,
             },
             |_| {},
         )
     }
 
+    /// kvm_pvm, as probed: neither int3 nor watchpoints, but instruction breakpoints.
+    const KVM_PVM: ProbedDebugSupport = ProbedDebugSupport {
+        int3: false,
+        execution_breakpoints: true,
+        write_watchpoints: false,
+    };
+    const HARDWARE: ProbedDebugSupport = ProbedDebugSupport {
+        int3: true,
+        execution_breakpoints: true,
+        write_watchpoints: true,
+    };
+    const NOTHING: ProbedDebugSupport = ProbedDebugSupport {
+        int3: false,
+        execution_breakpoints: false,
+        write_watchpoints: false,
+    };
+
     #[test]
-    fn a_step_blocks_interrupts_and_breakpoints_by_stepping_single_step() {
-        let debug = control(true);
+    fn breakpoints_take_free_debug_registers_then_single_stepping() {
+        let debug = control(KVM_PVM);
         let step = debug.guest_debug(Resume::Step);
         assert_eq!(
             step.control,
@@ -829,12 +961,30 @@ mod tests {
         );
         // No breakpoint: the guest runs undebugged.
         assert_eq!(debug.guest_debug(Resume::Continue).control, 0);
+        // The first four go into DR0-DR3.
+        for address in 0x10000..0x10004 {
+            assert!(debug.add_sw_breakpoint(0, address));
+        }
+        let settings = debug.guest_debug(Resume::Continue);
+        assert_eq!(
+            settings.control,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP
+        );
+        assert_eq!(
+            settings.arch.debugreg[..4],
+            [0x10000, 0x10001, 0x10002, 0x10003]
+        );
+        assert_eq!(settings.arch.debugreg[7], 0b0101_0101);
+        assert_eq!(
+            debug.debug_exit(Resume::Continue, DB_VECTOR, 0b0010, 0x10001),
+            Some(StopReason::SwBreakpoint)
+        );
+        // A fifth: found by single-stepping, which then checks every new RIP.
         assert!(debug.add_sw_breakpoint(0, 0x10005));
         assert_eq!(
             debug.guest_debug(Resume::Continue).control,
-            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP | KVM_GUESTDBG_SINGLESTEP
         );
-        // A step of the emulation lands on the breakpoint, or does not.
         let bs = DR6_SINGLE_STEP;
         assert_eq!(
             debug.debug_exit(Resume::Continue, DB_VECTOR, bs, 0x10005),
@@ -850,11 +1000,38 @@ mod tests {
         );
         assert!(debug.remove_sw_breakpoint(0, 0x10005));
         assert!(!debug.remove_sw_breakpoint(0, 0x10005));
+        // kvm_pvm has no watchpoints; instruction breakpoints go before gdb's `break`s.
+        let watch = HwPoint {
+            address: 0x2000,
+            kind: HwKind::Write,
+            len: 4,
+        };
+        assert!(!debug.add_hw_point(watch));
+        assert!(debug.add_hw_point(execution_point(0x20000)));
+        let settings = debug.guest_debug(Resume::Continue);
+        assert_eq!(settings.arch.debugreg[0], 0x20000);
+        assert_eq!(
+            debug.debug_exit(Resume::Continue, DB_VECTOR, 0b0001, 0x20000),
+            Some(StopReason::HwBreakpoint)
+        );
+    }
+
+    #[test]
+    fn without_debug_registers_breakpoints_are_found_by_single_stepping() {
+        let debug = control(NOTHING);
+        assert!(debug.add_sw_breakpoint(0, 0x10005));
+        assert_eq!(
+            debug.guest_debug(Resume::Continue).control,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP
+        );
+        assert!(!debug.add_hw_point(execution_point(0x10000)));
+        assert!(!debug.offers_hw_breakpoints());
+        assert!(!debug.offers_watchpoints());
     }
 
     #[test]
     fn watchpoints_fill_the_debug_registers_and_report_which_fired() {
-        let debug = control(false);
+        let debug = control(HARDWARE);
         let watch = HwPoint {
             address: 0x2000,
             kind: HwKind::Write,
@@ -882,8 +1059,24 @@ mod tests {
     }
 
     #[test]
+    fn the_probe_sees_what_the_hosts_kvm_does() {
+        let kvm = Kvm::new().expect("this test runs on the real /dev/kvm");
+        let probed = probe_debug_support(&kvm);
+        // What docs/gdb.md says of each host we run on. (Hardware KVM outside QEMU would stop
+        // at int3 too; none of our machines has it.)
+        match crate::vmm::kvm::host_kvm_module() {
+            "kvm_pvm" => assert_eq!(probed, KVM_PVM),
+            "kvm_amd" => assert!(
+                !probed.int3,
+                "nested SVM under TCG stops at int3: {probed:?}"
+            ),
+            _ => {}
+        }
+    }
+
+    #[test]
     fn detaching_lets_every_vcpu_run_undebugged() {
-        let debug = control(true);
+        let debug = control(KVM_PVM);
         assert!(debug.add_sw_breakpoint(0, 0x10005));
         debug.detach();
         assert_eq!(debug.guest_debug(Resume::Continue).control, 0);

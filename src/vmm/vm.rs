@@ -485,13 +485,12 @@ fn widest_mode(image: &[u8], entry: &Entry) -> CpuMode {
     }
 }
 
-/// What the host's KVM offers a debugger (docs/gdb.md): some do not stop at `int3` (breakpoints
-/// are then found by single-stepping), and kvm_pvm has no debug registers.
+/// What the host's KVM offers a debugger (docs/gdb.md): tried in scratch VMs, as KVMs differ
+/// (kvm_pvm stops at neither `int3` nor a watchpoint, but at a debug register's instruction).
 fn host_debug_support(kvm: &Kvm) -> HostDebugSupport {
     let flags = kvm.check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()) as u32;
     HostDebugSupport {
-        breakpoints_by_stepping: !super::debug::host_catches_int3(kvm),
-        hw_points: kvm.check_extension_int(Cap::DebugHwBps).max(0) as usize,
+        probed: super::debug::probe_debug_support(kvm),
         block_irq: flags & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ != 0,
     }
 }
