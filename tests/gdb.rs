@@ -1,7 +1,7 @@
 //! `--gdb`: the real gdb (Debian's, in batch mode) debugging guests through mini-kvm's stub, on
-//! the real /dev/kvm. Breakpoints work by single-stepping on kvm_pvm and in the hardware-KVM rig
-//! (neither stops at `int3`: docs/gdb.md); in the rig the watchpoint test (ignored here) uses the
-//! debug registers.
+//! the real /dev/kvm. Breakpoints go into debug registers on kvm_pvm and in the hardware-KVM rig
+//! (neither stops at `int3`: docs/gdb.md); in the rig the watchpoint test (ignored here) watches
+//! memory with one.
 //!
 //! Each session starts `mini-kvm run --gdb 0 ...` (a port the kernel picks), reads the port
 //! from its first line on stderr, and points `gdb -batch` at it. What gdb prints is asserted
