@@ -187,11 +187,33 @@ fn printed(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// What the stub may say of the host when gdb attaches (docs/gdb.md: tried in scratch VMs).
+const SUPPORT: [&str; 6] = [
+    "breakpoints: int3; watchpoints: debug registers",
+    "breakpoints: int3; watchpoints: none",
+    "breakpoints: debug registers, then single-stepping; watchpoints: debug registers",
+    "breakpoints: debug registers, then single-stepping; watchpoints: none",
+    "breakpoints: single-stepping; watchpoints: debug registers",
+    "breakpoints: single-stepping; watchpoints: none",
+];
+
+/// The "gdb attached" line of `guest` in `stderr`, checked to say one of [`SUPPORT`].
+fn attached_line(stderr: &str, guest: &str) -> String {
+    let prefix = format!("mini-kvm: guest '{guest}': gdb attached (");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{stderr}"));
+    let support = line[prefix.len()..].strip_suffix(')').unwrap_or("");
+    assert!(SUPPORT.contains(&support), "{line:?}");
+    format!("{line}\n")
+}
+
 /// The first stderr lines of every session: where the stub listens, and gdb's arrival.
-fn session_start(guest: &str, target: &str) -> String {
+fn session_start(guest: &str, target: &str, stderr: &str) -> String {
     format!(
-        "mini-kvm: guest '{guest}' waits for gdb on {target}: gdb -ex 'target remote {target}'\n\
-         mini-kvm: guest '{guest}': gdb attached\n"
+        "mini-kvm: guest '{guest}' waits for gdb on {target}: gdb -ex 'target remote {target}'\n{}",
+        attached_line(stderr, guest)
     )
 }
 
@@ -235,7 +257,11 @@ fn stepping_through_hello_shows_its_registers_and_what_it_prints() {
     let run = guest.finish();
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(run.stdout, b"Hello, KVM!\n", "{run:?}");
-    assert_eq!(run.stderr, session_start("hello", &target), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        session_start("hello", &target, &run.stderr),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -277,7 +303,7 @@ fn a_breakpoint_in_a_protected_mode_guest_then_detach() {
         run.stderr,
         format!(
             "{}mini-kvm: guest 'pm_hello': gdb detached: the guest runs on\n",
-            session_start("pm_hello", &target)
+            session_start("pm_hello", &target, &run.stderr)
         ),
         "{run:?}"
     );
@@ -385,8 +411,8 @@ fn a_breakpoint_on_a_kernel_function_of_the_os_by_name_then_kill() {
         format!(
             "mini-kvm: guest 'os' waits for gdb on {target}: gdb -ex 'target remote {target}' \
              (its symbols: mini-kvm symbols os -o os.elf, then gdb os.elf -ex 'target remote \
-             {target}')\nmini-kvm: guest 'os': gdb attached\nmini-kvm: guest 'os' stopped: gdb \
-             killed it\n"
+             {target}')\n{}mini-kvm: guest 'os' stopped: gdb killed it\n",
+            attached_line(&run.stderr, "os")
         ),
         "{run:?}"
     );
@@ -413,6 +439,21 @@ fn a_breakpoint_in_the_kernel_path_of_a_system_call() {
             "kill",
         ],
     );
+    let run = guest.finish();
+    if attached_line(&run.stderr, "os").contains("breakpoints: single-stepping;") {
+        // A host with neither int3 nor debug registers for breakpoints (QEMU's nested SVM,
+        // the rig): single-stepping is blind inside the handler, as docs/gdb.md says, and the
+        // shell runs to its end (no input: it exits).
+        assert!(!session.stdout.contains("Breakpoint 1, "), "{session:?}");
+        assert!(
+            session
+                .stdout
+                .contains("[Inferior 1 (process 1) exited normally]"),
+            "{session:?}"
+        );
+        assert_eq!(run.status, 0, "{run:?}");
+        return;
+    }
     assert!(
         session
             .stdout
@@ -420,7 +461,6 @@ fn a_breakpoint_in_the_kernel_path_of_a_system_call() {
         "{session:?}"
     );
     assert_eq!(printed(&session.stdout), ["cs=0x8"], "{session:?}");
-    let run = guest.finish();
     assert_eq!(run.status, 137, "{run:?}");
     // The menu came out before the shell asked for a choice.
     assert!(run.stdout_text().ends_with("Select: "), "{run:?}");
@@ -604,10 +644,8 @@ fn a_second_gdb_is_refused_and_the_first_one_leaving_lets_the_guest_run() {
     // The first "gdb": a connection that says nothing, then goes away.
     let first = TcpStream::connect(&guest.target).unwrap();
     let mut guest = guest;
-    assert_eq!(
-        guest.next_stderr_line(),
-        "mini-kvm: guest 'hello': gdb attached"
-    );
+    let attached = guest.next_stderr_line();
+    assert_eq!(format!("{attached}\n"), attached_line(&attached, "hello"));
     let second = guest.gdb(None, &["stepi"]);
     assert!(
         second.stderr.contains(

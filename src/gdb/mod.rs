@@ -80,7 +80,10 @@ impl DebugStub for GdbServer {
         let wide = self.symbols_64bit || target.widest_mode == CpuMode::Long64;
         // One gdb per guest: the connection keeps the listener to turn the others away.
         connection.start_session(std::sync::Arc::clone(&control), listener, &target.name);
-        say(&target.name, "gdb attached");
+        say(
+            &target.name,
+            &format!("gdb attached ({})", control.describe_support()),
+        );
         if target.seccomp {
             seccomp::install_or_exit(Role::Debugger);
         }

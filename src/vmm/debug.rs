@@ -218,6 +218,23 @@ impl DebugControl {
         self.lock().parked.len()
     }
 
+    /// How this host finds breakpoints and watchpoints, for the user (docs/gdb.md).
+    pub fn describe_support(&self) -> String {
+        let breakpoints = if self.host.int3 {
+            "int3"
+        } else if self.host.execution_breakpoints {
+            "debug registers, then single-stepping"
+        } else {
+            "single-stepping"
+        };
+        let watchpoints = if self.host.write_watchpoints {
+            "debug registers"
+        } else {
+            "none"
+        };
+        format!("breakpoints: {breakpoints}; watchpoints: {watchpoints}")
+    }
+
     /// Can gdb have hardware breakpoints (`hbreak`)?
     pub fn offers_hw_breakpoints(&self) -> bool {
         self.host.execution_breakpoints
@@ -1062,6 +1079,7 @@ mod tests {
     fn the_probe_sees_what_the_hosts_kvm_does() {
         let kvm = Kvm::new().expect("this test runs on the real /dev/kvm");
         let probed = probe_debug_support(&kvm);
+        println!("{}: {probed:?}", crate::vmm::kvm::host_kvm_module());
         // What docs/gdb.md says of each host we run on. (Hardware KVM outside QEMU would stop
         // at int3 too; none of our machines has it.)
         match crate::vmm::kvm::host_kvm_module() {

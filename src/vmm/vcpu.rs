@@ -78,6 +78,9 @@ pub struct Vcpu {
     debug: Option<Arc<DebugControl>>,
     /// What the debugger last resumed this vCPU with.
     debug_action: Resume,
+    /// The guest-debug settings of a vCPU being single-stepped, made again before each
+    /// KVM_RUN (see `enter_guest`).
+    stepping: Option<kvm_bindings::kvm_guest_debug>,
 }
 
 impl Vcpu {
@@ -107,6 +110,7 @@ impl Vcpu {
             live,
             debug: options.debug,
             debug_action: Resume::Continue,
+            stepping: None,
         }
     }
 
@@ -270,8 +274,11 @@ impl Vcpu {
         };
         let unpark = debug.park(self.index, &mut stopped, &stop_wanted);
         if let Unpark::Run(action) = unpark {
+            let settings = debug.guest_debug(action);
             // A host without guest debugging refuses; the vCPU then runs undebugged.
-            let _ = self.fd.set_guest_debug(&debug.guest_debug(action));
+            let _ = self.fd.set_guest_debug(&settings);
+            self.stepping =
+                (settings.control & kvm_bindings::KVM_GUESTDBG_SINGLESTEP != 0).then_some(settings);
         }
         unpark
     }
@@ -289,6 +296,13 @@ impl Vcpu {
     /// One KVM_RUN, its exit copied out of `kvm_run` (the data of a write into `self.data`), so
     /// that the loop may use the vCPU again while it handles the exit.
     fn enter_guest(&mut self) -> VmExit {
+        if let Some(settings) = &self.stepping {
+            // KVM single-steps with the guest's trap flag, which it keeps across an instruction
+            // it emulates (an MMIO access, an `in` it completes, a hypercall's registers) only
+            // at the RIP where KVM_SET_GUEST_DEBUG was last made: made before every step, as
+            // QEMU does, the stepping cannot stop after one (seen on kvm_amd in the rig).
+            let _ = self.fd.set_guest_debug(settings);
+        }
         let entered = Instant::now();
         let result = self.fd.run();
         self.stats.in_guest += entered.elapsed();
@@ -393,14 +407,6 @@ impl Vcpu {
             };
             // Tell KVM to load the registers from kvm_run at the next KVM_RUN.
             self.fd.set_sync_dirty_reg(SyncReg::Register);
-            if let Some(debug) = &self.debug {
-                // KVM loads RFLAGS with them, and keeps a debugger's trap flag only at the RIP
-                // where KVM_SET_GUEST_DEBUG was last made: made again here, the single-stepping
-                // goes on after the hypercall (seen on kvm_amd in the rig).
-                let _ = self
-                    .fd
-                    .set_guest_debug(&debug.guest_debug(self.debug_action));
-            }
         }
         outcome
     }
