@@ -13,7 +13,8 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,8 @@ struct Guest {
     /// The stderr lines read so far.
     stderr: Vec<String>,
     stdout: thread::JoinHandle<Vec<u8>>,
+    /// Set once the guest has printed something.
+    printed: Arc<AtomicBool>,
 }
 
 impl Guest {
@@ -60,9 +63,18 @@ impl Guest {
             .spawn()
             .expect("start mini-kvm");
         let mut out = child.stdout.take().unwrap();
+        let printed = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&printed);
         let stdout = thread::spawn(move || {
             let mut bytes = Vec::new();
-            let _ = out.read_to_end(&mut bytes);
+            let mut chunk = [0u8; 4096];
+            while let Ok(read) = out.read(&mut chunk) {
+                if read == 0 {
+                    break;
+                }
+                bytes.extend_from_slice(&chunk[..read]);
+                seen.store(true, Ordering::Release);
+            }
             bytes
         });
         let err = child.stderr.take().unwrap();
@@ -78,6 +90,7 @@ impl Guest {
             stderr_lines,
             stderr: Vec::new(),
             stdout,
+            printed,
         };
         let banner = guest.next_stderr_line();
         guest.target = banner
@@ -144,13 +157,13 @@ impl std::fmt::Debug for GdbRun {
 }
 
 /// `gdb -batch -nx [FILE] -ex 'target remote TARGET' -ex COMMAND...` (no `target remote` for an
-/// empty TARGET), under the watchdog;
-/// with `interrupt`, gdb gets a SIGINT after that long, as from Ctrl-C in its terminal.
+/// empty TARGET), under the watchdog; gdb gets a SIGINT, as from Ctrl-C in its terminal, once
+/// `interrupt` says so.
 fn gdb(
     target: &str,
     file: Option<&Path>,
     commands: &[&str],
-    interrupt: Option<Duration>,
+    interrupt: Option<&dyn Fn() -> bool>,
 ) -> GdbRun {
     let mut command = Command::new("gdb");
     command.args(["-batch", "-nx"]);
@@ -165,8 +178,8 @@ fn gdb(
         command.args(["-ex", line]);
     }
     let mut interrupt = interrupt;
-    let run = run_watched(&mut command, b"", &mut |pid, elapsed| {
-        if interrupt.is_some_and(|after| elapsed >= after) {
+    let run = run_watched(&mut command, b"", &mut |pid, _| {
+        if interrupt.is_some_and(|now| now()) {
             interrupt = None;
             // SAFETY: kill has no memory preconditions; the pid is our child's, not reaped.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
@@ -469,12 +482,14 @@ fn a_breakpoint_in_the_kernel_path_of_a_system_call() {
 fn ctrl_c_in_gdb_stops_a_guest_that_loops_forever() {
     let forever = test_guest("forever");
     let guest = Guest::start("0", &[forever.to_str().unwrap()]);
-    // Ctrl-C in gdb's terminal: gdb sends the stub a 0x03 byte while the guest runs.
+    // Ctrl-C in gdb's terminal, once the guest runs (it has printed): gdb sends the stub a
+    // 0x03 byte.
+    let running = || guest.printed.load(Ordering::Acquire);
     let session = gdb(
         &guest.target,
         None,
         &["continue", "printf \"= stopped\\n\"", "x/i $pc", "kill"],
-        Some(Duration::from_secs(2)),
+        Some(&running),
     );
     assert!(
         session
