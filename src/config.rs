@@ -60,6 +60,8 @@ pub enum ConfigError {
          address (e.g. --net tap=tap0)"
     )]
     BadNet(String),
+    #[error("--screen-dump with {0} guests: the file holds one screen; run the guest alone")]
+    ScreenDumpWithSeveralGuests(usize),
     #[error(
         "'{0}' is not a place for gdb to connect to: give a TCP port on localhost (e.g. --gdb \
          1234; 0 picks a free one) or the path of a Unix socket (e.g. --gdb /tmp/guest.sock)"
@@ -240,6 +242,8 @@ pub struct RunConfig {
     pub rng: bool,
     /// `--gdb`: where each guest's GDB stub listens (src/gdb/).
     pub gdb: Option<GdbAddress>,
+    /// `--screen-dump FILE`: the VGA text screen written there at the end (one guest only).
+    pub screen_dump: Option<PathBuf>,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,
     /// Queue writes to the UART's transmit register and the debug console on KVM's
@@ -271,6 +275,7 @@ impl RunConfig {
             nets: Vec::new(),
             rng: false,
             gdb: None,
+            screen_dump: None,
             terminal: false,
             coalesce: true,
             seccomp: false,
@@ -315,6 +320,9 @@ impl RunConfig {
         }
         if !self.nets.is_empty() && self.guests.len() > 1 {
             return Err(ConfigError::NetWithSeveralGuests(self.guests.len()));
+        }
+        if self.screen_dump.is_some() && self.guests.len() > 1 {
+            return Err(ConfigError::ScreenDumpWithSeveralGuests(self.guests.len()));
         }
         let virtio_devices = self.disks.len() + self.nets.len() + usize::from(self.rng);
         if virtio_devices > VIRTIO_SLOTS {

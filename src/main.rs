@@ -166,6 +166,12 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long, value_name = "PORT|PATH", value_parser = parse_gdb, conflicts_with = "tui")]
         gdb: Option<GdbAddress>,
 
+        /// At the end, write the VGA text screen (80x25 at 0xB8000: characters, colours, the
+        /// cursor set through ports 0x3D4/0x3D5) to FILE as text; one guest only (e.g. mini-kvm
+        /// run --screen-dump screen.txt vga_text).
+        #[arg(long, value_name = "FILE")]
+        screen_dump: Option<std::path::PathBuf>,
+
         /// Make every write to the UART and the debug console a VM exit of its own, instead of
         /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
         /// hello shows 13 exits instead of 1).
@@ -268,6 +274,7 @@ fn main() -> ExitCode {
             net,
             rng,
             gdb,
+            screen_dump,
             no_coalesce,
             no_seccomp,
         } => {
@@ -310,6 +317,7 @@ fn main() -> ExitCode {
                 nets: net,
                 rng,
                 gdb,
+                screen_dump,
                 coalesce: !no_coalesce,
                 seccomp: !no_seccomp,
                 // The --tui view owns the terminal itself.
@@ -319,7 +327,21 @@ fn main() -> ExitCode {
             if let Err(error) = config.validate() {
                 return fail(&error.to_string());
             }
-            let status = run(&config);
+            // Opened now: a file that cannot be written is an error before the guest runs, and
+            // this thread may open no file once it runs vCPU 0 (seccomp).
+            let screen_file = match &config.screen_dump {
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(file) => Some(file),
+                    Err(error) => {
+                        return fail(&format!(
+                            "--screen-dump: cannot write {}: {error}",
+                            path.display()
+                        ));
+                    }
+                },
+                None => None,
+            };
+            let status = run(&config, screen_file);
             // Whatever happened, the user's terminal leaves as it came.
             terminal::restore();
             status
@@ -393,7 +415,7 @@ fn list() {
     }
 }
 
-fn run(config: &RunConfig) -> ExitCode {
+fn run(config: &RunConfig, screen_file: Option<std::fs::File>) -> ExitCode {
     let cancel = AtomicBool::new(false);
     let results = if config.output == OutputStyle::Tui {
         mini_kvm::tui::run(config)
@@ -414,6 +436,20 @@ fn run(config: &RunConfig) -> ExitCode {
         Err(error) => return fail(&error.to_string()),
     };
     report(config, &results);
+    if let (Some(mut file), Some(path)) = (screen_file, &config.screen_dump) {
+        let screen = results
+            .first()
+            .and_then(|result| result.report.as_ref().ok())
+            .and_then(|report| report.screen.as_ref());
+        if let Some(screen) = screen
+            && let Err(error) = file.write_all(screen.dump().as_bytes())
+        {
+            return fail(&format!(
+                "--screen-dump: cannot write {}: {error}",
+                path.display()
+            ));
+        }
+    }
     ExitCode::from(group_exit_code(&results))
 }
 

@@ -94,6 +94,18 @@ fn echo_with_no_input_prints_nothing() {
 }
 
 #[test]
+fn vga_text_writes_its_screen_without_an_exit_per_character() {
+    // 4 `out`s to the CRT controller, the WRITE and the EXIT: the 2000 cells of the buffer are
+    // memory writes (tests/display.rs checks the screen itself).
+    let exits = check_guest(
+        "vga_text",
+        b"",
+        b"vga_text: the screen is in the text buffer at 0xb8000\n",
+    );
+    assert_eq!(exits, 6);
+}
+
+#[test]
 fn list_names_every_builtin_guest() {
     let run = mini_kvm(&["list"], b"");
     assert_eq!(run.status, 0);
@@ -114,6 +126,7 @@ fn list_names_every_builtin_guest() {
         "multiplication",
         "multiplication_short",
         "smp",
+        "vga_text",
     ] {
         assert!(
             names.contains(&name.to_string()),

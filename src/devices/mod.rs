@@ -4,6 +4,7 @@
 
 pub mod acpi_pm;
 pub mod bus;
+pub mod display;
 pub mod fw_cfg;
 pub mod hypercall;
 pub mod irq;

@@ -118,6 +118,7 @@ impl Group {
                 seccomp: config.seccomp,
                 virtio,
                 debug,
+                vga_text: config.screen_dump.is_some(),
             };
             vms.push(Vm::create(kvm, setup, io)?);
         }

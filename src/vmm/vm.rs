@@ -41,6 +41,7 @@ use crate::arch::{ArchError, CpuMode};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
 use crate::devices::acpi_pm::{ACPI_PM_PORTS, AcpiPm, POWER_PORTS};
+use crate::devices::display::vga_text::{CRTC_PORTS, CrtController, Cursor, Screen};
 use crate::devices::fw_cfg::{FW_CFG_PORTS, FwCfg, MachineFacts, e820_file};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
 use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
@@ -144,11 +145,15 @@ pub struct GuestSetup<'a> {
     pub virtio: Vec<Box<dyn VirtioDevice>>,
     /// `--gdb`: the debugger front end, listening already (src/gdb/).
     pub debug: Option<Box<dyn DebugStub>>,
+    /// `--screen-dump`: the VGA text mode's cursor registers, and the screen read at the end.
+    pub vga_text: bool,
 }
 
 /// How a run went.
 pub struct RunReport {
     pub outcome: GuestOutcome,
+    /// With `vga_text`: the text screen as the guest left it.
+    pub screen: Option<Screen>,
     /// The counts of all the guest's vCPUs together.
     pub stats: ExitStats,
 }
@@ -171,6 +176,8 @@ pub struct Vm {
     linux_memory: Option<GuestMemoryMmap>,
     /// `--gdb`: the stub and the controls it drives the vCPUs with.
     debugger: Option<(Box<dyn DebugStub>, DebugTarget)>,
+    /// `vga_text`: the memory that holds the text buffer, and the cursor.
+    vga_text: Option<(GuestMemoryMmap, Arc<Cursor>)>,
 }
 
 impl Vm {
@@ -250,6 +257,14 @@ impl Vm {
             )],
         };
         attach_devices(&mut devices, &io, &facts, entry.linux)?;
+        let vga_text = if setup.vga_text {
+            let cursor = Arc::new(Cursor::default());
+            let crtc = CrtController::new(Arc::clone(&cursor));
+            devices.attach_ports(bus::shared(crtc), &[(CRTC_PORTS, 0)], None)?;
+            Some((memory.clone(), cursor))
+        } else {
+            None
+        };
         attach_virtio(&mut devices, &memory, setup.virtio)?;
         // A Linux kernel learns its CPUs, interrupt controllers and devices from ACPI tables,
         // which firmware would write on a PC: here, now that the devices are known.
@@ -340,6 +355,7 @@ impl Vm {
             seccomp: setup.seccomp,
             linux_memory: entry.linux.then_some(memory),
             debugger,
+            vga_text,
         })
     }
 
@@ -377,6 +393,7 @@ impl Vm {
             event_handlers,
             seccomp,
             debugger,
+            vga_text,
             ..
         } = self;
         let several = vcpus.len() > 1;
@@ -461,7 +478,12 @@ impl Vm {
             end_debugging(&control, thread, outcome.exit_code());
         }
         live.finish(outcome.exit_code(), outcome.short_description());
-        Ok(RunReport { outcome, stats })
+        let screen = vga_text.map(|(memory, cursor)| Screen::read(&memory, &cursor));
+        Ok(RunReport {
+            outcome,
+            stats,
+            screen,
+        })
     }
 }
 

@@ -1,0 +1,115 @@
+//! The VGA text screen (`--screen-dump`): the `vga_text` guest's 80x25 cells, characters and
+//! colours, compared cell by cell with what its source writes; and the option's errors.
+
+mod common;
+
+use common::{assert_error, mini_kvm, require_kvm, scratch};
+
+/// The dump `vga_text` must leave, built from what guests/real/vga_text.S writes.
+fn expected_dump() -> String {
+    let mut characters = vec![vec![b' '; 80]; 25];
+    let mut attributes = vec![vec![0x07u8; 80]; 25];
+    let mut put = |row: usize, column: usize, character: u8, attribute: u8| {
+        characters[row][column] = character;
+        attributes[row][column] = attribute;
+    };
+    for (column, &character) in b"mini-kvm: VGA text mode".iter().enumerate() {
+        put(0, column, character, 0x1e);
+    }
+    for colour in 0..16u8 {
+        put(2, usize::from(colour), b'A' + colour, colour);
+    }
+    for colour in 0..8u8 {
+        put(3, usize::from(colour), b'a' + colour, (colour << 4) | 0x0f);
+    }
+    let line = b"Written straight into guest memory: no VM exit per character.";
+    for (column, &character) in line.iter().enumerate() {
+        put(4, column, character, 0x0a);
+    }
+    let mut dump = String::from("VGA text 80x25, cursor at row 5, column 0\n");
+    for row in &characters {
+        dump.push_str(String::from_utf8_lossy(row).trim_end());
+        dump.push('\n');
+    }
+    dump.push_str("attributes:\n");
+    for row in &attributes {
+        for attribute in row {
+            dump.push_str(&format!("{attribute:02x}"));
+        }
+        dump.push('\n');
+    }
+    dump
+}
+
+#[test]
+fn the_text_demo_leaves_its_screen_cell_by_cell() {
+    require_kvm();
+    let dir = scratch("screen");
+    let file = dir.join("screen.txt");
+    let run = mini_kvm(
+        &["run", "--screen-dump", file.to_str().unwrap(), "vga_text"],
+        b"",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(
+        run.stdout_text(),
+        "vga_text: the screen is in the text buffer at 0xb8000\n"
+    );
+    assert!(run.stderr.is_empty(), "{run:?}");
+    let dump = std::fs::read_to_string(&file).unwrap();
+    let expected = expected_dump();
+    // Row by row first, for a readable failure; then the whole file.
+    for (number, (got, want)) in dump.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "line {number} of {}", file.display());
+    }
+    assert_eq!(dump, expected);
+}
+
+#[test]
+fn a_guest_that_never_touches_the_screen_leaves_it_blank() {
+    require_kvm();
+    let dir = scratch("screen-blank");
+    let file = dir.join("screen.txt");
+    let run = mini_kvm(
+        &["run", "--screen-dump", file.to_str().unwrap(), "hello"],
+        b"",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let dump = std::fs::read_to_string(&file).unwrap();
+    // RAM starts zeroed: NUL characters on black, and the cursor at cell 0.
+    let mut expected = String::from("VGA text 80x25, cursor at row 0, column 0\n");
+    expected.push_str(&"\n".repeat(25));
+    expected.push_str("attributes:\n");
+    expected.push_str(&format!("{}\n", "00".repeat(80)).repeat(25));
+    assert_eq!(dump, expected);
+}
+
+#[test]
+fn screen_dump_errors() {
+    require_kvm();
+    let run = mini_kvm(
+        &["run", "--screen-dump", "/tmp/x.txt", "hello", "vga_text"],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: --screen-dump with 2 guests: the file holds one screen; run the guest \
+         alone",
+    );
+    let run = mini_kvm(
+        &[
+            "run",
+            "--screen-dump",
+            "/nonexistent/dir/screen.txt",
+            "vga_text",
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "mini-kvm: error: --screen-dump: cannot write /nonexistent/dir/screen.txt: No such file \
+         or directory (os error 2)",
+    );
+}
