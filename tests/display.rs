@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_error, mini_kvm, require_kvm, scratch};
+use common::{assert_error, mini_kvm, require_kvm, scratch, test_kernel};
 
 /// The dump `vga_text` must leave, built from what guests/real/vga_text.S writes.
 fn expected_dump() -> String {
@@ -81,6 +81,36 @@ fn a_guest_that_never_touches_the_screen_leaves_it_blank() {
     expected.push_str(&"\n".repeat(25));
     expected.push_str("attributes:\n");
     expected.push_str(&format!("{}\n", "00".repeat(80)).repeat(25));
+    assert_eq!(dump, expected);
+}
+
+#[test]
+fn a_kernel_written_like_the_classic_tutorials_shows_its_greeting() {
+    require_kvm();
+    let dir = scratch("screen-bare-bones");
+    let file = dir.join("screen.txt");
+    let kernel = test_kernel("vga_bare_bones");
+    let run = mini_kvm(
+        &[
+            "run",
+            "--mem",
+            "2M",
+            "--screen-dump",
+            file.to_str().unwrap(),
+            kernel.to_str().unwrap(),
+        ],
+        b"",
+    );
+    // Its `cli; hlt` ends the run (a second later: mini-kvm has to notice it).
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    let dump = std::fs::read_to_string(&file).unwrap();
+    // It never moves the cursor: the CRT controller's registers are still 0.
+    let mut expected =
+        String::from("VGA text 80x25, cursor at row 0, column 0\nHello, kernel World!\n");
+    expected.push_str(&"\n".repeat(24));
+    expected.push_str("attributes:\n");
+    expected.push_str(&format!("{}\n", "07".repeat(80)).repeat(25));
     assert_eq!(dump, expected);
 }
 
