@@ -27,7 +27,7 @@ pub trait X86View: Arch<BreakpointKind = usize> {
 /// The instruction pointer gdb sees: linear in real mode (see the module's comment).
 fn program_counter(regs: &kvm_regs, sregs: &kvm_sregs) -> u64 {
     if CpuMode::of(sregs) == CpuMode::Real {
-        sregs.cs.base.wrapping_add(regs.rip) & 0xf_ffff_ffff
+        sregs.cs.base.wrapping_add(regs.rip) & 0xffff_ffff
     } else {
         regs.rip
     }
