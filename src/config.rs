@@ -60,8 +60,8 @@ pub enum ConfigError {
          address (e.g. --net tap=tap0)"
     )]
     BadNet(String),
-    #[error("--screen-dump with {0} guests: the file holds one screen; run the guest alone")]
-    ScreenDumpWithSeveralGuests(usize),
+    #[error("{option} with {guests} guests: the file holds one screen; run the guest alone")]
+    ScreenFileWithSeveralGuests { option: &'static str, guests: usize },
     #[error(
         "'{0}' is not a place for gdb to connect to: give a TCP port on localhost (e.g. --gdb \
          1234; 0 picks a free one) or the path of a Unix socket (e.g. --gdb /tmp/guest.sock)"
@@ -242,8 +242,13 @@ pub struct RunConfig {
     pub rng: bool,
     /// `--gdb`: where each guest's GDB stub listens (src/gdb/).
     pub gdb: Option<GdbAddress>,
+    /// `--display`: show each guest's screen in the terminal view (with `--tui`'s panes).
+    pub display: bool,
     /// `--screen-dump FILE`: the VGA text screen written there at the end (one guest only).
     pub screen_dump: Option<PathBuf>,
+    /// `--screenshot FILE`: the graphics screen written there as PNG at the end (one guest
+    /// only).
+    pub screenshot: Option<PathBuf>,
     /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
     pub terminal: bool,
     /// Queue writes to the UART's transmit register and the debug console on KVM's
@@ -275,11 +280,19 @@ impl RunConfig {
             nets: Vec::new(),
             rng: false,
             gdb: None,
+            display: false,
             screen_dump: None,
+            screenshot: None,
             terminal: false,
             coalesce: true,
             seccomp: false,
         }
+    }
+
+    /// Do the guests get a display adapter? With `--display`, `--screen-dump` or `--screenshot`;
+    /// without them, no run changes (a Linux kernel probing the VGA ports finds nothing).
+    pub fn display_on(&self) -> bool {
+        self.display || self.screen_dump.is_some() || self.screenshot.is_some()
     }
 
     /// The mode a flat binary starts in: the built-in guest's own, or `--mode`. A built-in guest
@@ -321,8 +334,16 @@ impl RunConfig {
         if !self.nets.is_empty() && self.guests.len() > 1 {
             return Err(ConfigError::NetWithSeveralGuests(self.guests.len()));
         }
-        if self.screen_dump.is_some() && self.guests.len() > 1 {
-            return Err(ConfigError::ScreenDumpWithSeveralGuests(self.guests.len()));
+        for (option, given) in [
+            ("--screen-dump", self.screen_dump.is_some()),
+            ("--screenshot", self.screenshot.is_some()),
+        ] {
+            if given && self.guests.len() > 1 {
+                return Err(ConfigError::ScreenFileWithSeveralGuests {
+                    option,
+                    guests: self.guests.len(),
+                });
+            }
         }
         let virtio_devices = self.disks.len() + self.nets.len() + usize::from(self.rng);
         if virtio_devices > VIRTIO_SLOTS {

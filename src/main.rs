@@ -172,6 +172,17 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long, value_name = "FILE")]
         screen_dump: Option<std::path::PathBuf>,
 
+        /// Show each guest's screen in the terminal, live: VGA text in colour, a framebuffer in
+        /// half-block characters; with several guests, side by side (e.g. mini-kvm run --display
+        /// mandelbrot). Keys as with --tui; Ctrl-S saves a screenshot with --screenshot.
+        #[arg(long, conflicts_with_all = ["raw", "gdb"])]
+        display: bool,
+
+        /// At the end, write the graphics screen (the Bochs VBE framebuffer) to FILE as a PNG
+        /// image; one guest only (e.g. mini-kvm run --screenshot mandelbrot.png mandelbrot).
+        #[arg(long, value_name = "FILE")]
+        screenshot: Option<std::path::PathBuf>,
+
         /// Make every write to the UART and the debug console a VM exit of its own, instead of
         /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
         /// hello shows 13 exits instead of 1).
@@ -275,6 +286,8 @@ fn main() -> ExitCode {
             rng,
             gdb,
             screen_dump,
+            display,
+            screenshot,
             no_coalesce,
             no_seccomp,
         } => {
@@ -290,7 +303,7 @@ fn main() -> ExitCode {
                 Ok(mode) => mode,
                 Err(error) => return fail(&error.to_string()),
             };
-            let output = match (raw, tui) {
+            let output = match (raw, tui || display) {
                 (_, true) => OutputStyle::Tui,
                 (true, false) => OutputStyle::Raw,
                 (false, false) => OutputStyle::Lines,
@@ -318,6 +331,8 @@ fn main() -> ExitCode {
                 rng,
                 gdb,
                 screen_dump,
+                display,
+                screenshot,
                 coalesce: !no_coalesce,
                 seccomp: !no_seccomp,
                 // The --tui view owns the terminal itself.
@@ -329,19 +344,11 @@ fn main() -> ExitCode {
             }
             // Opened now: a file that cannot be written is an error before the guest runs, and
             // this thread may open no file once it runs vCPU 0 (seccomp).
-            let screen_file = match &config.screen_dump {
-                Some(path) => match std::fs::File::create(path) {
-                    Ok(file) => Some(file),
-                    Err(error) => {
-                        return fail(&format!(
-                            "--screen-dump: cannot write {}: {error}",
-                            path.display()
-                        ));
-                    }
-                },
-                None => None,
+            let screen_files = match ScreenFiles::create(&config) {
+                Ok(files) => files,
+                Err(error) => return fail(&error),
             };
-            let status = run(&config, screen_file);
+            let status = run(&config, screen_files);
             // Whatever happened, the user's terminal leaves as it came.
             terminal::restore();
             status
@@ -415,7 +422,57 @@ fn list() {
     }
 }
 
-fn run(config: &RunConfig, screen_file: Option<std::fs::File>) -> ExitCode {
+/// The files `--screen-dump` and `--screenshot` write at the end, opened before the guest runs:
+/// a file that cannot be written is an error before anything runs, and the thread that runs
+/// vCPU 0 may open no file once the guest runs (seccomp).
+struct ScreenFiles {
+    dump: Option<(std::fs::File, std::path::PathBuf)>,
+    screenshot: Option<(std::fs::File, std::path::PathBuf)>,
+}
+
+impl ScreenFiles {
+    fn create(config: &RunConfig) -> Result<ScreenFiles, String> {
+        let open = |option: &str, path: &Option<std::path::PathBuf>| match path {
+            Some(path) => std::fs::File::create(path)
+                .map(|file| Some((file, path.clone())))
+                .map_err(|error| format!("{option}: cannot write {}: {error}", path.display())),
+            None => Ok(None),
+        };
+        Ok(ScreenFiles {
+            dump: open("--screen-dump", &config.screen_dump)?,
+            screenshot: open("--screenshot", &config.screenshot)?,
+        })
+    }
+
+    /// Writes the guest's screen as it was left (one guest: the options refuse several).
+    fn write(self, results: &[GuestResult]) -> Result<(), String> {
+        let Some(display) = results
+            .first()
+            .and_then(|result| result.report.as_ref().ok())
+            .and_then(|report| report.display.as_ref())
+        else {
+            return Ok(());
+        };
+        if let Some((mut file, path)) = self.dump {
+            file.write_all(display.text_screen().dump().as_bytes())
+                .map_err(|error| format!("--screen-dump: cannot write {}: {error}", path.display()))?;
+        }
+        if let Some((mut file, path)) = self.screenshot {
+            let Some(picture) = display.picture() else {
+                return Err(format!(
+                    "--screenshot: the guest left the screen in text mode, so {} is empty \
+                     (--screen-dump FILE writes a text screen)",
+                    path.display()
+                ));
+            };
+            file.write_all(&picture.png())
+                .map_err(|error| format!("--screenshot: cannot write {}: {error}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn run(config: &RunConfig, screen_files: ScreenFiles) -> ExitCode {
     let cancel = AtomicBool::new(false);
     let results = if config.output == OutputStyle::Tui {
         mini_kvm::tui::run(config)
@@ -436,19 +493,8 @@ fn run(config: &RunConfig, screen_file: Option<std::fs::File>) -> ExitCode {
         Err(error) => return fail(&error.to_string()),
     };
     report(config, &results);
-    if let (Some(mut file), Some(path)) = (screen_file, &config.screen_dump) {
-        let screen = results
-            .first()
-            .and_then(|result| result.report.as_ref().ok())
-            .and_then(|report| report.screen.as_ref());
-        if let Some(screen) = screen
-            && let Err(error) = file.write_all(screen.dump().as_bytes())
-        {
-            return fail(&format!(
-                "--screen-dump: cannot write {}: {error}",
-                path.display()
-            ));
-        }
+    if let Err(error) = screen_files.write(&results) {
+        return fail(&error);
     }
     ExitCode::from(group_exit_code(&results))
 }

@@ -247,6 +247,7 @@ fn fuzz(seed: u64, cases: usize) -> Tally {
             },
             cmdline: (rng.below(4) == 0).then_some("fuzz"),
             initrd: None,
+            display: false,
         };
         let options = load_only(&image, options, &mut tally);
         run_as_guest(&path, &image, options, &mut tally);

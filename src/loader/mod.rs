@@ -162,6 +162,9 @@ pub struct Entry {
     /// loader has told it where the RSDP is). And a warm reset is its panic (`reboot=panic_warm`
     /// in the default command line: src/vmm/vm.rs).
     pub linux: bool,
+    /// A multiboot kernel that asked for a linear framebuffer: the mode the display adapter is
+    /// switched to before it starts.
+    pub video: Option<multiboot::VideoMode>,
 }
 
 /// What the command line asked for, as far as loading is concerned.
@@ -173,6 +176,8 @@ pub struct LoadOptions<'a> {
     pub cmdline: Option<&'a str>,
     /// `--initrd`: the initramfs of a Linux bzImage.
     pub initrd: Option<&'a [u8]>,
+    /// The guest has a display (a multiboot kernel may then ask for a framebuffer).
+    pub display: bool,
 }
 
 /// Puts `image` into guest memory according to its format and returns its entry.
@@ -209,6 +214,7 @@ pub fn load(
         registers,
         protocol,
         linux: false,
+        video: None,
     };
     let protected = GuestMode::Protected { paging: false };
     let entry = match format {
@@ -231,8 +237,12 @@ pub fn load(
             kernel_entry(mode, registers, "flat binary")
         }
         ImageFormat::Multiboot { header } => {
-            let registers = multiboot::load(name, image, header, memory, cmdline)?;
-            kernel_entry(protected, registers, "multiboot")
+            let (registers, video) =
+                multiboot::load(name, image, header, memory, cmdline, options.display)?;
+            Entry {
+                video,
+                ..kernel_entry(protected, registers, "multiboot")
+            }
         }
         ImageFormat::Elf32 | ImageFormat::Elf64 | ImageFormat::ElfOther => {
             // (ElfOther: `parse` says what is wrong with its class.)

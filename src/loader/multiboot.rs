@@ -5,6 +5,10 @@
 //! The kernel is loaded through its ELF program headers, or, when its header sets flag 16 (the
 //! "a.out kludge"), at the addresses the header itself gives, which is how a flat binary can be
 //! a multiboot kernel.
+//!
+//! A kernel that sets header flag 2 and asks for a linear framebuffer (mode type 0) gets one when
+//! the guest has a display: the information's framebuffer fields (flag 12) say where it is and
+//! how its pixels are laid out (docs/display.md).
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -13,7 +17,9 @@ use super::{
     BOOT_CMDLINE_OFFSET, BOOT_LOADER_NAME, BOOT_LOADER_NAME_OFFSET, BOOT_MEMORY_MAP_OFFSET,
     LoaderError, check_load_range, write_cmdline,
 };
-use crate::arch::x86::layout::{BOOT_INFO_ADDRESS, INITIAL_STACK_TOP, low_ram_end, memory_map};
+use crate::arch::x86::layout::{
+    BOOT_INFO_ADDRESS, FRAMEBUFFER_ADDRESS, INITIAL_STACK_TOP, low_ram_end, memory_map,
+};
 use crate::arch::x86::modes::EntryRegisters;
 
 /// What the boot loader puts in EAX, so the kernel knows it was booted by a multiboot loader.
@@ -31,6 +37,52 @@ const INFO_MEMORY: u32 = 1 << 0;
 const INFO_CMDLINE: u32 = 1 << 2;
 const INFO_MEMORY_MAP: u32 = 1 << 6;
 const INFO_LOADER_NAME: u32 = 1 << 9;
+const INFO_FRAMEBUFFER: u32 = 1 << 12;
+
+/// The graphics mode mini-kvm gives a kernel that asks for a linear framebuffer and leaves a
+/// field at 0 ("no preference").
+const DEFAULT_VIDEO: VideoMode = VideoMode {
+    width: 640,
+    height: 480,
+    bits_per_pixel: 32,
+};
+/// The largest mode the display adapter has (src/devices/display/vbe.rs).
+const MAX_VIDEO: (u16, u16) = (1920, 1200);
+
+/// The linear-framebuffer mode a kernel gets: the display adapter is switched to it before the
+/// kernel starts, and the multiboot information describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoMode {
+    pub width: u16,
+    pub height: u16,
+    /// 16, 24 or 32.
+    pub bits_per_pixel: u16,
+}
+
+impl VideoMode {
+    /// The mode for a header's `width`, `height` and `depth` fields: each 0 takes the default, a
+    /// size is capped at the adapter's largest, and a depth it cannot show becomes 32 (the
+    /// specification lets the loader choose another mode; the information says which).
+    fn for_request(width: u32, height: u32, depth: u32) -> VideoMode {
+        let pick = |asked: u32, default: u16, max: u16| match asked {
+            0 => default,
+            asked => asked.min(u32::from(max)) as u16,
+        };
+        VideoMode {
+            width: pick(width, DEFAULT_VIDEO.width, MAX_VIDEO.0),
+            height: pick(height, DEFAULT_VIDEO.height, MAX_VIDEO.1),
+            bits_per_pixel: match depth {
+                16 | 24 | 32 => depth as u16,
+                _ => DEFAULT_VIDEO.bits_per_pixel,
+            },
+        }
+    }
+
+    /// Bytes per line.
+    pub fn pitch(&self) -> u32 {
+        u32::from(self.width) * u32::from(self.bits_per_pixel) / 8
+    }
+}
 
 fn word(image: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?))
@@ -44,18 +96,28 @@ pub fn load(
     header: usize,
     memory: &GuestMemoryMmap,
     cmdline: &str,
-) -> Result<EntryRegisters, LoaderError> {
+    display: bool,
+) -> Result<(EntryRegisters, Option<VideoMode>), LoaderError> {
     let unsupported = |what: &'static str| LoaderError::MultibootUnsupported {
         name: name.to_string(),
         what,
     };
     // `detect` found magic, flags and checksum, so these three words exist.
     let flags = word(image, header + 4).ok_or(unsupported("its header is cut short"))?;
-    if flags & FLAG_VIDEO_MODE != 0 {
-        return Err(unsupported(
-            "it asks for a video mode (header flag 2), and mini-kvm has no display",
-        ));
-    }
+    let video = if flags & FLAG_VIDEO_MODE != 0 {
+        if !display {
+            return Err(unsupported(
+                "it asks for a video mode (header flag 2): run it with a display (--display, \
+                 --screenshot FILE or --screen-dump FILE)",
+            ));
+        }
+        // mode_type, width, height, depth: words 8-11 of the header. Mode type 1 is EGA text,
+        // which the kernel has anyway at 0xb8000; 0 asks for a linear framebuffer.
+        let field = |index: usize| word(image, header + 4 * index).unwrap_or(0);
+        (field(8) == 0).then(|| VideoMode::for_request(field(9), field(10), field(11)))
+    } else {
+        None
+    };
     let known = FLAG_PAGE_ALIGN_MODULES | FLAG_MEMORY_INFO | FLAG_VIDEO_MODE;
     if flags & 0xffff & !known != 0 {
         return Err(unsupported(
@@ -89,14 +151,15 @@ pub fn load(
         });
     }
 
-    write_info(memory, cmdline)?;
-    Ok(EntryRegisters {
+    write_info(memory, cmdline, video)?;
+    let registers = EntryRegisters {
         entry,
         stack: INITIAL_STACK_TOP,
         rax: u64::from(BOOTLOADER_MAGIC),
         rbx: BOOT_INFO_ADDRESS,
         rsi: 0,
-    })
+    };
+    Ok((registers, video))
 }
 
 /// The a.out kludge: the header says where its own bytes go (`header_addr`), which part of the
@@ -150,8 +213,13 @@ fn load_by_header_addresses(
 }
 
 /// Writes the multiboot information structure, its memory map, the boot loader's name and the
-/// command line into the boot-information page (docs/memory-map.md).
-fn write_info(memory: &GuestMemoryMmap, cmdline: &str) -> Result<(), LoaderError> {
+/// command line into the boot-information page (docs/memory-map.md); and with `video`, the
+/// framebuffer.
+fn write_info(
+    memory: &GuestMemoryMmap,
+    cmdline: &str,
+    video: Option<VideoMode>,
+) -> Result<(), LoaderError> {
     let ram_size = super::ram_size(memory);
     let mut map = Vec::new();
     for (start, length, kind) in memory_map(ram_size) {
@@ -172,7 +240,8 @@ fn write_info(memory: &GuestMemoryMmap, cmdline: &str) -> Result<(), LoaderError
     // as a PC BIOS reports.
     let lower_kib = ram_size.min(640 << 10) >> 10;
     let upper_kib = low_ram_end(ram_size).saturating_sub(1 << 20) >> 10;
-    let mut info = [0u32; 22];
+    // The fields up to the framebuffer's colour layout: 29 words (116 bytes).
+    let mut info = [0u32; 29];
     info[0] = INFO_MEMORY | INFO_CMDLINE | INFO_MEMORY_MAP | INFO_LOADER_NAME;
     info[1] = lower_kib as u32;
     info[2] = upper_kib.min(u64::from(u32::MAX)) as u32;
@@ -180,7 +249,25 @@ fn write_info(memory: &GuestMemoryMmap, cmdline: &str) -> Result<(), LoaderError
     info[11] = map.len() as u32; // mmap_length
     info[12] = map_address as u32; // mmap_addr
     info[16] = loader_name_address as u32;
-    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
+    if let Some(video) = video {
+        info[0] |= INFO_FRAMEBUFFER;
+        info[22] = FRAMEBUFFER_ADDRESS as u32; // framebuffer_addr, a 64-bit field (high word 0)
+        info[24] = video.pitch();
+        info[25] = u32::from(video.width);
+        info[26] = u32::from(video.height);
+    }
+    let mut bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
+    if let Some(video) = video {
+        // framebuffer_bpp, framebuffer_type 1 (direct RGB), then each colour's bit position and
+        // size: 5:6:5 at 16 bits, blue in the lowest byte at 24 and 32.
+        let colours: [u8; 6] = match video.bits_per_pixel {
+            16 => [11, 5, 5, 6, 0, 5],
+            _ => [16, 8, 8, 8, 0, 8],
+        };
+        bytes[108] = video.bits_per_pixel as u8;
+        bytes[109] = 1;
+        bytes[110..116].copy_from_slice(&colours);
+    }
     memory.write_slice(&bytes, GuestAddress(BOOT_INFO_ADDRESS))?;
     Ok(())
 }
@@ -216,7 +303,7 @@ mod tests {
     }
 
     fn refusal(image: &[u8]) -> String {
-        match load("k", image, 0, &memory(), "") {
+        match load("k", image, 0, &memory(), "", false) {
             Ok(_) => "accepted".to_string(),
             Err(LoaderError::MultibootUnsupported { what, .. }) => what.to_string(),
             Err(other) => other.to_string(),
@@ -227,7 +314,8 @@ mod tests {
     fn a_kernel_with_header_addresses_is_loaded_where_it_asks() {
         let memory = memory();
         let image = kernel(FLAG_ADDRESSES | FLAG_MEMORY_INFO);
-        let registers = load("k", &image, 0, &memory, "quiet").unwrap();
+        let (registers, video) = load("k", &image, 0, &memory, "quiet", false).unwrap();
+        assert_eq!(video, None);
         assert_eq!(registers.entry, MIB + 32);
         assert_eq!(registers.rax, u64::from(BOOTLOADER_MAGIC));
         assert_eq!(registers.rbx, BOOT_INFO_ADDRESS);
@@ -236,11 +324,58 @@ mod tests {
         assert_eq!(loaded, image);
     }
 
+    /// A kernel whose header asks for a linear framebuffer of `width` x `height` x `depth`.
+    fn kernel_asking_for(width: u32, height: u32, depth: u32) -> Vec<u8> {
+        let mut image = kernel(FLAG_ADDRESSES | FLAG_VIDEO_MODE);
+        for (index, value) in [0, width, height, depth].into_iter().enumerate() {
+            let at = 32 + 4 * index;
+            image[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        image
+    }
+
+    fn info_bytes(memory: &GuestMemoryMmap) -> [u8; 116] {
+        let mut info = [0u8; 116];
+        memory.read_slice(&mut info, GuestAddress(BOOT_INFO_ADDRESS)).unwrap();
+        info
+    }
+
+    #[test]
+    fn a_kernel_asking_for_a_framebuffer_is_told_where_it_is() {
+        let memory = memory();
+        let image = kernel_asking_for(320, 240, 32);
+        let (_, video) = load("k", &image, 0, &memory, "", true).unwrap();
+        let expected = VideoMode {
+            width: 320,
+            height: 240,
+            bits_per_pixel: 32,
+        };
+        assert_eq!(video, Some(expected));
+        let info = info_bytes(&memory);
+        let word = |at: usize| u32::from_le_bytes(info[at..at + 4].try_into().unwrap());
+        assert_ne!(word(0) & INFO_FRAMEBUFFER, 0);
+        assert_eq!(word(88), 0xe000_0000);
+        assert_eq!(word(92), 0);
+        assert_eq!((word(96), word(100), word(104)), (1280, 320, 240));
+        assert_eq!(&info[108..116], &[32, 1, 16, 8, 8, 8, 0, 8]);
+
+        // No preference: 640x480x32. Too large, and an 8-bit depth: capped, and 32 bits.
+        let (_, video) = load("k", &kernel_asking_for(0, 0, 0), 0, &memory, "", true).unwrap();
+        assert_eq!(video.map(|v| (v.width, v.height, v.bits_per_pixel)), Some((640, 480, 32)));
+        let (_, video) =
+            load("k", &kernel_asking_for(4000, 3000, 8), 0, &memory, "", true).unwrap();
+        assert_eq!(video.map(|v| (v.width, v.height, v.bits_per_pixel)), Some((1920, 1200, 32)));
+        // 16 bits: 5:6:5.
+        load("k", &kernel_asking_for(64, 64, 16), 0, &memory, "", true).unwrap();
+        assert_eq!(&info_bytes(&memory)[108..116], &[16, 1, 11, 5, 5, 6, 0, 5]);
+    }
+
     #[test]
     fn header_flags_and_fields_are_checked() {
         assert_eq!(
             refusal(&kernel(FLAG_ADDRESSES | FLAG_VIDEO_MODE)),
-            "it asks for a video mode (header flag 2), and mini-kvm has no display"
+            "it asks for a video mode (header flag 2): run it with a display (--display, \
+             --screenshot FILE or --screen-dump FILE)"
         );
         assert_eq!(
             refusal(&kernel(FLAG_ADDRESSES | 1 << 3)),

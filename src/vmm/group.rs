@@ -108,6 +108,7 @@ impl Group {
                     flat_mode: *flat_mode,
                     cmdline: config.cmdline.as_deref(),
                     initrd: initrd.as_deref(),
+                    display: config.display_on(),
                 },
                 memory_size: config.memory_for(guest),
                 cpus: config.cpus,
@@ -118,7 +119,7 @@ impl Group {
                 seccomp: config.seccomp,
                 virtio,
                 debug,
-                vga_text: config.screen_dump.is_some(),
+                display: config.display_on(),
             };
             vms.push(Vm::create(kvm, setup, io)?);
         }
@@ -126,6 +127,11 @@ impl Group {
             vms,
             seccomp: config.seccomp,
         })
+    }
+
+    /// Each guest's display (with `--display` and the like), for a view that shows it.
+    pub fn displays(&self) -> Vec<Option<crate::devices::display::Display>> {
+        self.vms.iter().map(Vm::display).collect()
     }
 
     /// Each guest's name and live counters, for a view that watches the run.

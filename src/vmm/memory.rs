@@ -3,17 +3,20 @@
 //! Guest RAM is anonymous memory in the VMM process (vm-memory's `GuestMemoryMmap`, mapped with
 //! `MAP_NORESERVE`: the host only gives it pages the guest touches), in one or two regions laid
 //! out by [`layout::ram_regions`]: below the MMIO hole, and from 4 GiB for what does not fit
-//! there. Each region becomes one KVM memory slot.
+//! there. Each region becomes one KVM memory slot, except that with a display, the VGA text
+//! buffer's pages get a slot of their own whose writes KVM logs (the display's dirty log).
 
-use kvm_bindings::kvm_userspace_memory_region;
+use std::sync::Arc;
+
+use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress,
 };
 
 use crate::arch::x86::layout;
+use crate::devices::display::DirtyLog;
 
 #[derive(Debug, Error)]
 pub enum MemoryError {
@@ -38,23 +41,124 @@ pub fn register_memory_slots(
     vm_fd: &VmFd,
     memory: &GuestMemoryMmap,
 ) -> Result<(), kvm_ioctls::Error> {
-    for (slot, region) in memory.iter().enumerate() {
-        let host_address = region
-            .get_host_address(MemoryRegionAddress(0))
-            .map_err(|_| kvm_ioctls::Error::new(libc::EFAULT))?;
-        let slot = kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host_address as u64,
-        };
-        // SAFETY: the region maps `memory_size` bytes at `host_address` and lives as long as
-        // the VM (the vCPUs and devices hold clones of `memory`), so KVM never sees unmapped
-        // memory.
-        unsafe { vm_fd.set_user_memory_region(slot) }?;
+    let mut slots = MemorySlots::default();
+    for region in memory.iter() {
+        slots.add(vm_fd, memory, region.start_addr().0, region.len(), false)?;
     }
     Ok(())
+}
+
+/// Gives `memory` to KVM like [`register_memory_slots`], but with `logged` (a page-aligned
+/// range inside the first region) cut out into a slot of its own whose writes KVM logs
+/// (`KVM_MEM_LOG_DIRTY_PAGES`): the VGA text buffer, which the display redraws when it changes.
+/// Only that slot is logged: logging all of RAM would make the guest's first write to every
+/// page a fault.
+pub fn register_memory_slots_logging(
+    vm_fd: &Arc<VmFd>,
+    memory: &GuestMemoryMmap,
+    logged: (u64, u64),
+    slots: &mut MemorySlots,
+) -> Result<LoggedSlot, kvm_ioctls::Error> {
+    let (logged_start, logged_len) = logged;
+    let logged_end = logged_start + logged_len;
+    let mut logged_slot = None;
+    for region in memory.iter() {
+        let (start, end) = (region.start_addr().0, region.start_addr().0 + region.len());
+        if start <= logged_start && logged_end <= end {
+            slots.add(vm_fd, memory, start, logged_start - start, false)?;
+            let slot = slots.add(vm_fd, memory, logged_start, logged_len, true)?;
+            logged_slot = Some(LoggedSlot::new(vm_fd, slot, logged_len));
+            slots.add(vm_fd, memory, logged_end, end - logged_end, false)?;
+        } else {
+            slots.add(vm_fd, memory, start, region.len(), false)?;
+        }
+    }
+    // The caller checks that RAM covers the range; not covering it is a bug.
+    logged_slot.ok_or_else(|| kvm_ioctls::Error::new(libc::EINVAL))
+}
+
+/// Gives all of `memory` (one region: memory that is not RAM, like a framebuffer) to KVM as one
+/// logged slot.
+pub fn register_logged_region(
+    vm_fd: &Arc<VmFd>,
+    memory: &GuestMemoryMmap,
+    slots: &mut MemorySlots,
+) -> Result<LoggedSlot, kvm_ioctls::Error> {
+    let region = memory
+        .iter()
+        .next()
+        .ok_or_else(|| kvm_ioctls::Error::new(libc::EINVAL))?;
+    let slot = slots.add(vm_fd, memory, region.start_addr().0, region.len(), true)?;
+    Ok(LoggedSlot::new(vm_fd, slot, region.len()))
+}
+
+/// Hands out KVM memory slot numbers, in order.
+#[derive(Default)]
+pub struct MemorySlots {
+    next: u32,
+}
+
+impl MemorySlots {
+    /// Makes `[start, start + len)` of `memory` (inside one of its regions) a KVM slot; an empty
+    /// range makes none. Returns the slot's number.
+    fn add(
+        &mut self,
+        vm_fd: &VmFd,
+        memory: &GuestMemoryMmap,
+        start: u64,
+        len: u64,
+        log_dirty_pages: bool,
+    ) -> Result<u32, kvm_ioctls::Error> {
+        if len == 0 {
+            return Ok(self.next);
+        }
+        let host_address = memory
+            .get_host_address(GuestAddress(start))
+            .map_err(|_| kvm_ioctls::Error::new(libc::EFAULT))?;
+        let flags = if log_dirty_pages {
+            KVM_MEM_LOG_DIRTY_PAGES
+        } else {
+            0
+        };
+        let slot = self.next;
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags,
+            guest_phys_addr: start,
+            memory_size: len,
+            userspace_addr: host_address as u64,
+        };
+        // SAFETY: `memory` maps `len` bytes at `host_address` (the range is inside one of its
+        // regions) and lives as long as the VM (the vCPUs and devices hold clones of it), so KVM
+        // never sees unmapped memory.
+        unsafe { vm_fd.set_user_memory_region(region) }?;
+        self.next += 1;
+        Ok(slot)
+    }
+}
+
+/// A memory slot whose writes KVM logs: which of its pages the guest wrote since the last look.
+pub struct LoggedSlot {
+    vm_fd: Arc<VmFd>,
+    slot: u32,
+    size: usize,
+}
+
+impl LoggedSlot {
+    fn new(vm_fd: &Arc<VmFd>, slot: u32, size: u64) -> LoggedSlot {
+        LoggedSlot {
+            vm_fd: Arc::clone(vm_fd),
+            slot,
+            size: size as usize,
+        }
+    }
+}
+
+impl DirtyLog for LoggedSlot {
+    /// `KVM_GET_DIRTY_LOG`: one bit per page, and KVM clears the log as it hands it over.
+    fn dirty_pages(&self) -> Option<Vec<u64>> {
+        self.vm_fd.get_dirty_log(self.slot, self.size).ok()
+    }
 }
 
 /// Is `[address, address + len)` entirely guest RAM? (`len` may be 0.)

@@ -10,8 +10,9 @@
 //!   register reads of a report;
 //! - `events-NAME`: [`Role::EventLoop`], `epoll_wait`/`epoll_ctl` and `read` (stdin, eventfds);
 //! - the thread that waits for several guests: [`Role::Waiter`], nothing but its report;
-//! - the `--tui` view: [`Role::Terminal`], what crossterm needs (a read-only `openat` of
-//!   `/dev/tty` each frame, its epoll and its SIGWINCH socket pair).
+//! - the `--tui` and `--display` view: [`Role::Terminal`], what crossterm needs (a read-only
+//!   `openat` of `/dev/tty` each frame, its epoll and its SIGWINCH socket pair), and
+//!   `KVM_GET_DIRTY_LOG` for the screen;
 //!
 //! All of them may use memory, futexes, signals, clocks, `write`, `close` and `poll`.
 //!
@@ -95,6 +96,8 @@ ioctl_iow_nr!(
 ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
 // What a debugger does to a stopped vCPU, on the vCPU's thread (vmm/debug.rs).
 ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_bindings::kvm_regs);
+// The display view's one KVM call: which pages of the screen's memory the guest wrote.
+ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_bindings::kvm_dirty_log);
 ioctl_ior_nr!(KVM_GET_FPU, KVMIO, 0x8c, kvm_bindings::kvm_fpu);
 ioctl_iow_nr!(
     KVM_SET_GUEST_DEBUG,
@@ -242,6 +245,9 @@ fn ioctls(role: Role) -> Vec<u64> {
             ]
             .map(u64::from),
         );
+    }
+    if role == Role::Terminal {
+        requests.push(u64::from(KVM_GET_DIRTY_LOG()));
     }
     requests
 }
@@ -545,6 +551,7 @@ mod tests {
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
         assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
         assert_eq!(KVM_GET_MP_STATE(), 0x8004_ae98);
+        assert_eq!(KVM_GET_DIRTY_LOG(), 0x4010_ae42);
         assert_eq!(KVM_TRANSLATE(), 0xc018_ae85);
         assert_eq!(KVM_REGISTER_COALESCED_MMIO(), 0x4010_ae67);
     }

@@ -24,7 +24,10 @@ use super::debug::{DebugControl, DebugStub, DebugTarget, HostDebugSupport};
 use super::device_manager::{AttachedDevices, DeviceError, DeviceInfo, DeviceManager};
 use super::event_loop::{EventHandler, EventLoop, Token};
 use super::kvm::{self, KvmError};
-use super::memory::{MemoryError, create_guest_memory, register_memory_slots};
+use super::memory::{
+    LoggedSlot, MemoryError, MemorySlots, create_guest_memory, range_is_ram,
+    register_logged_region, register_memory_slots, register_memory_slots_logging,
+};
 use super::outcome::{AllCpus, GuestOutcome};
 use super::seccomp::{self, Role, SeccompError};
 use super::stats::{ExitStats, LiveCounters};
@@ -41,7 +44,9 @@ use crate::arch::{ArchError, CpuMode};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
 use crate::devices::acpi_pm::{ACPI_PM_PORTS, AcpiPm, POWER_PORTS};
-use crate::devices::display::vga_text::{CRTC_PORTS, CrtController, Cursor, Screen};
+use crate::devices::display::Display;
+use crate::devices::display::vbe::{BochsVbe, DISPI_PORTS, SharedMode};
+use crate::devices::display::vga_text::{CRTC_PORTS, CrtController, Cursor};
 use crate::devices::fw_cfg::{FW_CFG_PORTS, FwCfg, MachineFacts, e820_file};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
 use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
@@ -50,6 +55,7 @@ use crate::devices::legacy::i8042::{self, I8042, KEYBOARD_IRQ};
 use crate::devices::legacy::serial::{COM1_IRQ, COM1_PORTS, Uart};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::{BusRange, GuestStop, bus};
+use crate::loader::multiboot::VideoMode;
 use crate::loader::{self, Entry, GuestMode, LoadOptions, LoaderError};
 
 #[derive(Debug, Error)]
@@ -102,12 +108,22 @@ pub enum VmError {
     EventLoop(std::io::Error),
     #[error("a vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
     VcpuPanicked(String),
-    #[error("--tui needs a terminal, and {0}: run it in a terminal, or leave out --tui")]
-    TuiWithoutTerminal(&'static str),
+    #[error("{option} needs a terminal, and {missing}: run it in a terminal, or leave out {option}")]
+    TuiWithoutTerminal {
+        /// `--tui` or `--display`.
+        option: &'static str,
+        missing: &'static str,
+    },
     #[error("the terminal view failed: {0}")]
     Terminal(std::io::Error),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    #[error(
+        "a display needs guest RAM up to 0xc0000 (the VGA text buffer is at 0xb8000), and this \
+         guest has {} KiB: give it --mem 1M or more",
+        ram >> 10
+    )]
+    DisplayNeedsRam { ram: u64 },
     /// `--gdb` could not listen (the message says where and why).
     #[error("{0}")]
     Debugger(String),
@@ -145,15 +161,16 @@ pub struct GuestSetup<'a> {
     pub virtio: Vec<Box<dyn VirtioDevice>>,
     /// `--gdb`: the debugger front end, listening already (src/gdb/).
     pub debug: Option<Box<dyn DebugStub>>,
-    /// `--screen-dump`: the VGA text mode's cursor registers, and the screen read at the end.
-    pub vga_text: bool,
+    /// `--display`, `--screen-dump`, `--screenshot`: the display adapter (VGA text mode's window
+    /// and cursor, the Bochs VBE framebuffer), its memory logged for the view.
+    pub display: bool,
 }
 
 /// How a run went.
 pub struct RunReport {
     pub outcome: GuestOutcome,
-    /// With `vga_text`: the text screen as the guest left it.
-    pub screen: Option<Screen>,
+    /// With a display: its screen, as the guest left it.
+    pub display: Option<Display>,
     /// The counts of all the guest's vCPUs together.
     pub stats: ExitStats,
 }
@@ -176,8 +193,8 @@ pub struct Vm {
     linux_memory: Option<GuestMemoryMmap>,
     /// `--gdb`: the stub and the controls it drives the vCPUs with.
     debugger: Option<(Box<dyn DebugStub>, DebugTarget)>,
-    /// `vga_text`: the memory that holds the text buffer, and the cursor.
-    vga_text: Option<(GuestMemoryMmap, Arc<Cursor>)>,
+    /// The display adapter's screen, for the views.
+    display: Option<Display>,
 }
 
 impl Vm {
@@ -218,7 +235,15 @@ impl Vm {
                 entry.mode.name()
             );
         }
-        register_memory_slots(&vm_fd, &memory).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+        // With a display, the text buffer's pages get a slot of their own, and the framebuffer
+        // one more: both logged, so that the view redraws what changed (devices/display/).
+        let display_memory = if setup.display {
+            Some(register_display_memory(&vm_fd, &memory)?)
+        } else {
+            register_memory_slots(&vm_fd, &memory)
+                .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+            None
+        };
 
         // 5. The in-kernel interrupt controllers (PIC, IOAPIC, a local APIC per vCPU) and the PIT.
         // After the memory region, not before: measured on kvm_pvm, open → first KVM_RUN takes
@@ -257,13 +282,14 @@ impl Vm {
             )],
         };
         attach_devices(&mut devices, &io, &facts, entry.linux)?;
-        let vga_text = if setup.vga_text {
-            let cursor = Arc::new(Cursor::default());
-            let crtc = CrtController::new(Arc::clone(&cursor));
-            devices.attach_ports(bus::shared(crtc), &[(CRTC_PORTS, 0)], None)?;
-            Some((memory.clone(), cursor))
-        } else {
-            None
+        let display = match display_memory {
+            Some(display_memory) => Some(attach_display(
+                &mut devices,
+                &memory,
+                display_memory,
+                entry.video,
+            )?),
+            None => None,
         };
         attach_virtio(&mut devices, &memory, setup.virtio)?;
         // A Linux kernel learns its CPUs, interrupt controllers and devices from ACPI tables,
@@ -355,7 +381,7 @@ impl Vm {
             seccomp: setup.seccomp,
             linux_memory: entry.linux.then_some(memory),
             debugger,
-            vga_text,
+            display,
         })
     }
 
@@ -366,6 +392,11 @@ impl Vm {
     /// What is attached to the machine (for firmware tables and `--verbose`).
     pub fn devices(&self) -> &[DeviceInfo] {
         &self.devices
+    }
+
+    /// The display, for a view that shows it while the guest runs.
+    pub fn display(&self) -> Option<Display> {
+        self.display.clone()
     }
 
     /// Counters that other threads may read while the guest runs (the `--tui` view).
@@ -393,7 +424,7 @@ impl Vm {
             event_handlers,
             seccomp,
             debugger,
-            vga_text,
+            display,
             ..
         } = self;
         let several = vcpus.len() > 1;
@@ -478,13 +509,78 @@ impl Vm {
             end_debugging(&control, thread, outcome.exit_code());
         }
         live.finish(outcome.exit_code(), outcome.short_description());
-        let screen = vga_text.map(|(memory, cursor)| Screen::read(&memory, &cursor));
         Ok(RunReport {
             outcome,
             stats,
-            screen,
+            display,
         })
     }
+}
+
+/// The display's memory: the text window's logged slot, the framebuffer and its logged slot.
+struct DisplayMemory {
+    text_log: LoggedSlot,
+    framebuffer: GuestMemoryMmap,
+    framebuffer_log: LoggedSlot,
+}
+
+/// Gives RAM to KVM with the VGA text window in a logged slot of its own, then the framebuffer
+/// (16 MiB at `FRAMEBUFFER_ADDRESS`, in the MMIO hole, mapped with `MAP_NORESERVE` like RAM).
+fn register_display_memory(
+    vm_fd: &Arc<VmFd>,
+    memory: &GuestMemoryMmap,
+) -> Result<DisplayMemory, VmError> {
+    let window = (layout::VGA_TEXT_WINDOW, layout::VGA_TEXT_WINDOW_SIZE);
+    if !range_is_ram(memory, window.0, window.1) {
+        return Err(VmError::DisplayNeedsRam {
+            ram: loader::ram_size(memory),
+        });
+    }
+    let mut slots = MemorySlots::default();
+    let text_log = register_memory_slots_logging(vm_fd, memory, window, &mut slots)
+        .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    let framebuffer = GuestMemoryMmap::from_ranges(&[(
+        GuestAddress(layout::FRAMEBUFFER_ADDRESS),
+        layout::FRAMEBUFFER_SIZE as usize,
+    )])
+    .map_err(|source| MemoryError::Map {
+        size: layout::FRAMEBUFFER_SIZE,
+        source,
+    })?;
+    let framebuffer_log = register_logged_region(vm_fd, &framebuffer, &mut slots)
+        .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok(DisplayMemory {
+        text_log,
+        framebuffer,
+        framebuffer_log,
+    })
+}
+
+/// The display adapter's two devices, the CRT controller (the text cursor) and the Bochs VBE
+/// registers; and the mode a multiboot kernel asked for, set before it starts.
+fn attach_display(
+    devices: &mut DeviceManager,
+    memory: &GuestMemoryMmap,
+    display_memory: DisplayMemory,
+    video: Option<VideoMode>,
+) -> Result<Display, VmError> {
+    let cursor = Arc::new(Cursor::default());
+    let crtc = CrtController::new(Arc::clone(&cursor));
+    devices.attach_ports(bus::shared(crtc), &[(CRTC_PORTS, 0)], None)?;
+    let mode = SharedMode::default();
+    let mut vbe = BochsVbe::new(display_memory.framebuffer.clone(), Arc::clone(&mode));
+    if let Some(video) = video {
+        vbe.set_mode(video.width, video.height, video.bits_per_pixel);
+    }
+    devices.attach_ports(bus::shared(vbe), &[(DISPI_PORTS, 0)], None)?;
+    Ok(Display::new(
+        memory.clone(),
+        cursor,
+        display_memory.framebuffer,
+        mode,
+        Box::new(display_memory.text_log),
+        Box::new(display_memory.framebuffer_log),
+    ))
 }
 
 /// Tells the debugger the guest has ended, and waits for its thread: gdb hears the exit status

@@ -10,6 +10,9 @@
 //! RAM larger than the hole's start is split around it: two memory slots, the second one
 //! continuing at 4 GiB, and the memory maps handed to kernels say so ([`ram_regions`]).
 
+/// A page: the unit of KVM's dirty log and of x86 paging.
+pub const PAGE_SIZE: u64 = 0x1000;
+
 /// Where a flat real-mode image is loaded: segment 0x1000, offset 0.
 pub const REAL_MODE_SEGMENT: u16 = 0x1000;
 pub const REAL_MODE_LOAD_ADDRESS: u64 = (REAL_MODE_SEGMENT as u64) << 4;
@@ -74,9 +77,18 @@ pub const VIRTIO_SLOTS: usize = 8;
 /// slots 0-7 have IRQs 5-12.
 pub const VIRTIO_FIRST_IRQ: u32 = 5;
 /// Where device windows (MMIO ranges handed out by the device manager) start and end: the hole
-/// after the virtio slots, up to the IOAPIC.
+/// after the virtio slots, up to the framebuffer.
 pub const DEVICE_WINDOWS_START: u64 = 0xd010_0000;
-pub const DEVICE_WINDOWS_END: u64 = IOAPIC_ADDRESS;
+pub const DEVICE_WINDOWS_END: u64 = FRAMEBUFFER_ADDRESS;
+/// The display's linear framebuffer (src/devices/display/vbe.rs), where QEMU's and Bochs' VBE
+/// adapters put it: 16 MiB of memory that is not RAM, a KVM slot of its own when there is a
+/// display.
+pub const FRAMEBUFFER_ADDRESS: u64 = 0xe000_0000;
+pub const FRAMEBUFFER_SIZE: u64 = 16 << 20;
+/// The VGA text buffer (src/devices/display/vga_text.rs): 80x25 cells of 2 bytes at 0xB8000,
+/// in a window of 32 KiB that the display logs writes to.
+pub const VGA_TEXT_WINDOW: u64 = 0xb_8000;
+pub const VGA_TEXT_WINDOW_SIZE: u64 = 0x8000;
 /// KVM's in-kernel IOAPIC, at the address every PC has it.
 pub const IOAPIC_ADDRESS: u64 = 0xfec0_0000;
 /// Every CPU's local APIC, at the address of the IA32_APIC_BASE MSR's reset value.
@@ -88,6 +100,7 @@ pub const HIGH_RAM_START: u64 = 1 << 32;
 const _: () = assert!(MPTABLE_ADDRESS >= TSS_ADDRESS + 104);
 const _: () = assert!(MPTABLE_ADDRESS + MPTABLE_SIZE <= BOOT_INFO_ADDRESS);
 const _: () = assert!(DEVICE_WINDOWS_END <= IOAPIC_ADDRESS);
+const _: () = assert!(FRAMEBUFFER_ADDRESS + FRAMEBUFFER_SIZE <= IOAPIC_ADDRESS);
 const _: () =
     assert!(VIRTIO_MMIO_START + VIRTIO_SLOTS as u64 * VIRTIO_SLOT_SIZE <= DEVICE_WINDOWS_START);
 

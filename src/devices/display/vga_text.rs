@@ -4,8 +4,9 @@
 //! 0x0F (index at port 0x3D4, data at 0x3D5) and hides with bit 5 of register 0x0A.
 //!
 //! Writes to the buffer are plain memory writes: they cost no VM exit. Only the cursor's
-//! registers are a device. `--screen-dump FILE` reads the buffer at the end of the run and
-//! writes it as text ([`Screen::dump`]).
+//! registers are a device. The display view redraws the screen when KVM's dirty log says the
+//! buffer changed (`super::DisplayWatch`); `--screen-dump FILE` reads it at the end of the run
+//! and writes it as text ([`Screen::dump`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -15,7 +16,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::devices::bus::{BusDevice, BusRange, IoAction};
 
 /// Where the text buffer is in guest-physical memory.
-pub const TEXT_BUFFER: u64 = 0xb8000;
+pub const TEXT_BUFFER: u64 = crate::arch::x86::layout::VGA_TEXT_WINDOW;
 pub const COLUMNS: usize = 80;
 pub const ROWS: usize = 25;
 /// The CRT controller's index and data ports (colour mode).
@@ -108,6 +109,45 @@ impl BusDevice for CrtController {
     }
 }
 
+/// Code page 437, the PC's character set: what the glyphs of bytes 0x00-0x1F and 0x7F-0xFF look
+/// like (a VGA's font draws every byte; 0x20-0x7E are ASCII).
+const CP437_LOW: &str = " ☺☻♥♦♣♠•◘○◙♂♀♪♫☼►◄↕‼¶§▬↨↑↓→←∟↔▲▼";
+const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
+
+/// The character a VGA shows for `byte` (NUL shows as a blank).
+pub fn cp437(byte: u8) -> char {
+    match byte {
+        0x20..=0x7e => byte as char,
+        0x7f => '⌂',
+        0x00..=0x1f => CP437_LOW.chars().nth(usize::from(byte)).unwrap_or(' '),
+        _ => CP437_HIGH
+            .chars()
+            .nth(usize::from(byte - 0x80))
+            .unwrap_or(' '),
+    }
+}
+
+/// The VGA's 16 colours (an attribute's 4-bit foreground, or background with blink off) as
+/// (red, green, blue): the standard palette, brown and all.
+pub const PALETTE: [(u8, u8, u8); 16] = [
+    (0x00, 0x00, 0x00), // black
+    (0x00, 0x00, 0xaa), // blue
+    (0x00, 0xaa, 0x00), // green
+    (0x00, 0xaa, 0xaa), // cyan
+    (0xaa, 0x00, 0x00), // red
+    (0xaa, 0x00, 0xaa), // magenta
+    (0xaa, 0x55, 0x00), // brown
+    (0xaa, 0xaa, 0xaa), // light grey
+    (0x55, 0x55, 0x55), // dark grey
+    (0x55, 0x55, 0xff), // light blue
+    (0x55, 0xff, 0x55), // light green
+    (0x55, 0xff, 0xff), // light cyan
+    (0xff, 0x55, 0x55), // light red
+    (0xff, 0x55, 0xff), // light magenta
+    (0xff, 0xff, 0x55), // yellow
+    (0xff, 0xff, 0xff), // white
+];
+
 /// The text screen: each cell's character and attribute, and the cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Screen {
@@ -125,6 +165,24 @@ impl Screen {
             cells: bytes.chunks(2).map(|cell| (cell[0], cell[1])).collect(),
             cursor: cursor.position(),
         }
+    }
+
+    /// The same cells with the cursor somewhere else.
+    pub fn with_cursor(&self, cursor: Option<(usize, usize)>) -> Screen {
+        Screen {
+            cells: self.cells.clone(),
+            cursor,
+        }
+    }
+
+    /// The character and attribute at a row and column (inside the screen).
+    pub fn cell(&self, row: usize, column: usize) -> (u8, u8) {
+        self.cells[row * COLUMNS + column]
+    }
+
+    /// Where the cursor is, unless the guest hid it.
+    pub fn cursor(&self) -> Option<(usize, usize)> {
+        self.cursor
     }
 
     /// The screen as text: a heading with the cursor, the 25 rows of characters (trailing blanks
@@ -178,6 +236,20 @@ mod tests {
         crtc.write(0, &[0x0a]);
         crtc.write(1, &[0x20]);
         assert_eq!(cursor.position(), None);
+    }
+
+    #[test]
+    fn code_page_437_has_a_glyph_for_every_byte() {
+        assert_eq!(CP437_LOW.chars().count(), 32);
+        assert_eq!(CP437_HIGH.chars().count(), 128);
+        assert_eq!(cp437(0), ' ');
+        assert_eq!(cp437(1), '☺');
+        assert_eq!(cp437(b'A'), 'A');
+        assert_eq!(cp437(0x80), 'Ç');
+        assert_eq!(cp437(0xb0), '░');
+        assert_eq!(cp437(0xc9), '╔');
+        assert_eq!(cp437(0xdb), '█');
+        assert_eq!(cp437(0xfe), '■');
     }
 
     #[test]

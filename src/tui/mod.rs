@@ -1,6 +1,8 @@
 //! The `--tui` split-screen view (ratatui + crossterm): one pane per guest with its title, its
 //! output, its state and a live count of its VM exits. The original Mini-KVM's demo idea, "split
-//! the screen and show each guest's output at the same time", done properly.
+//! the screen and show each guest's output at the same time", done properly. With `--display`,
+//! each pane shows the guest's screen above its output (screen.rs), redrawn from KVM's dirty
+//! log: one guest fills the terminal, several sit side by side.
 //!
 //! Keys: Tab / Shift-Tab / Left / Right move the focus; PgUp / PgDn / Home / End scroll the
 //! focused pane; Ctrl-Q (or Ctrl-C) quits, stopping guests still running; Ctrl-D ends the focused
@@ -24,7 +26,10 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::{DefaultTerminal, Frame};
 use vmm_sys_util::signal::register_signal_handler;
 
+mod screen;
+
 use crate::config::RunConfig;
+use crate::devices::display::DisplayWatch;
 use crate::console::{GuestInput, GuestIo, GuestOutput, InputFeeder};
 use crate::vmm::group::{Group, GuestResult};
 use crate::vmm::seccomp::{self, Role};
@@ -33,6 +38,8 @@ use crate::vmm::vm::VmError;
 
 /// Lines kept per pane: enough to scroll back through any built-in guest's output.
 const MAX_LINES: usize = 5000;
+/// Rows of output under a guest's screen (`--display`), at the least.
+const OUTPUT_ROWS: u16 = 3;
 /// How often the screen is redrawn while nothing else happens.
 const REFRESH: Duration = Duration::from_millis(50);
 
@@ -98,6 +105,8 @@ struct Pane {
     input: InputFeeder,
     /// Lines scrolled up from the bottom.
     scroll: usize,
+    /// With `--display`: the guest's screen.
+    display: Option<DisplayWatch>,
 }
 
 /// Runs the guests of `config` in the split-screen view until the user quits.
@@ -109,7 +118,8 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
         (false, false) => Some("neither stdin nor stdout is a terminal"),
     };
     if let Some(missing) = missing {
-        return Err(VmError::TuiWithoutTerminal(missing));
+        let option = if config.display { "--display" } else { "--tui" };
+        return Err(VmError::TuiWithoutTerminal { option, missing });
     }
     let mut texts = Vec::new();
     let mut feeders = Vec::new();
@@ -129,18 +139,23 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
         .collect();
     // --gdb and --tui do not go together (the command line refuses them).
     let group = Group::create(config, consoles, &|_, _| Ok(None))?;
+    let displays = group.displays();
     let mut panes: Vec<Pane> = group
         .live_counters()
         .into_iter()
         .zip(texts)
         .zip(feeders)
+        .zip(displays)
         .enumerate()
-        .map(|(index, (((name, live), text), input))| Pane {
+        .map(|(index, ((((name, live), text), input), display))| Pane {
             title: format!("[{}:{name}]", index + 1),
             text,
             live,
             input,
             scroll: 0,
+            display: display
+                .filter(|_| config.display)
+                .map(|display| display.watch()),
         })
         .collect();
 
@@ -190,6 +205,10 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
 fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()> {
     let mut focus = 0;
     loop {
+        // What the guests drew since the last frame: only the pages KVM logged are read.
+        for display in panes.iter_mut().filter_map(|pane| pane.display.as_mut()) {
+            display.update();
+        }
         terminal.draw(|frame| draw(frame, panes, focus))?;
         if SIGNALLED.load(Ordering::Relaxed) {
             return Ok(());
@@ -282,7 +301,13 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
     };
     let exits = pane.live.exits();
     let plural = if exits == 1 { "" } else { "s" };
-    let title = format!(" {} {state} · {exits} exit{plural} ", pane.title);
+    let view = pane.display.as_ref().and_then(DisplayWatch::view);
+    let mode = view.map(|view| format!(" · {}", screen::describe(view)));
+    let title = format!(
+        " {} {state} · {exits} exit{plural}{} ",
+        pane.title,
+        mode.unwrap_or_default()
+    );
     let border = if focused {
         Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
     } else {
@@ -292,14 +317,33 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
         .borders(Borders::ALL)
         .border_style(border)
         .title(Line::styled(title, Style::new().fg(colour)));
-    let inner_height = area.height.saturating_sub(2) as usize;
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    // The screen on top, the output below it (at least OUTPUT_ROWS of it, with its rule).
+    let output_area = match view {
+        Some(view) => {
+            let rows = screen::rows_needed(view, inner.width, inner.height.saturating_sub(OUTPUT_ROWS + 1));
+            screen::draw(frame.buffer_mut(), Rect { height: rows, ..inner }, view);
+            let rest = Rect {
+                y: inner.y + rows,
+                height: inner.height - rows,
+                ..inner
+            };
+            let rule = Block::new().borders(Borders::TOP).title(" output ");
+            let text_area = rule.inner(rest);
+            frame.render_widget(rule, rest);
+            text_area
+        }
+        None => inner,
+    };
+    let inner_height = output_area.height as usize;
     let text = pane.text.lock().unwrap_or_else(|p| p.into_inner());
     let lines: Vec<&str> = text.all_lines().collect();
     // The newest lines, `scroll` lines up from the bottom.
     let bottom = lines.len().saturating_sub(pane.scroll.min(lines.len()));
     let top = bottom.saturating_sub(inner_height);
     let shown: Vec<Line> = lines[top..bottom].iter().map(|l| Line::raw(*l)).collect();
-    frame.render_widget(Paragraph::new(shown).block(block), area);
+    frame.render_widget(Paragraph::new(shown), output_area);
 }
 
 fn install_signal_handlers() {

@@ -1,0 +1,173 @@
+//! A guest's display drawn into a pane (`--display`): VGA text cell for cell, each character in
+//! code page 437 and its attribute's colours, the cursor in reverse video; a framebuffer scaled
+//! into the pane with the half-block character `▀`, whose foreground colour is the upper pixel and
+//! background colour the lower one, so that each terminal cell shows two square pixels.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+
+use crate::devices::display::vga_text::{COLUMNS, ROWS, Screen, cp437};
+use crate::devices::display::{Picture, View};
+
+/// The VGA's 16 colours as the terminal's 16 (VGA counts blue as 1, ANSI counts red as 1). The
+/// terminal's own palette decides the exact shades, as it does for every program.
+const VGA_TO_TERMINAL: [Color; 16] = [
+    Color::Black,
+    Color::Blue,
+    Color::Green,
+    Color::Cyan,
+    Color::Red,
+    Color::Magenta,
+    Color::Yellow, // brown
+    Color::Gray,   // light grey
+    Color::DarkGray,
+    Color::LightBlue,
+    Color::LightGreen,
+    Color::LightCyan,
+    Color::LightRed,
+    Color::LightMagenta,
+    Color::LightYellow, // yellow
+    Color::White,
+];
+
+/// The terminal rows `view` takes in a pane `width` cells wide, at most `max_rows`.
+pub fn rows_needed(view: &View, width: u16, max_rows: u16) -> u16 {
+    match view {
+        View::Text(_) => (ROWS as u16).min(max_rows),
+        View::Graphics(picture) => {
+            let (_, height) = fit(picture, width, max_rows);
+            height.div_ceil(2) as u16
+        }
+    }
+}
+
+/// A short description of the mode, for the pane's title.
+pub fn describe(view: &View) -> String {
+    match view {
+        View::Text(_) => format!("VGA text {COLUMNS}x{ROWS}"),
+        View::Graphics(picture) => format!("{}x{} graphics", picture.width, picture.height),
+    }
+}
+
+/// Draws `view` at the top left of `area`.
+pub fn draw(buffer: &mut Buffer, area: Rect, view: &View) {
+    match view {
+        View::Text(screen) => draw_text(buffer, area, screen),
+        View::Graphics(picture) => draw_picture(buffer, area, picture),
+    }
+}
+
+fn draw_text(buffer: &mut Buffer, area: Rect, screen: &Screen) {
+    for row in 0..(ROWS as u16).min(area.height) {
+        for column in 0..(COLUMNS as u16).min(area.width) {
+            let (character, attribute) = screen.cell(usize::from(row), usize::from(column));
+            // Blink off: bit 7 makes the background bright, as on a VGA set up that way.
+            let mut style = Style::new()
+                .fg(VGA_TO_TERMINAL[usize::from(attribute & 0x0f)])
+                .bg(VGA_TO_TERMINAL[usize::from(attribute >> 4)]);
+            if screen.cursor() == Some((usize::from(row), usize::from(column))) {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            if let Some(cell) = buffer.cell_mut((area.x + column, area.y + row)) {
+                cell.set_char(cp437(character)).set_style(style);
+            }
+        }
+    }
+}
+
+/// The size (in pixels: two per terminal row) the picture is scaled to, to fit `width` cells by
+/// `rows` rows without changing its shape.
+fn fit(picture: &Picture, width: u16, rows: u16) -> (u32, u32) {
+    let (width, height) = (u32::from(width), u32::from(rows) * 2);
+    let (picture_width, picture_height) = (picture.width.max(1), picture.height.max(1));
+    if picture_width * height <= picture_height * width {
+        ((picture_width * height / picture_height).max(1), height)
+    } else {
+        (width, (picture_height * width / picture_width).max(1))
+    }
+}
+
+fn draw_picture(buffer: &mut Buffer, area: Rect, picture: &Picture) {
+    let (width, height) = fit(picture, area.width, area.height);
+    for y in (0..height).step_by(2) {
+        for x in 0..width {
+            let upper = average(picture, x, y, width, height);
+            let lower = if y + 1 < height {
+                average(picture, x, y + 1, width, height)
+            } else {
+                (0, 0, 0)
+            };
+            let position = (area.x + x as u16, area.y + (y / 2) as u16);
+            if let Some(cell) = buffer.cell_mut(position) {
+                cell.set_char('▀').set_style(
+                    Style::new()
+                        .fg(Color::Rgb(upper.0, upper.1, upper.2))
+                        .bg(Color::Rgb(lower.0, lower.1, lower.2)),
+                );
+            }
+        }
+    }
+}
+
+/// The mean colour of the picture's pixels that scaled pixel (x, y) of a `width` x `height`
+/// image covers.
+fn average(picture: &Picture, x: u32, y: u32, width: u32, height: u32) -> (u8, u8, u8) {
+    let span = |at: u32, scaled: u32, size: u32| {
+        let start = at * size / scaled;
+        let end = ((at + 1) * size / scaled).max(start + 1).min(size);
+        start..end
+    };
+    let (mut sum, mut count) = ([0u32; 3], 0u32);
+    for source_y in span(y, height, picture.height) {
+        for source_x in span(x, width, picture.width) {
+            let (red, green, blue) = picture.pixel(source_x, source_y);
+            sum[0] += u32::from(red);
+            sum[1] += u32::from(green);
+            sum[2] += u32::from(blue);
+            count += 1;
+        }
+    }
+    let count = count.max(1);
+    (
+        (sum[0] / count) as u8,
+        (sum[1] / count) as u8,
+        (sum[2] / count) as u8,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picture(width: u32, height: u32) -> Picture {
+        Picture {
+            width,
+            height,
+            rgb: vec![0; (width * height * 3) as usize],
+        }
+    }
+
+    #[test]
+    fn a_picture_keeps_its_shape() {
+        // 320x240 in 80 columns: 80x60 pixels, 30 rows.
+        assert_eq!(fit(&picture(320, 240), 80, 100), (80, 60));
+        assert_eq!(rows_needed(&View::Graphics(picture(320, 240)), 80, 100), 30);
+        // Only 20 rows: 40 pixels high, 53 wide.
+        assert_eq!(fit(&picture(320, 240), 80, 20), (53, 40));
+    }
+
+    #[test]
+    fn scaling_down_averages_the_pixels() {
+        let mut picture = picture(2, 2);
+        picture.rgb[..3].copy_from_slice(&[200, 100, 0]);
+        // One cell: the upper pixel is the mean of all four.
+        assert_eq!(average(&picture, 0, 0, 1, 1), (50, 25, 0));
+        let mut buffer = Buffer::empty(Rect::new(0, 0, 4, 4));
+        draw_picture(&mut buffer, Rect::new(0, 0, 2, 1), &picture);
+        let cell = &buffer[(0, 0)];
+        assert_eq!(cell.symbol(), "▀");
+        assert_eq!(cell.fg, Color::Rgb(200, 100, 0));
+        assert_eq!(cell.bg, Color::Rgb(0, 0, 0));
+    }
+}
