@@ -455,7 +455,9 @@ impl ScreenFiles {
         };
         if let Some((mut file, path)) = self.dump {
             file.write_all(display.text_screen().dump().as_bytes())
-                .map_err(|error| format!("--screen-dump: cannot write {}: {error}", path.display()))?;
+                .map_err(|error| {
+                    format!("--screen-dump: cannot write {}: {error}", path.display())
+                })?;
         }
         if let Some((mut file, path)) = self.screenshot {
             let Some(picture) = display.picture() else {
@@ -465,8 +467,9 @@ impl ScreenFiles {
                     path.display()
                 ));
             };
-            file.write_all(&picture.png())
-                .map_err(|error| format!("--screenshot: cannot write {}: {error}", path.display()))?;
+            file.write_all(&picture.png()).map_err(|error| {
+                format!("--screenshot: cannot write {}: {error}", path.display())
+            })?;
         }
         Ok(())
     }

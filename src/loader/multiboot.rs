@@ -336,7 +336,9 @@ mod tests {
 
     fn info_bytes(memory: &GuestMemoryMmap) -> [u8; 116] {
         let mut info = [0u8; 116];
-        memory.read_slice(&mut info, GuestAddress(BOOT_INFO_ADDRESS)).unwrap();
+        memory
+            .read_slice(&mut info, GuestAddress(BOOT_INFO_ADDRESS))
+            .unwrap();
         info
     }
 
@@ -361,10 +363,16 @@ mod tests {
 
         // No preference: 640x480x32. Too large, and an 8-bit depth: capped, and 32 bits.
         let (_, video) = load("k", &kernel_asking_for(0, 0, 0), 0, &memory, "", true).unwrap();
-        assert_eq!(video.map(|v| (v.width, v.height, v.bits_per_pixel)), Some((640, 480, 32)));
+        assert_eq!(
+            video.map(|v| (v.width, v.height, v.bits_per_pixel)),
+            Some((640, 480, 32))
+        );
         let (_, video) =
             load("k", &kernel_asking_for(4000, 3000, 8), 0, &memory, "", true).unwrap();
-        assert_eq!(video.map(|v| (v.width, v.height, v.bits_per_pixel)), Some((1920, 1200, 32)));
+        assert_eq!(
+            video.map(|v| (v.width, v.height, v.bits_per_pixel)),
+            Some((1920, 1200, 32))
+        );
         // 16 bits: 5:6:5.
         load("k", &kernel_asking_for(64, 64, 16), 0, &memory, "", true).unwrap();
         assert_eq!(&info_bytes(&memory)[108..116], &[16, 1, 11, 5, 5, 6, 0, 5]);

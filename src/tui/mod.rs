@@ -29,8 +29,8 @@ use vmm_sys_util::signal::register_signal_handler;
 mod screen;
 
 use crate::config::RunConfig;
-use crate::devices::display::DisplayWatch;
 use crate::console::{GuestInput, GuestIo, GuestOutput, InputFeeder};
+use crate::devices::display::DisplayWatch;
 use crate::vmm::group::{Group, GuestResult};
 use crate::vmm::seccomp::{self, Role};
 use crate::vmm::stats::LiveCounters;
@@ -322,8 +322,19 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
     // The screen on top, the output below it (at least OUTPUT_ROWS of it, with its rule).
     let output_area = match view {
         Some(view) => {
-            let rows = screen::rows_needed(view, inner.width, inner.height.saturating_sub(OUTPUT_ROWS + 1));
-            screen::draw(frame.buffer_mut(), Rect { height: rows, ..inner }, view);
+            let rows = screen::rows_needed(
+                view,
+                inner.width,
+                inner.height.saturating_sub(OUTPUT_ROWS + 1),
+            );
+            screen::draw(
+                frame.buffer_mut(),
+                Rect {
+                    height: rows,
+                    ..inner
+                },
+                view,
+            );
             let rest = Rect {
                 y: inner.y + rows,
                 height: inner.height - rows,

@@ -247,7 +247,7 @@ fn ioctls(role: Role) -> Vec<u64> {
         );
     }
     if role == Role::Terminal {
-        requests.push(u64::from(KVM_GET_DIRTY_LOG()));
+        requests.push(KVM_GET_DIRTY_LOG());
     }
     requests
 }

@@ -108,7 +108,9 @@ pub enum VmError {
     EventLoop(std::io::Error),
     #[error("a vCPU thread of guest '{0}' panicked (a bug in mini-kvm: please report it)")]
     VcpuPanicked(String),
-    #[error("{option} needs a terminal, and {missing}: run it in a terminal, or leave out {option}")]
+    #[error(
+        "{option} needs a terminal, and {missing}: run it in a terminal, or leave out {option}"
+    )]
     TuiWithoutTerminal {
         /// `--tui` or `--display`.
         option: &'static str,
@@ -240,8 +242,7 @@ impl Vm {
         let display_memory = if setup.display {
             Some(register_display_memory(&vm_fd, &memory)?)
         } else {
-            register_memory_slots(&vm_fd, &memory)
-                .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+            register_memory_slots(&vm_fd, &memory).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
             None
         };
 

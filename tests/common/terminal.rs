@@ -117,6 +117,12 @@ impl TerminalSession {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// The screen as it is now, cell by cell: each character with its colours, from the SGR
+    /// sequences tmux writes (`capture-pane -e`).
+    pub fn cells(&self) -> Vec<Vec<Cell>> {
+        parse_screen(&self.screen(true))
+    }
+
     pub fn wait_for(&self, what: &str, done: impl Fn(&TerminalSession) -> bool) {
         let started = Instant::now();
         while !done(self) {
@@ -209,4 +215,89 @@ impl Drop for TerminalSession {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A colour as a terminal sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colour {
+    Default,
+    /// One of the 256 indexed colours (0-15: the terminal's 16).
+    Indexed(u8),
+    Rgb(u8, u8, u8),
+}
+
+/// One character cell of the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cell {
+    pub character: char,
+    pub foreground: Colour,
+    pub background: Colour,
+    pub reversed: bool,
+}
+
+/// Splits `capture-pane -e` output into cells, following the SGR sequences (`ESC [ ... m`) it
+/// holds: reset, reverse video, and the foreground and background colours in all their forms.
+pub fn parse_screen(screen: &str) -> Vec<Vec<Cell>> {
+    let mut state = Cell {
+        character: ' ',
+        foreground: Colour::Default,
+        background: Colour::Default,
+        reversed: false,
+    };
+    let mut rows = Vec::new();
+    for line in screen.lines() {
+        let mut row = Vec::new();
+        let mut chars = line.chars().peekable();
+        while let Some(character) = chars.next() {
+            if character != '\x1b' {
+                row.push(Cell { character, ..state });
+                continue;
+            }
+            // ESC [ parameters m
+            chars.next();
+            let mut parameters = String::new();
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+                parameters.push(c);
+            }
+            let numbers: Vec<u8> = parameters
+                .split(';')
+                .map(|n| n.parse().unwrap_or(0))
+                .collect();
+            let mut numbers = numbers.into_iter();
+            while let Some(number) = numbers.next() {
+                let colour = |numbers: &mut std::vec::IntoIter<u8>| match numbers.next() {
+                    Some(5) => Colour::Indexed(numbers.next().unwrap_or(0)),
+                    _ => Colour::Rgb(
+                        numbers.next().unwrap_or(0),
+                        numbers.next().unwrap_or(0),
+                        numbers.next().unwrap_or(0),
+                    ),
+                };
+                match number {
+                    0 => {
+                        state.foreground = Colour::Default;
+                        state.background = Colour::Default;
+                        state.reversed = false;
+                    }
+                    7 => state.reversed = true,
+                    27 => state.reversed = false,
+                    30..=37 => state.foreground = Colour::Indexed(number - 30),
+                    90..=97 => state.foreground = Colour::Indexed(number - 90 + 8),
+                    40..=47 => state.background = Colour::Indexed(number - 40),
+                    100..=107 => state.background = Colour::Indexed(number - 100 + 8),
+                    38 => state.foreground = colour(&mut numbers),
+                    48 => state.background = colour(&mut numbers),
+                    39 => state.foreground = Colour::Default,
+                    49 => state.background = Colour::Default,
+                    // Bold, underline and the like: not what these tests look at.
+                    _ => {}
+                }
+            }
+        }
+        rows.push(row);
+    }
+    rows
 }

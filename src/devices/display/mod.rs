@@ -327,7 +327,9 @@ mod tests {
         let mut watch = rig.display.watch();
         assert!(watch.update());
         assert!(!watch.update());
-        rig.ram.write_obj(b'A', GuestAddress(VGA_TEXT_WINDOW)).unwrap();
+        rig.ram
+            .write_obj(b'A', GuestAddress(VGA_TEXT_WINDOW))
+            .unwrap();
         // Not in the log: the watch does not look.
         assert!(!watch.update());
         assert_eq!(first_character(watch.view()), 0);
@@ -350,7 +352,9 @@ mod tests {
         assert_eq!(watch.pages_copied(), 4);
         // A red pixel at (0, 32), in page 2, written by the "guest".
         let at = FRAMEBUFFER_ADDRESS + 32 * 256;
-        rig.framebuffer.write_slice(&[0, 0, 0xff, 0], GuestAddress(at)).unwrap();
+        rig.framebuffer
+            .write_slice(&[0, 0, 0xff, 0], GuestAddress(at))
+            .unwrap();
         assert!(!watch.update());
         rig.framebuffer_log.mark(2);
         assert!(watch.update());

@@ -111,7 +111,9 @@ mod tests {
         assert_eq!(&idat[..8], b"\0\0\0\x12IDAT");
         assert_eq!(
             &idat[8..26],
-            &[0x78, 1, 1, 7, 0, 0xf8, 0xff, 0, 255, 0, 0, 0, 0, 255, 0x07, 0x00, 0x01, 0xff]
+            &[
+                0x78, 1, 1, 7, 0, 0xf8, 0xff, 0, 255, 0, 0, 0, 0, 255, 0x07, 0x00, 0x01, 0xff
+            ]
         );
         assert!(png.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xae, 0x42, 0x60, 0x82]));
     }

@@ -82,7 +82,11 @@ impl GraphicsMode {
                 let red = (value >> 11) as u8 & 0x1f;
                 let green = (value >> 5) as u8 & 0x3f;
                 let blue = value as u8 & 0x1f;
-                (red << 3 | red >> 2, green << 2 | green >> 4, blue << 3 | blue >> 2)
+                (
+                    red << 3 | red >> 2,
+                    green << 2 | green >> 4,
+                    blue << 3 | blue >> 2,
+                )
             }
             (_, [blue, green, red, ..]) => (*red, *green, *blue),
             _ => (0, 0, 0),
@@ -119,7 +123,12 @@ impl BochsVbe {
 
     /// Sets a mode as a kernel's multiboot header asks for it (the loader's job on a PC is the
     /// BIOS's): returns the mode, or `None` when the adapter cannot show it.
-    pub fn set_mode(&mut self, width: u16, height: u16, bits_per_pixel: u16) -> Option<GraphicsMode> {
+    pub fn set_mode(
+        &mut self,
+        width: u16,
+        height: u16,
+        bits_per_pixel: u16,
+    ) -> Option<GraphicsMode> {
         self.registers[INDEX_XRES] = width;
         self.registers[INDEX_YRES] = height;
         self.registers[INDEX_BPP] = bits_per_pixel;
@@ -200,7 +209,8 @@ impl BochsVbe {
             u64::from(self.registers[INDEX_XRES]),
             u64::from(self.registers[INDEX_YRES]),
         );
-        let bytes = (width * height * u64::from(self.registers[INDEX_BPP]) / 8).min(FRAMEBUFFER_SIZE);
+        let bytes =
+            (width * height * u64::from(self.registers[INDEX_BPP]) / 8).min(FRAMEBUFFER_SIZE);
         let zeros = [0u8; 4096];
         let mut offset = 0;
         while offset < bytes {
@@ -224,7 +234,10 @@ impl BusDevice for BochsVbe {
             _ => self.read_register(usize::from(self.index)),
         };
         let bytes = value.to_le_bytes();
-        for (byte, value) in data.iter_mut().zip(bytes.iter().chain(std::iter::repeat(&0))) {
+        for (byte, value) in data
+            .iter_mut()
+            .zip(bytes.iter().chain(std::iter::repeat(&0)))
+        {
             *byte = *value;
         }
     }
@@ -297,7 +310,9 @@ mod tests {
         assert_eq!(*mode.lock().unwrap(), Some(expected));
         assert_eq!(read(&mut vbe, 6), 320);
         // Enabling cleared the screen.
-        let first: u8 = framebuffer.read_obj(GuestAddress(FRAMEBUFFER_ADDRESS)).unwrap();
+        let first: u8 = framebuffer
+            .read_obj(GuestAddress(FRAMEBUFFER_ADDRESS))
+            .unwrap();
         assert_eq!(first, 0);
         assert_eq!(read(&mut vbe, 10), 256);
         write(&mut vbe, 4, 0);

@@ -1,0 +1,184 @@
+//! The live display view (`--display`) in a real terminal: tmux runs it and `capture-pane -e`
+//! reads back every cell with its colours. The text demo's screen is compared cell by cell
+//! (characters, foreground, background, the cursor); the graphics demo's half-block picture is
+//! compared with the Mandelbrot set scaled the way the view scales it; two guests sit side by
+//! side.
+
+mod common;
+
+use common::mini_kvm;
+use common::terminal::{Cell, Colour, TerminalSession};
+
+/// The terminal colour the view gives each VGA colour (VGA counts blue as 1, terminals red).
+const VGA_TO_TERMINAL: [u8; 16] = [0, 4, 2, 6, 1, 5, 3, 7, 8, 12, 10, 14, 9, 13, 11, 15];
+
+/// What guests/real/vga_text.S writes: rows 0-4 as (character, attribute) cells; blanks are
+/// (' ', 0x07).
+fn vga_text_rows() -> Vec<Vec<(char, u8)>> {
+    let mut rows = vec![vec![(' ', 0x07u8); 80]; 5];
+    for (column, character) in "mini-kvm: VGA text mode".chars().enumerate() {
+        rows[0][column] = (character, 0x1e);
+    }
+    for colour in 0..16u8 {
+        rows[2][usize::from(colour)] = ((b'A' + colour) as char, colour);
+    }
+    for colour in 0..8u8 {
+        rows[3][usize::from(colour)] = ((b'a' + colour) as char, (colour << 4) | 0x0f);
+    }
+    let line = "Written straight into guest memory: no VM exit per character.";
+    for (column, character) in line.chars().enumerate() {
+        rows[4][column] = (character, 0x0a);
+    }
+    rows
+}
+
+#[test]
+fn the_text_demo_shows_cell_by_cell_in_its_colours() {
+    let session = TerminalSession::on_screen("display-text", "run --display vga_text", &[]);
+    session.wait_for_screen(&[
+        "[1:vga_text] exited 0 · 6 exits · VGA text 80x25",
+        "vga_text: the screen is in the text buffer at 0xb8000",
+        "all guests have ended",
+    ]);
+    let cells = session.cells();
+    // The pane's border takes row 0 and column 0 of the terminal.
+    for (row, expected) in vga_text_rows().iter().enumerate() {
+        let shown: Vec<Cell> = cells[row + 1][1..81].to_vec();
+        for (column, (&(character, attribute), cell)) in expected.iter().zip(&shown).enumerate() {
+            let want = Cell {
+                character,
+                foreground: Colour::Indexed(VGA_TO_TERMINAL[usize::from(attribute & 0x0f)]),
+                background: Colour::Indexed(VGA_TO_TERMINAL[usize::from(attribute >> 4)]),
+                reversed: false,
+            };
+            assert_eq!(*cell, want, "row {row}, column {column}");
+        }
+    }
+    // The cursor, which the guest put at row 5, column 0: reverse video there only.
+    let cursor = cells[6][1];
+    assert!(cursor.reversed, "{cursor:?}");
+    assert!(!cells[6][2].reversed);
+    // Rows 6-24 are blank, light grey on black; the output rule follows the 25th row.
+    assert!(
+        cells[25][1..81]
+            .iter()
+            .all(|cell| cell.character == ' ' && cell.background == Colour::Indexed(0))
+    );
+    let rule: String = cells[26][1..10].iter().map(|cell| cell.character).collect();
+    assert_eq!(rule, " output ─");
+
+    session.send(&["C-q"]);
+    session.wait_for_screen(&["STATUS=0"]);
+    session.assert_terminal_restored();
+}
+
+/// The steps z = z² + c takes to escape, as guests/protected/mandelbrot.S counts them.
+fn escape_time(c_real: i32, c_imaginary: i32) -> usize {
+    let (mut real, mut imaginary) = (0i32, 0i32);
+    for step in 0..24 {
+        let real_squared = real.wrapping_mul(real) >> 12;
+        let imaginary_squared = imaginary.wrapping_mul(imaginary) >> 12;
+        if real_squared + imaginary_squared > 4 << 12 {
+            return step;
+        }
+        imaginary = (real.wrapping_mul(imaginary) >> 11) + c_imaginary;
+        real = real_squared - imaginary_squared + c_real;
+    }
+    24
+}
+
+/// The demo's 320x240 pixels as (red, green, blue).
+fn mandelbrot_pixel(x: u32, y: u32) -> [u32; 3] {
+    const PALETTE: [u32; 16] = [
+        0x000764, 0x062a8c, 0x1052b4, 0x2079d4, 0x46a0e6, 0x86c8f2, 0xcfeefa, 0xffffff, 0xfff0b4,
+        0xffd870, 0xffb43c, 0xf08c14, 0xc86400, 0x8c4000, 0x502000, 0x200c28,
+    ];
+    let steps = escape_time(-9216 + (x / 2) as i32 * 77, -4608 + (y / 2) as i32 * 77);
+    let colour = if steps == 24 { 0 } else { PALETTE[steps % 16] };
+    [colour >> 16, (colour >> 8) & 0xff, colour & 0xff]
+}
+
+/// Pixel (x, y) of the picture scaled to `width` x `height`: the mean of the pixels it covers.
+fn scaled_pixel(x: u32, y: u32, width: u32, height: u32) -> Colour {
+    let span = |at: u32, scaled: u32, size: u32| {
+        let start = at * size / scaled;
+        start..((at + 1) * size / scaled).max(start + 1).min(size)
+    };
+    let (mut sum, mut count) = ([0u32; 3], 0);
+    for source_y in span(y, height, 240) {
+        for source_x in span(x, width, 320) {
+            let pixel = mandelbrot_pixel(source_x, source_y);
+            for channel in 0..3 {
+                sum[channel] += pixel[channel];
+            }
+            count += 1;
+        }
+    }
+    Colour::Rgb(
+        (sum[0] / count) as u8,
+        (sum[1] / count) as u8,
+        (sum[2] / count) as u8,
+    )
+}
+
+#[test]
+fn two_guests_side_by_side_one_drawing_the_mandelbrot_set_in_half_blocks() {
+    let session = TerminalSession::on_screen("display-two", "run --display mandelbrot hello", &[]);
+    session.wait_for_screen(&[
+        "[1:mandelbrot] exited 0 · 10 exits · 320x240 graphics",
+        "[2:hello] exited 0 · 2 exits · VGA text 80x25",
+        "mandelbrot: 160x120 points drawn at 320x240, 32 bits per p",
+        "Hello, KVM!",
+    ]);
+    let cells = session.cells();
+    // 120 columns: two panes of 60, each 58 cells inside its border. The picture keeps its
+    // shape: 58 x 43 pixels, in 22 rows of half blocks (the last row's lower half is black).
+    let (width, height) = (58, 43);
+    for row in 0..22u32 {
+        for column in 0..width {
+            let cell = cells[row as usize + 1][column as usize + 1];
+            let lower = if row * 2 + 1 < height {
+                scaled_pixel(column, row * 2 + 1, width, height)
+            } else {
+                Colour::Rgb(0, 0, 0)
+            };
+            let want = Cell {
+                character: '▀',
+                foreground: scaled_pixel(column, row * 2, width, height),
+                background: lower,
+                reversed: false,
+            };
+            assert_eq!(cell, want, "row {row}, column {column}");
+        }
+    }
+    // Below the picture, its output; hello's pane beside it shows a blank text screen (hello
+    // never writes it) and its own output.
+    let rule: String = cells[23][1..9].iter().map(|cell| cell.character).collect();
+    assert_eq!(rule, " output ");
+    session.send(&["C-q"]);
+    let screen = session.wait_for_screen(&["STATUS=0"]);
+    assert!(
+        screen.contains("[1:mandelbrot]       0  exited 0"),
+        "{screen}"
+    );
+    session.assert_terminal_restored();
+}
+
+#[test]
+fn display_needs_a_terminal() {
+    common::require_kvm();
+    let run = mini_kvm(&["run", "--display", "vga_text"], b"");
+    common::assert_error(
+        &run,
+        1,
+        "mini-kvm: error: --display needs a terminal, and neither stdin nor stdout is a \
+         terminal: run it in a terminal, or leave out --display\n",
+    );
+    let run = mini_kvm(&["run", "--display", "--raw", "vga_text"], b"");
+    assert_eq!(run.status, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("error: the argument '--display' cannot be used with '--raw'"),
+        "{run:?}"
+    );
+}
