@@ -18,7 +18,8 @@ use super::{
     LoaderError, check_load_range, write_cmdline,
 };
 use crate::arch::x86::layout::{
-    BOOT_INFO_ADDRESS, FRAMEBUFFER_ADDRESS, INITIAL_STACK_TOP, low_ram_end, memory_map,
+    BOOT_INFO_ADDRESS, FRAMEBUFFER_ADDRESS, INITIAL_STACK_TOP, VGA_TEXT_WINDOW, low_ram_end,
+    memory_map,
 };
 use crate::arch::x86::modes::EntryRegisters;
 
@@ -48,6 +49,15 @@ const DEFAULT_VIDEO: VideoMode = VideoMode {
 };
 /// The largest mode the display adapter has (src/devices/display/vbe.rs).
 const MAX_VIDEO: (u16, u16) = (1920, 1200);
+
+/// The screen the multiboot information describes (with a display).
+#[derive(Debug, Clone, Copy)]
+enum Screen {
+    /// The graphics mode the kernel asked for.
+    Linear(VideoMode),
+    /// The VGA text screen, for a kernel that did not ask for graphics.
+    EgaText,
+}
 
 /// The linear-framebuffer mode a kernel gets: the display adapter is switched to it before the
 /// kernel starts, and the multiboot information describes it.
@@ -151,7 +161,14 @@ pub fn load(
         });
     }
 
-    write_info(memory, cmdline, video)?;
+    // With a display, a kernel that did not ask for graphics learns of the text screen, as GRUB
+    // tells it.
+    let screen = match (video, display) {
+        (Some(video), _) => Some(Screen::Linear(video)),
+        (None, true) => Some(Screen::EgaText),
+        (None, false) => None,
+    };
+    write_info(memory, cmdline, screen)?;
     let registers = EntryRegisters {
         entry,
         stack: INITIAL_STACK_TOP,
@@ -213,12 +230,12 @@ fn load_by_header_addresses(
 }
 
 /// Writes the multiboot information structure, its memory map, the boot loader's name and the
-/// command line into the boot-information page (docs/memory-map.md); and with `video`, the
-/// framebuffer.
+/// command line into the boot-information page (docs/memory-map.md); and with a display, the
+/// screen.
 fn write_info(
     memory: &GuestMemoryMmap,
     cmdline: &str,
-    video: Option<VideoMode>,
+    screen: Option<Screen>,
 ) -> Result<(), LoaderError> {
     let ram_size = super::ram_size(memory);
     let mut map = Vec::new();
@@ -249,23 +266,33 @@ fn write_info(
     info[11] = map.len() as u32; // mmap_length
     info[12] = map_address as u32; // mmap_addr
     info[16] = loader_name_address as u32;
-    if let Some(video) = video {
+    // The framebuffer fields: address (a 64-bit field, high word 0), pitch, width, height,
+    // then bytes: bits per pixel, type (1 direct RGB, 2 EGA text), and for RGB each colour's
+    // bit position and size: 5:6:5 at 16 bits, blue in the lowest byte at 24 and 32.
+    let framebuffer = match screen {
+        Some(Screen::Linear(video)) => {
+            let colours: [u8; 6] = match video.bits_per_pixel {
+                16 => [11, 5, 5, 6, 0, 5],
+                _ => [16, 8, 8, 8, 0, 8],
+            };
+            let (width, height) = (u32::from(video.width), u32::from(video.height));
+            let depth = video.bits_per_pixel as u8;
+            Some((FRAMEBUFFER_ADDRESS, video.pitch(), width, height, depth, 1, colours))
+        }
+        Some(Screen::EgaText) => Some((VGA_TEXT_WINDOW, 160, 80, 25, 16, 2, [0; 6])),
+        None => None,
+    };
+    if let Some((address, pitch, width, height, ..)) = framebuffer {
         info[0] |= INFO_FRAMEBUFFER;
-        info[22] = FRAMEBUFFER_ADDRESS as u32; // framebuffer_addr, a 64-bit field (high word 0)
-        info[24] = video.pitch();
-        info[25] = u32::from(video.width);
-        info[26] = u32::from(video.height);
+        info[22] = address as u32;
+        info[24] = pitch;
+        info[25] = width;
+        info[26] = height;
     }
     let mut bytes: Vec<u8> = info.iter().flat_map(|w| w.to_le_bytes()).collect();
-    if let Some(video) = video {
-        // framebuffer_bpp, framebuffer_type 1 (direct RGB), then each colour's bit position and
-        // size: 5:6:5 at 16 bits, blue in the lowest byte at 24 and 32.
-        let colours: [u8; 6] = match video.bits_per_pixel {
-            16 => [11, 5, 5, 6, 0, 5],
-            _ => [16, 8, 8, 8, 0, 8],
-        };
-        bytes[108] = video.bits_per_pixel as u8;
-        bytes[109] = 1;
+    if let Some((.., depth, kind, colours)) = framebuffer {
+        bytes[108] = depth;
+        bytes[109] = kind;
         bytes[110..116].copy_from_slice(&colours);
     }
     memory.write_slice(&bytes, GuestAddress(BOOT_INFO_ADDRESS))?;
@@ -376,6 +403,25 @@ mod tests {
         // 16 bits: 5:6:5.
         load("k", &kernel_asking_for(64, 64, 16), 0, &memory, "", true).unwrap();
         assert_eq!(&info_bytes(&memory)[108..116], &[16, 1, 11, 5, 5, 6, 0, 5]);
+    }
+
+    #[test]
+    fn with_a_display_every_kernel_learns_of_the_text_screen() {
+        let memory = memory();
+        let (_, video) = load("k", &kernel(FLAG_ADDRESSES), 0, &memory, "", true).unwrap();
+        assert_eq!(video, None);
+        let info = info_bytes(&memory);
+        let word = |at: usize| u32::from_le_bytes(info[at..at + 4].try_into().unwrap());
+        assert_ne!(word(0) & INFO_FRAMEBUFFER, 0);
+        assert_eq!((word(88), word(96), word(100), word(104)), (0xb8000, 160, 80, 25));
+        assert_eq!(&info[108..110], &[16, 2]);
+        // Without one: no framebuffer fields.
+        load("k", &kernel(FLAG_ADDRESSES), 0, &memory, "", false).unwrap();
+        assert_eq!(word_at(&info_bytes(&memory), 0) & INFO_FRAMEBUFFER, 0);
+    }
+
+    fn word_at(info: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(info[at..at + 4].try_into().unwrap())
     }
 
     #[test]

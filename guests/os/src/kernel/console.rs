@@ -1,6 +1,7 @@
 //! Output through mini-kvm's hypercalls (docs/hypercall-abi.md): the call number in AL, the
 //! arguments in RBX and RCX, one `out` to port 0x500, one VM exit. WRITE hands over a whole
-//! buffer per exit, so the kernel collects text in an [`Out`] and writes it at once.
+//! buffer per exit, so the kernel collects text in an [`Out`] and writes it at once. With a
+//! display, the same text goes to the VGA screen too (vga.rs).
 
 use core::arch::asm;
 
@@ -24,6 +25,10 @@ fn hypercall(number: u8, arg0: u64, arg1: u64) -> u64 {
 /// translates it through our page tables.
 pub fn write_raw(address: u64, length: u64) {
     hypercall(HC_WRITE, address, length);
+    // And on the screen, when there is one. The caller has checked the range (a process's
+    // buffer is mapped in the current address space).
+    // SAFETY: `length` readable bytes at `address`, as for the hypercall.
+    crate::vga::write(unsafe { core::slice::from_raw_parts(address as *const u8, length as usize) });
 }
 
 pub fn write(bytes: &[u8]) {

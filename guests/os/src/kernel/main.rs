@@ -32,6 +32,7 @@ mod syscall;
 mod tar;
 mod trap;
 mod tty;
+mod vga;
 mod virtio;
 
 use abi::program;
@@ -47,6 +48,9 @@ extern "C" fn kernel_main(magic: u64, info: u64) -> ! {
         stop(b"os: not started by a multiboot loader\n");
     }
     let boot = multiboot::read(info);
+    if let Some(address) = boot.text_screen {
+        vga::init(address);
+    }
     // Before paging::init unmaps page 0, where the BIOS data area points to the MP table.
     let cpus = mptable::cpu_count(boot.ram_end);
     frames::init(&boot);

@@ -1,9 +1,12 @@
-//! The multiboot information the loader left for us (EBX at entry): RAM regions and the
-//! command line. Read once, at boot, before anything can overwrite it.
+//! The multiboot information the loader left for us (EBX at entry): RAM regions, the command
+//! line, and the text screen when there is a display. Read once, at boot, before anything can overwrite it.
 
 /// The multiboot information's flags (which fields are valid).
 const HAS_CMDLINE: u32 = 1 << 2;
 const HAS_MEMORY_MAP: u32 = 1 << 6;
+const HAS_FRAMEBUFFER: u32 = 1 << 12;
+/// The framebuffer type of a text screen ("EGA text": character and attribute cells).
+const FRAMEBUFFER_EGA_TEXT: u8 = 2;
 /// A memory map entry of this type is RAM we may use.
 const RAM: u32 = 1;
 
@@ -18,6 +21,8 @@ pub struct BootInfo {
     /// `--cmdline` words we know.
     pub verbose: bool,
     pub kernel_fault: bool,
+    /// With a display: the text screen's address (vga.rs).
+    pub text_screen: Option<u64>,
 }
 
 fn read_u32(address: u64) -> u32 {
@@ -36,6 +41,7 @@ pub fn read(info: u64) -> BootInfo {
         ram_end: 0,
         verbose: false,
         kernel_fault: false,
+        text_screen: None,
     };
     let flags = read_u32(info);
     if flags & HAS_MEMORY_MAP != 0 {
@@ -57,6 +63,12 @@ pub fn read(info: u64) -> BootInfo {
             }
             entry += u64::from(size) + 4;
         }
+    }
+    // SAFETY (the byte read): inside the information structure, as flag 12 says.
+    if flags & HAS_FRAMEBUFFER != 0
+        && unsafe { *((info + 109) as *const u8) } == FRAMEBUFFER_EGA_TEXT
+    {
+        boot.text_screen = Some(read_u64(info + 88));
     }
     if flags & HAS_CMDLINE != 0 {
         let mut address = u64::from(read_u32(info + 16));
