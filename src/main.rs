@@ -44,6 +44,7 @@ Examples:
   mini-kvm run ./guest.bin                 a flat binary, loaded at 0x10000 in real mode
   mini-kvm run hello counter fibonacci     three guests at once, lines labelled [1:hello] ...
   mini-kvm run --tui hello matrix echo     a split-screen view, one pane per guest
+  mini-kvm run --display mandelbrot        the guest's screen, live in the terminal
   mini-kvm run --input 2 hello echo        stdin goes to guest 2 (echo)
   mini-kvm run --verbose counter           trace every VM exit on stderr
   mini-kvm run --stats matrix              exit statistics on stderr at the end
@@ -174,7 +175,7 @@ exit, 130 stopped from the --tui view).")]
 
         /// Show each guest's screen in the terminal, live: VGA text in colour, a framebuffer in
         /// half-block characters; with several guests, side by side (e.g. mini-kvm run --display
-        /// mandelbrot). Keys as with --tui; Ctrl-S saves a screenshot with --screenshot.
+        /// mandelbrot). Keys as with --tui.
         #[arg(long, conflicts_with_all = ["raw", "gdb"])]
         display: bool,
 

@@ -127,6 +127,7 @@ fn list_names_every_builtin_guest() {
         "multiplication_short",
         "smp",
         "vga_text",
+        "mandelbrot",
     ] {
         assert!(
             names.contains(&name.to_string()),

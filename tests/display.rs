@@ -143,3 +143,42 @@ fn screen_dump_errors() {
          or directory (os error 2)",
     );
 }
+
+#[test]
+fn the_teaching_os_prints_on_the_screen_too() {
+    require_kvm();
+    let dir = scratch("screen-os");
+    let file = dir.join("screen.txt");
+    // The menu, "About", the menu again, then exit.
+    let run = mini_kvm(
+        &["run", "--screen-dump", file.to_str().unwrap(), "os"],
+        b"9\n0\n",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    assert!(stdout.contains("=== 1K OS Menu ==="), "{stdout}");
+    // The screen holds the last 25 lines of what the OS printed on its console (they are plain
+    // text, none longer than a row), the cursor on the line after the last newline.
+    let lines: Vec<&str> = stdout.split('\n').collect();
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.len() <= 80 && line.bytes().all(|b| (0x20..0x7f).contains(&b))),
+        "{stdout:?}"
+    );
+    let shown = &lines[lines.len().saturating_sub(25)..];
+    let mut expected = format!(
+        "VGA text 80x25, cursor at row {}, column {}\n",
+        shown.len() - 1,
+        shown[shown.len() - 1].len()
+    );
+    for line in shown {
+        expected.push_str(line.trim_end());
+        expected.push('\n');
+    }
+    expected.push_str(&"\n".repeat(25 - shown.len()));
+    expected.push_str("attributes:\n");
+    expected.push_str(&format!("{}\n", "07".repeat(80)).repeat(25));
+    let dump = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(dump, expected);
+}

@@ -182,3 +182,35 @@ fn display_needs_a_terminal() {
         "{run:?}"
     );
 }
+
+#[test]
+fn the_teaching_os_shows_its_menu_on_the_vga_screen() {
+    let session = TerminalSession::on_screen("display-os", "run --display os", &[]);
+    session.wait_for_screen(&["[1:os] running", "Select:"]);
+    // The menu is on the VGA screen (rows 1-25 of the terminal, inside the border), not only in
+    // the output below it.
+    let on_vga = |text: &str| {
+        session.cells()[1..26].iter().any(|row| {
+            let line: String = row
+                .iter()
+                .skip(1)
+                .take(80)
+                .map(|cell| cell.character)
+                .collect();
+            line.contains(text)
+        })
+    };
+    assert!(on_vga("=== 1K OS Menu ==="), "{}", session.screen(false));
+    assert!(on_vga("9. About 1K OS"));
+    // Keys reach the OS; its goodbye is on the screen too.
+    session.send(&["0", "Enter"]);
+    session.wait_for_screen(&["[1:os] exited 0"]);
+    assert!(
+        on_vga("Thank you for using 1K OS!"),
+        "{}",
+        session.screen(false)
+    );
+    session.send(&["C-q"]);
+    session.wait_for_screen(&["STATUS=0"]);
+    session.assert_terminal_restored();
+}

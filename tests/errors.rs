@@ -121,7 +121,7 @@ fn unknown_guest_lists_the_builtin_names() {
         SETUP_ERROR,
         "mini-kvm: error: unknown guest 'nosuch': the built-in guests are os, counter, echo, \
          fibonacci, hctest, hello, matrix, minimal, multiplication, multiplication_short, \
-         vga_text, interrupts, pm_hello, pm_paging, smp, long_hello; \
+         vga_text, interrupts, mandelbrot, pm_hello, pm_paging, smp, long_hello; \
          to run a file, give its path (e.g. ./nosuch)",
     );
 }

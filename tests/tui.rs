@@ -76,6 +76,32 @@ fn a_fault_shows_in_the_pane_title() {
 }
 
 #[test]
+fn a_closed_terminal_ends_the_view() {
+    // The terminal going away mid-run (a closed window): mini-kvm must end, not spin on a
+    // terminal that reads end of file forever (crossterm's event loop did, at 100% of a CPU).
+    let forever = test_guest("forever");
+    let session = start("closed", &[forever.to_str().unwrap()]);
+    session.wait_for_screen(&["[1:forever.bin] running"]);
+    let pid = session.mini_kvm_pid();
+    session.close_terminal();
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let started = std::time::Instant::now();
+    // Gone, or a zombie nobody reaps (its shell went with the terminal).
+    let ended = || {
+        std::fs::read_to_string(proc.join("stat"))
+            .map(|stat| stat.contains(") Z "))
+            .unwrap_or(true)
+    };
+    while !ended() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "mini-kvm (pid {pid}) still runs a minute after its terminal closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn sigterm_restores_the_terminal() {
     let forever = test_guest("forever");
     let session = start("sigterm", &[forever.to_str().unwrap()]);

@@ -277,7 +277,15 @@ fn write_info(
             };
             let (width, height) = (u32::from(video.width), u32::from(video.height));
             let depth = video.bits_per_pixel as u8;
-            Some((FRAMEBUFFER_ADDRESS, video.pitch(), width, height, depth, 1, colours))
+            Some((
+                FRAMEBUFFER_ADDRESS,
+                video.pitch(),
+                width,
+                height,
+                depth,
+                1,
+                colours,
+            ))
         }
         Some(Screen::EgaText) => Some((VGA_TEXT_WINDOW, 160, 80, 25, 16, 2, [0; 6])),
         None => None,
@@ -413,7 +421,10 @@ mod tests {
         let info = info_bytes(&memory);
         let word = |at: usize| u32::from_le_bytes(info[at..at + 4].try_into().unwrap());
         assert_ne!(word(0) & INFO_FRAMEBUFFER, 0);
-        assert_eq!((word(88), word(96), word(100), word(104)), (0xb8000, 160, 80, 25));
+        assert_eq!(
+            (word(88), word(96), word(100), word(104)),
+            (0xb8000, 160, 80, 25)
+        );
         assert_eq!(&info[108..110], &[16, 2]);
         // Without one: no framebuffer fields.
         load("k", &kernel(FLAG_ADDRESSES), 0, &memory, "", false).unwrap();

@@ -357,8 +357,28 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
     frame.render_widget(Paragraph::new(shown), output_area);
 }
 
+/// Has the terminal on stdin hung up? (`poll` says so without reading; it is async-signal-safe.)
+fn terminal_hung_up() -> bool {
+    let mut stdin = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and a zero timeout.
+    let ready = unsafe { libc::poll(&mut stdin, 1, 0) };
+    ready > 0 && stdin.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 fn install_signal_handlers() {
-    extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    extern "C" fn on_signal(signal: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        // A terminal that went away (its window closed, tmux killed) sends SIGHUP, and from then
+        // on reads as end of file: crossterm would spin on it inside its event loop, never
+        // returning to check the flag. There is no terminal left to restore: end at once, as
+        // SIGHUP's default action would (the guests' VMs go with the process).
+        if signal == libc::SIGHUP && terminal_hung_up() {
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(128 + libc::SIGHUP) };
+        }
         SIGNALLED.store(true, Ordering::Relaxed);
     }
     for signal in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {

@@ -206,14 +206,22 @@ impl TerminalSession {
     }
 }
 
-impl Drop for TerminalSession {
-    fn drop(&mut self) {
-        // Ends the session's server too: it has no other session.
+impl TerminalSession {
+    /// Closes the terminal under mini-kvm, as closing its window does: the tmux server goes, and
+    /// with it the pseudo-terminal (SIGHUP, then end of file on every read).
+    pub fn close_terminal(&self) {
         let _ = self
             .tmux()
             .arg("kill-server")
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+impl Drop for TerminalSession {
+    fn drop(&mut self) {
+        // Ends the session's server too: it has no other session.
+        self.close_terminal();
     }
 }
 

@@ -28,7 +28,9 @@ pub fn write_raw(address: u64, length: u64) {
     // And on the screen, when there is one. The caller has checked the range (a process's
     // buffer is mapped in the current address space).
     // SAFETY: `length` readable bytes at `address`, as for the hypercall.
-    crate::vga::write(unsafe { core::slice::from_raw_parts(address as *const u8, length as usize) });
+    crate::vga::write(unsafe {
+        core::slice::from_raw_parts(address as *const u8, length as usize)
+    });
 }
 
 pub fn write(bytes: &[u8]) {
