@@ -157,23 +157,35 @@ fn the_teaching_os_prints_on_the_screen_too() {
     assert_eq!(run.status, 0, "{run:?}");
     let stdout = run.stdout_text();
     assert!(stdout.contains("=== 1K OS Menu ==="), "{stdout}");
-    // The screen holds the last 25 lines of what the OS printed on its console (they are plain
-    // text, none longer than a row), the cursor on the line after the last newline.
-    let lines: Vec<&str> = stdout.split('\n').collect();
+    // The screen holds the last 25 rows of what the OS printed on its console: its lines, each
+    // wrapped at 80 columns (a full row moves to the next), the cursor after the last character.
     assert!(
-        lines
-            .iter()
-            .all(|line| line.len() <= 80 && line.bytes().all(|b| (0x20..0x7f).contains(&b))),
+        stdout
+            .bytes()
+            .all(|b| b == b'\n' || (0x20..0x7f).contains(&b)),
         "{stdout:?}"
     );
-    let shown = &lines[lines.len().saturating_sub(25)..];
+    let rows: Vec<&str> = stdout
+        .split('\n')
+        .flat_map(|line| {
+            let mut rows: Vec<&str> = (0..line.len())
+                .step_by(80)
+                .map(|at| &line[at..(at + 80).min(line.len())])
+                .collect();
+            if line.len() % 80 == 0 {
+                rows.push("");
+            }
+            rows
+        })
+        .collect();
+    let shown = &rows[rows.len().saturating_sub(25)..];
     let mut expected = format!(
         "VGA text 80x25, cursor at row {}, column {}\n",
         shown.len() - 1,
         shown[shown.len() - 1].len()
     );
-    for line in shown {
-        expected.push_str(line.trim_end());
+    for row in shown {
+        expected.push_str(row.trim_end());
         expected.push('\n');
     }
     expected.push_str(&"\n".repeat(25 - shown.len()));

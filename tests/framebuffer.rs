@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_error, mini_kvm, require_kvm, scratch, test_guest, test_kernel};
+use common::{assert_error, mandelbrot, mini_kvm, require_kvm, scratch, test_guest, test_kernel};
 use mini_kvm::config::{GuestImage, RunConfig};
 use mini_kvm::console::{GuestInput, GuestIo, GuestOutput};
 use mini_kvm::devices::display::{DisplayWatch, View};
@@ -75,42 +75,6 @@ fn pixel(rgb: &[u8], width: u32, x: u32, y: u32) -> (u8, u8, u8) {
     (rgb[at], rgb[at + 1], rgb[at + 2])
 }
 
-/// The steps z = z² + c takes to escape, as guests/protected/mandelbrot.S counts them: fixed
-/// point with 12 fraction bits, at most 24 steps.
-fn escape_time(c_real: i32, c_imaginary: i32) -> usize {
-    let (mut real, mut imaginary) = (0i32, 0i32);
-    for step in 0..24 {
-        let real_squared = real.wrapping_mul(real) >> 12;
-        let imaginary_squared = imaginary.wrapping_mul(imaginary) >> 12;
-        if real_squared + imaginary_squared > 4 << 12 {
-            return step;
-        }
-        imaginary = (real.wrapping_mul(imaginary) >> 11) + c_imaginary;
-        real = real_squared - imaginary_squared + c_real;
-    }
-    24
-}
-
-/// The 320x240 picture the demo must draw: 160x120 points from (-2.25, -1.125) in steps of
-/// 77/4096, each 2x2 pixels, coloured from its 16-colour palette (black inside the set).
-fn expected_mandelbrot() -> Vec<u8> {
-    const PALETTE: [u32; 16] = [
-        0x000764, 0x062a8c, 0x1052b4, 0x2079d4, 0x46a0e6, 0x86c8f2, 0xcfeefa, 0xffffff, 0xfff0b4,
-        0xffd870, 0xffb43c, 0xf08c14, 0xc86400, 0x8c4000, 0x502000, 0x200c28,
-    ];
-    let mut rgb = vec![0u8; 320 * 240 * 3];
-    for y in 0..240 {
-        for x in 0..320 {
-            let (point_x, point_y) = (x as i32 / 2, y as i32 / 2);
-            let steps = escape_time(-9216 + point_x * 77, -4608 + point_y * 77);
-            let colour = if steps == 24 { 0 } else { PALETTE[steps % 16] };
-            let at = (y * 320 + x) * 3;
-            rgb[at..at + 3].copy_from_slice(&colour.to_be_bytes()[1..]);
-        }
-    }
-    rgb
-}
-
 #[test]
 fn the_graphics_demo_draws_the_mandelbrot_set_pixel_for_pixel() {
     require_kvm();
@@ -143,17 +107,15 @@ fn the_graphics_demo_draws_the_mandelbrot_set_pixel_for_pixel() {
         run.stderr
     );
     let (width, height, rgb) = decode_png(&file);
-    assert_eq!((width, height), (320, 240));
+    assert_eq!((width, height), (mandelbrot::WIDTH, mandelbrot::HEIGHT));
     // The top left point, c = -2.25 - 1.125i, escapes after one step: palette colour 1.
     assert_eq!(pixel(&rgb, width, 0, 0), (0x06, 0x2a, 0x8c));
     // c = -0.257 + 0.003i, in the main cardioid: inside the set, black.
     assert_eq!(pixel(&rgb, width, 212, 120), (0, 0, 0));
     // And every other pixel as computed here.
-    let expected = expected_mandelbrot();
     let wrong = (0..width * height)
         .filter(|i| {
-            let at = *i as usize * 3;
-            rgb[at..at + 3] != expected[at..at + 3]
+            pixel(&rgb, width, i % width, i / width) != mandelbrot::pixel(i % width, i / width)
         })
         .count();
     assert_eq!(

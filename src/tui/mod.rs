@@ -102,11 +102,22 @@ struct Pane {
     title: String,
     text: Arc<Mutex<PaneText>>,
     live: Arc<LiveCounters>,
+    /// The guest's state and exit count as of the last frame, read before its screen was:
+    /// a title that says the guest has ended comes with its final screen.
+    seen: Seen,
     input: InputFeeder,
     /// Lines scrolled up from the bottom.
     scroll: usize,
     /// With `--display`: the guest's screen.
     display: Option<DisplayWatch>,
+}
+
+/// What a pane's title shows.
+#[derive(Default)]
+struct Seen {
+    /// `Some((status, description))` once the guest has ended.
+    ended: Option<(u8, String)>,
+    exits: u64,
 }
 
 /// Runs the guests of `config` in the split-screen view until the user quits.
@@ -153,6 +164,7 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             live,
             input,
             scroll: 0,
+            seen: Seen::default(),
             display: display
                 .filter(|_| config.display)
                 .map(|display| display.watch()),
@@ -205,9 +217,16 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
 fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()> {
     let mut focus = 0;
     loop {
-        // What the guests drew since the last frame: only the pages KVM logged are read.
-        for display in panes.iter_mut().filter_map(|pane| pane.display.as_mut()) {
-            display.update();
+        for pane in panes.iter_mut() {
+            pane.seen = Seen {
+                ended: pane.live.ended(),
+                exits: pane.live.exits(),
+            };
+            // What the guest drew since the last frame (only the pages KVM logged are read),
+            // after its state: an ended guest's screen is final.
+            if let Some(display) = pane.display.as_mut() {
+                display.update();
+            }
         }
         terminal.draw(|frame| draw(frame, panes, focus))?;
         if SIGNALLED.load(Ordering::Relaxed) {
@@ -265,7 +284,7 @@ fn draw(frame: &mut Frame, panes: &[Pane], focus: usize) {
     for (index, (pane, area)) in panes.iter().zip(grid_cells(grid, panes.len())).enumerate() {
         draw_pane(frame, pane, area, index == focus);
     }
-    let all_ended = panes.iter().all(|pane| pane.live.ended().is_some());
+    let all_ended = panes.iter().all(|pane| pane.seen.ended.is_some());
     let help = if all_ended {
         "all guests have ended · Ctrl-Q quit · Tab focus · PgUp/PgDn scroll"
     } else {
@@ -294,12 +313,12 @@ fn grid_cells(area: Rect, count: usize) -> Vec<Rect> {
 }
 
 fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
-    let (state, colour) = match pane.live.ended() {
+    let (state, colour) = match pane.seen.ended.clone() {
         None => ("running".to_string(), Color::Yellow),
         Some((0, description)) => (description, Color::Green),
         Some((status, description)) => (format!("{description} (status {status})"), Color::Red),
     };
-    let exits = pane.live.exits();
+    let exits = pane.seen.exits;
     let plural = if exits == 1 { "" } else { "s" };
     let view = pane.display.as_ref().and_then(DisplayWatch::view);
     let mode = view.map(|view| format!(" · {}", screen::describe(view)));

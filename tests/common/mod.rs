@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod mandelbrot;
 pub mod os;
 pub mod terminal;
 
