@@ -12,6 +12,7 @@ pub mod png;
 pub mod vbe;
 pub mod vga_text;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -105,20 +106,26 @@ pub struct Picture {
 impl Picture {
     /// Converts the visible part of a framebuffer (`bytes` from the mode's start) to RGB.
     fn from_framebuffer(mode: &GraphicsMode, bytes: &[u8]) -> Picture {
-        let bytes_per_pixel = mode.bytes_per_pixel() as usize;
-        let mut rgb = Vec::with_capacity(mode.width as usize * mode.height as usize * 3);
-        for row in 0..mode.height as usize {
-            let line = row * mode.pitch as usize;
-            for column in 0..mode.width as usize {
-                let at = line + column * bytes_per_pixel;
-                let (red, green, blue) = mode.rgb(bytes.get(at..).unwrap_or(&[]));
-                rgb.extend_from_slice(&[red, green, blue]);
-            }
-        }
-        Picture {
+        let mut picture = Picture {
             width: mode.width,
             height: mode.height,
-            rgb,
+            rgb: vec![0; mode.width as usize * mode.height as usize * 3],
+        };
+        picture.convert_rows(mode, bytes, 0..mode.height);
+        picture
+    }
+
+    /// Converts `rows` of the framebuffer's visible part again (`bytes` from the mode's start).
+    fn convert_rows(&mut self, mode: &GraphicsMode, bytes: &[u8], rows: Range<u32>) {
+        let bytes_per_pixel = mode.bytes_per_pixel() as usize;
+        for row in rows.start as usize..rows.end.min(self.height) as usize {
+            let line = row * mode.pitch as usize;
+            for column in 0..self.width as usize {
+                let at = line + column * bytes_per_pixel;
+                let (red, green, blue) = mode.rgb(bytes.get(at..).unwrap_or(&[]));
+                let pixel = (row * self.width as usize + column) * 3;
+                self.rgb[pixel..pixel + 3].copy_from_slice(&[red, green, blue]);
+            }
         }
     }
 
@@ -184,25 +191,29 @@ impl DisplayWatch {
                 View::Text(screen)
             }
             Some(mode) => {
-                let first_page = (mode.start / PAGE_SIZE) as usize;
-                let end_page = (mode.start + mode.visible_bytes()).div_ceil(PAGE_SIZE) as usize;
+                let visible_pages = (mode.start / PAGE_SIZE) as usize
+                    ..(mode.start + mode.visible_bytes()).div_ceil(PAGE_SIZE) as usize;
                 if !same_mode {
                     self.framebuffer_copy = vec![0; mode.visible_bytes() as usize];
-                    self.copy_framebuffer(&mode, first_page..end_page);
-                } else if let Some(bitmap) = framebuffer_pages {
-                    let dirty: Vec<usize> = (first_page..end_page)
-                        .filter(|&page| any_page(&bitmap, page, 1))
-                        .collect();
+                    self.copy_framebuffer(&mode, visible_pages);
+                    View::Graphics(Picture::from_framebuffer(&mode, &self.framebuffer_copy))
+                } else {
+                    let dirty: Vec<usize> = match framebuffer_pages {
+                        Some(bitmap) => visible_pages
+                            .filter(|&page| any_page(&bitmap, page, 1))
+                            .collect(),
+                        None => visible_pages.collect(),
+                    };
                     if dirty.is_empty() {
                         return false;
                     }
-                    for page in dirty {
-                        self.copy_framebuffer(&mode, page..page + 1);
+                    // Only the rows those pages hold are converted again.
+                    let rows = self.copy_framebuffer(&mode, dirty);
+                    if let Some((_, View::Graphics(picture))) = &mut self.shown {
+                        picture.convert_rows(&mode, &self.framebuffer_copy, rows);
                     }
-                } else {
-                    self.copy_framebuffer(&mode, first_page..end_page);
+                    return true;
                 }
-                View::Graphics(Picture::from_framebuffer(&mode, &self.framebuffer_copy))
             }
         };
         let changed = self.shown.as_ref().is_none_or(|(_, shown)| *shown != view);
@@ -211,9 +222,15 @@ impl DisplayWatch {
     }
 
     /// Copies framebuffer pages `pages` (numbered from the framebuffer's start) into the copy of
-    /// the visible part.
-    fn copy_framebuffer(&mut self, mode: &GraphicsMode, pages: std::ops::Range<usize>) {
+    /// the visible part; returns the rows of pixels they hold.
+    fn copy_framebuffer(
+        &mut self,
+        mode: &GraphicsMode,
+        pages: impl IntoIterator<Item = usize>,
+    ) -> Range<u32> {
         let visible = mode.start..mode.start + mode.visible_bytes();
+        let pitch = u64::from(mode.pitch.max(1));
+        let mut rows = u32::MAX..0;
         for page in pages {
             let page_start = page as u64 * PAGE_SIZE;
             let from = page_start.max(visible.start);
@@ -228,7 +245,11 @@ impl DisplayWatch {
                 GuestAddress(FRAMEBUFFER_ADDRESS + from),
             );
             self.pages_copied += 1;
+            let first_row = ((from - visible.start) / pitch) as u32;
+            let last_row = ((to - 1 - visible.start) / pitch) as u32;
+            rows = rows.start.min(first_row)..rows.end.max(last_row + 1);
         }
+        rows.start.min(mode.height)..rows.end.min(mode.height)
     }
 
     /// The screen as of the last [`DisplayWatch::update`] (`None` before the first).
