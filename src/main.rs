@@ -175,7 +175,7 @@ exit, 130 stopped from the --tui view).")]
 
         /// Show each guest's screen in the terminal, live: VGA text in colour, a framebuffer in
         /// half-block characters; with several guests, side by side (e.g. mini-kvm run --display
-        /// mandelbrot). Keys as with --tui.
+        /// mandelbrot). Keys as with --tui, and Ctrl-S saves the focused guest's screen.
         #[arg(long, conflicts_with_all = ["raw", "gdb"])]
         display: bool,
 

@@ -192,3 +192,66 @@ fn the_teaching_os_shows_its_menu_on_the_vga_screen() {
     session.wait_for_screen(&["STATUS=0"]);
     session.assert_terminal_restored();
 }
+
+/// Reads a PNG file's size and RGB pixels with Python's zlib (as tests/framebuffer.rs does, here
+/// for the view's screenshots): only 8-bit RGB with filter 0, which is what mini-kvm writes.
+fn decode_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
+    let script = "import struct,sys,zlib\n\
+        d=open(sys.argv[1],'rb').read();a=8;i=b''\n\
+        while a<len(d):\n n,k=struct.unpack('>I4s',d[a:a+8]);b=d[a+8:a+8+n]\n \
+        if k==b'IHDR': w,h=struct.unpack('>II',b[:8])\n if k==b'IDAT': i+=b\n a+=12+n\n\
+        r=zlib.decompress(i);s=w*3+1\n\
+        sys.stdout.buffer.write(b'%d %d\\n'%(w,h)+b''.join(r[y*s+1:(y+1)*s] for y in range(h)))\n";
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 decodes the screenshot: install it");
+    assert!(output.status.success(), "{output:?}");
+    let newline = output.stdout.iter().position(|&b| b == b'\n').unwrap();
+    let size = String::from_utf8_lossy(&output.stdout[..newline]).into_owned();
+    let (width, height) = size.split_once(' ').unwrap();
+    (
+        width.parse().unwrap(),
+        height.parse().unwrap(),
+        output.stdout[newline + 1..].to_vec(),
+    )
+}
+
+#[test]
+fn ctrl_s_saves_the_screen_in_a_new_file_each_time() {
+    let session = TerminalSession::on_screen("display-save", "run --display mandelbrot", &[]);
+    session.wait_for_screen(&["[1:mandelbrot] exited 0", "Ctrl-S save the screen"]);
+    session.send(&["C-s"]);
+    session.wait_for_screen(&["saved mandelbrot-screen-1.png"]);
+    session.send(&["C-s"]);
+    session.wait_for_screen(&["saved mandelbrot-screen-2.png"]);
+    let (width, height, rgb) = decode_png(&session.dir().join("mandelbrot-screen-1.png"));
+    assert_eq!((width, height), (mandelbrot::WIDTH, mandelbrot::HEIGHT));
+    for y in 0..height {
+        for x in 0..width {
+            let at = ((y * width + x) * 3) as usize;
+            let pixel = (rgb[at], rgb[at + 1], rgb[at + 2]);
+            assert_eq!(pixel, mandelbrot::pixel(x, y), "pixel ({x}, {y})");
+        }
+    }
+    let first = std::fs::read(session.dir().join("mandelbrot-screen-1.png")).unwrap();
+    let second = std::fs::read(session.dir().join("mandelbrot-screen-2.png")).unwrap();
+    assert_eq!(first, second);
+    session.send(&["C-q"]);
+    session.wait_for_screen(&["STATUS=0"]);
+    session.assert_terminal_restored();
+
+    // A text screen is saved as text, in --screen-dump's format.
+    let session = TerminalSession::on_screen("display-save-text", "run --display vga_text", &[]);
+    session.wait_for_screen(&["[1:vga_text] exited 0"]);
+    session.send(&["C-s"]);
+    session.wait_for_screen(&["saved vga_text-screen-1.txt"]);
+    let dump = session.file("vga_text-screen-1.txt");
+    let lines: Vec<&str> = dump.lines().collect();
+    assert_eq!(lines[0], "VGA text 80x25, cursor at row 5, column 0");
+    assert_eq!(lines[1], "mini-kvm: VGA text mode");
+    assert_eq!(lines.len(), 1 + 25 + 1 + 25);
+    session.send(&["C-q"]);
+    session.wait_for_screen(&["STATUS=0"]);
+}

@@ -6,7 +6,8 @@
 //!
 //! Keys: Tab / Shift-Tab / Left / Right move the focus; PgUp / PgDn / Home / End scroll the
 //! focused pane; Ctrl-Q (or Ctrl-C) quits, stopping guests still running; Ctrl-D ends the focused
-//! guest's input; every other key goes to the focused guest.
+//! guest's input; with `--display`, Ctrl-S saves the focused guest's screen; every other key goes
+//! to the focused guest.
 //!
 //! The terminal is restored on every way out: the normal end, an error (ratatui's restore), a
 //! panic (ratatui's panic hook), and SIGTERM / SIGHUP / SIGINT (a handler sets a flag the loop
@@ -100,6 +101,8 @@ impl Write for PaneWriter {
 /// One guest as the view sees it.
 struct Pane {
     title: String,
+    /// The guest's name (screenshots are named after it).
+    name: String,
     text: Arc<Mutex<PaneText>>,
     live: Arc<LiveCounters>,
     /// The guest's state and exit count as of the last frame, read before its screen was:
@@ -160,6 +163,7 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
         .enumerate()
         .map(|(index, ((((name, live), text), input), display))| Pane {
             title: format!("[{}:{name}]", index + 1),
+            name,
             text,
             live,
             input,
@@ -216,6 +220,8 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
 /// The event loop: draw, then handle keys, until the user quits or a signal arrives.
 fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()> {
     let mut focus = 0;
+    // What the last Ctrl-S did, shown in the footer until the next key.
+    let mut notice: Option<String> = None;
     loop {
         for pane in panes.iter_mut() {
             pane.seen = Seen {
@@ -228,7 +234,7 @@ fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()
                 display.update();
             }
         }
-        terminal.draw(|frame| draw(frame, panes, focus))?;
+        terminal.draw(|frame| draw(frame, panes, focus, notice.as_deref()))?;
         if SIGNALLED.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -241,11 +247,20 @@ fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()
         if key.kind != KeyEventKind::Press {
             continue;
         }
+        notice = None;
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let pane = &mut panes[focus];
         match key.code {
             KeyCode::Char('q' | 'c') if ctrl => return Ok(()),
             KeyCode::Char('d') if ctrl => pane.input.close(),
+            KeyCode::Char('s') if ctrl && pane.display.is_some() => {
+                let view = pane.display.as_ref().and_then(DisplayWatch::view);
+                notice = Some(match view.map(|view| screen::save(&pane.name, view)) {
+                    Some(Ok(file)) => format!("saved {file}"),
+                    Some(Err(error)) => format!("no screenshot: {error}"),
+                    None => "no screenshot: nothing drawn yet".to_string(),
+                });
+            }
             KeyCode::Tab | KeyCode::Right => focus = (focus + 1) % panes.len(),
             KeyCode::BackTab | KeyCode::Left => focus = (focus + panes.len() - 1) % panes.len(),
             KeyCode::PageUp => pane.scroll += 10,
@@ -278,17 +293,26 @@ fn key_bytes(key: &KeyEvent) -> Option<Vec<u8>> {
     }
 }
 
-fn draw(frame: &mut Frame, panes: &[Pane], focus: usize) {
+fn draw(frame: &mut Frame, panes: &[Pane], focus: usize, notice: Option<&str>) {
     let [grid, footer] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     for (index, (pane, area)) in panes.iter().zip(grid_cells(grid, panes.len())).enumerate() {
         draw_pane(frame, pane, area, index == focus);
     }
     let all_ended = panes.iter().all(|pane| pane.seen.ended.is_some());
-    let help = if all_ended {
-        "all guests have ended · Ctrl-Q quit · Tab focus · PgUp/PgDn scroll"
-    } else {
-        "Ctrl-Q quit · Tab focus · PgUp/PgDn scroll · Ctrl-D end input · keys go to the focused guest"
+    let screens = panes.iter().any(|pane| pane.display.is_some());
+    let help = match (notice, all_ended, screens) {
+        (Some(notice), ..) => notice,
+        (None, true, false) => "all guests have ended · Ctrl-Q quit · Tab focus · PgUp/PgDn scroll",
+        (None, true, true) => {
+            "all guests have ended · Ctrl-Q quit · Tab focus · Ctrl-S save the screen · PgUp/PgDn scroll"
+        }
+        (None, false, false) => {
+            "Ctrl-Q quit · Tab focus · PgUp/PgDn scroll · Ctrl-D end input · keys go to the focused guest"
+        }
+        (None, false, true) => {
+            "Ctrl-Q quit · Tab focus · Ctrl-S save the screen · Ctrl-D end input · keys go to the focused guest"
+        }
     };
     frame.render_widget(
         Paragraph::new(help).style(Style::new().add_modifier(Modifier::REVERSED)),

@@ -3,6 +3,8 @@
 //! into the pane with the half-block character `▀`, whose foreground colour is the upper pixel and
 //! background colour the lower one, so that each terminal cell shows two square pixels.
 
+use std::io::Write;
+
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -30,6 +32,53 @@ const VGA_TO_TERMINAL: [Color; 16] = [
     Color::LightYellow, // yellow
     Color::White,
 ];
+
+/// The most screenshots of one guest in one directory (NAME-screen-1 ... NAME-screen-999).
+const MAX_SCREENSHOTS: u32 = 999;
+
+/// Saves `view` in the current directory (Ctrl-S): a framebuffer as NAME-screen-N.png, a text
+/// screen as NAME-screen-N.txt in `--screen-dump`'s format, N the first number not taken. Files
+/// are only ever created, never overwritten: the view's seccomp filter allows `openat` with
+/// `O_WRONLY | O_CREAT | O_EXCL` and no other way to write a file. Returns the file's name.
+pub fn save(guest: &str, view: &View) -> Result<String, String> {
+    let (extension, bytes) = match view {
+        View::Text(screen) => ("txt", screen.dump().into_bytes()),
+        View::Graphics(picture) => ("png", picture.png()),
+    };
+    // A guest named after a file (./dir/x.bin): its last part, in characters safe in a name.
+    let base: String = guest
+        .rsplit('/')
+        .next()
+        .unwrap_or(guest)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    for number in 1..=MAX_SCREENSHOTS {
+        let name = format!("{base}-screen-{number}.{extension}");
+        // Write-only (File::create_new would open it for reading too: other flags).
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&name)
+        {
+            Ok(mut file) => {
+                return file
+                    .write_all(&bytes)
+                    .map(|()| name.clone())
+                    .map_err(|error| format!("cannot write {name}: {error}"));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(format!("cannot create {name}: {error}")),
+        }
+    }
+    Err(format!("{base}-screen-1 to -{MAX_SCREENSHOTS} all exist"))
+}
 
 /// The terminal rows `view` takes in a pane `width` cells wide, at most `max_rows`.
 pub fn rows_needed(view: &View, width: u16, max_rows: u16) -> u16 {

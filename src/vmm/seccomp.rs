@@ -11,8 +11,8 @@
 //! - `events-NAME`: [`Role::EventLoop`], `epoll_wait`/`epoll_ctl` and `read` (stdin, eventfds);
 //! - the thread that waits for several guests: [`Role::Waiter`], nothing but its report;
 //! - the `--tui` and `--display` view: [`Role::Terminal`], what crossterm needs (a read-only
-//!   `openat` of `/dev/tty` each frame, its epoll and its SIGWINCH socket pair), and
-//!   `KVM_GET_DIRTY_LOG` for the screen;
+//!   `openat` of `/dev/tty` each frame, its epoll and its SIGWINCH socket pair),
+//!   `KVM_GET_DIRTY_LOG` for the screen, and an `openat` that only creates (Ctrl-S);
 //!
 //! All of them may use memory, futexes, signals, clocks, `write`, `close` and `poll`.
 //!
@@ -208,12 +208,17 @@ fn calls_with_arguments(role: Role) -> Vec<ArgumentRule> {
     }];
     if role == Role::Terminal {
         // crossterm opens /dev/tty read-only for every window-size query (each frame): an open
-        // with exactly these flags, which can neither create nor write a file.
+        // with exactly these flags, which can neither create nor write a file. And Ctrl-S
+        // creates a screenshot write-only with O_EXCL, so it can create a file but never
+        // open one that exists (src/tui/screen.rs).
         calls.push(ArgumentRule {
             call: libc::SYS_openat,
             argument: 2,
             width: SeccompCmpArgLen::Dword,
-            allowed: vec![(libc::O_RDONLY | libc::O_CLOEXEC) as u64],
+            allowed: vec![
+                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC) as u64,
+            ],
         });
         // The SIGWINCH handler's wake-up: a send on its connected socket (no address; and no
         // thread may create or connect a socket).

@@ -230,7 +230,8 @@ impl DisplayWatch {
     ) -> Range<u32> {
         let visible = mode.start..mode.start + mode.visible_bytes();
         let pitch = u64::from(mode.pitch.max(1));
-        let mut rows = u32::MAX..0;
+        // The first row and the row after the last (none yet).
+        let (mut first, mut end) = (u32::MAX, 0);
         for page in pages {
             let page_start = page as u64 * PAGE_SIZE;
             let from = page_start.max(visible.start);
@@ -247,9 +248,10 @@ impl DisplayWatch {
             self.pages_copied += 1;
             let first_row = ((from - visible.start) / pitch) as u32;
             let last_row = ((to - 1 - visible.start) / pitch) as u32;
-            rows = rows.start.min(first_row)..rows.end.max(last_row + 1);
+            first = first.min(first_row);
+            end = end.max(last_row + 1);
         }
-        rows.start.min(mode.height)..rows.end.min(mode.height)
+        first.min(mode.height)..end.min(mode.height)
     }
 
     /// The screen as of the last [`DisplayWatch::update`] (`None` before the first).
