@@ -31,7 +31,7 @@ mod screen;
 
 use crate::config::RunConfig;
 use crate::console::{GuestInput, GuestIo, GuestOutput, InputFeeder};
-use crate::devices::display::DisplayWatch;
+use crate::devices::display::{DisplayWatch, View};
 use crate::vmm::group::{Group, GuestResult};
 use crate::vmm::seccomp::{self, Role};
 use crate::vmm::stats::LiveCounters;
@@ -220,6 +220,10 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
 /// The event loop: draw, then handle keys, until the user quits or a signal arrives.
 fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()> {
     let mut focus = 0;
+    // Pictures through the kitty graphics protocol, where the terminal shows them; and what was
+    // last sent for each pane (the screen's generation, and where), to send only what changed.
+    let images = screen::terminal_shows_kitty_images();
+    let mut sent: Vec<Option<(u64, Rect)>> = vec![None; panes.len()];
     // What the last Ctrl-S did, shown in the footer until the next key.
     let mut notice: Option<String> = None;
     loop {
@@ -234,7 +238,11 @@ fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()
                 display.update();
             }
         }
-        terminal.draw(|frame| draw(frame, panes, focus, notice.as_deref()))?;
+        let mut pictures = Vec::new();
+        terminal.draw(|frame| pictures = draw(frame, panes, focus, notice.as_deref(), images))?;
+        if images {
+            send_pictures(panes, &pictures, &mut sent)?;
+        }
         if SIGNALLED.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -293,11 +301,20 @@ fn key_bytes(key: &KeyEvent) -> Option<Vec<u8>> {
     }
 }
 
-fn draw(frame: &mut Frame, panes: &[Pane], focus: usize, notice: Option<&str>) {
+/// Draws every pane and the footer. With `images`, a guest's picture is left to the terminal:
+/// returns, for each pane, where its picture goes (`None` for a pane without one).
+fn draw(
+    frame: &mut Frame,
+    panes: &[Pane],
+    focus: usize,
+    notice: Option<&str>,
+    images: bool,
+) -> Vec<Option<Rect>> {
+    let mut pictures = vec![None; panes.len()];
     let [grid, footer] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     for (index, (pane, area)) in panes.iter().zip(grid_cells(grid, panes.len())).enumerate() {
-        draw_pane(frame, pane, area, index == focus);
+        pictures[index] = draw_pane(frame, pane, area, index == focus, images);
     }
     let all_ended = panes.iter().all(|pane| pane.seen.ended.is_some());
     let screens = panes.iter().any(|pane| pane.display.is_some());
@@ -318,6 +335,7 @@ fn draw(frame: &mut Frame, panes: &[Pane], focus: usize, notice: Option<&str>) {
         Paragraph::new(help).style(Style::new().add_modifier(Modifier::REVERSED)),
         footer,
     );
+    pictures
 }
 
 /// Splits `area` into `count` cells: a grid as square as the count allows.
@@ -336,7 +354,14 @@ fn grid_cells(area: Rect, count: usize) -> Vec<Rect> {
         .collect()
 }
 
-fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
+/// Draws one pane; returns where its picture goes when the terminal shows it (`images`).
+fn draw_pane(
+    frame: &mut Frame,
+    pane: &Pane,
+    area: Rect,
+    focused: bool,
+    images: bool,
+) -> Option<Rect> {
     let (state, colour) = match pane.seen.ended.clone() {
         None => ("running".to_string(), Color::Yellow),
         Some((0, description)) => (description, Color::Green),
@@ -363,6 +388,7 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     // The screen on top, the output below it (at least OUTPUT_ROWS of it, with its rule).
+    let mut picture_area = None;
     let output_area = match view {
         Some(view) => {
             let rows = screen::rows_needed(
@@ -370,14 +396,14 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
                 inner.width,
                 inner.height.saturating_sub(OUTPUT_ROWS + 1),
             );
-            screen::draw(
-                frame.buffer_mut(),
-                Rect {
-                    height: rows,
-                    ..inner
-                },
-                view,
-            );
+            let screen_area = Rect {
+                height: rows,
+                ..inner
+            };
+            screen::draw(frame.buffer_mut(), screen_area, view, images);
+            if images && matches!(view, View::Graphics(_)) {
+                picture_area = Some(screen_area);
+            }
             let rest = Rect {
                 y: inner.y + rows,
                 height: inner.height - rows,
@@ -398,6 +424,44 @@ fn draw_pane(frame: &mut Frame, pane: &Pane, area: Rect, focused: bool) {
     let top = bottom.saturating_sub(inner_height);
     let shown: Vec<Line> = lines[top..bottom].iter().map(|l| Line::raw(*l)).collect();
     frame.render_widget(Paragraph::new(shown), output_area);
+    picture_area
+}
+
+/// Sends the kitty graphics protocol's images for the panes whose picture changed or moved since
+/// it was last sent, and deletes the image of a pane that no longer shows one.
+fn send_pictures(
+    panes: &[Pane],
+    pictures: &[Option<Rect>],
+    sent: &mut [Option<(u64, Rect)>],
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    for (index, (pane, area)) in panes.iter().zip(pictures).enumerate() {
+        // Image ids from 1 (0 means "none" to the protocol).
+        let id = index as u32 + 1;
+        let Some(display) = pane.display.as_ref() else {
+            continue;
+        };
+        match (area, display.view()) {
+            (Some(area), Some(View::Graphics(picture))) => {
+                let now = (display.generation(), *area);
+                if sent[index] != Some(now) {
+                    out.extend_from_slice(&screen::kitty_image(id, picture, *area));
+                    sent[index] = Some(now);
+                }
+            }
+            _ if sent[index].is_some() => {
+                out.extend_from_slice(format!("\x1b_Ga=d,d=I,i={id},q=2\x1b\\").as_bytes());
+                sent[index] = None;
+            }
+            _ => {}
+        }
+    }
+    if !out.is_empty() {
+        let mut stdout = io::stdout().lock();
+        stdout.write_all(&out)?;
+        stdout.flush()?;
+    }
+    Ok(())
 }
 
 /// Has the terminal on stdin hung up? (`poll` says so without reading; it is async-signal-safe.)

@@ -1,7 +1,9 @@
 //! A guest's display drawn into a pane (`--display`): VGA text cell for cell, each character in
 //! code page 437 and its attribute's colours, the cursor in reverse video; a framebuffer scaled
 //! into the pane with the half-block character `▀`, whose foreground colour is the upper pixel and
-//! background colour the lower one, so that each terminal cell shows two square pixels.
+//! background colour the lower one, so that each terminal cell shows two square pixels. In a
+//! terminal that shows images through the kitty graphics protocol (kitty, WezTerm, Ghostty), the
+//! framebuffer goes to the terminal as an image instead, pixel for pixel.
 
 use std::io::Write;
 
@@ -32,6 +34,71 @@ const VGA_TO_TERMINAL: [Color; 16] = [
     Color::LightYellow, // yellow
     Color::White,
 ];
+
+/// Does the terminal show images through the kitty graphics protocol? Terminals that do say so
+/// in the environment they give programs: kitty sets `KITTY_WINDOW_ID` (and `TERM=xterm-kitty`),
+/// WezTerm and Ghostty set `TERM_PROGRAM`. (Asking the terminal itself would mean reading its
+/// answer before crossterm reads the keyboard.) Inside tmux, which drops the images, none of these
+/// reach the program unless the user passes them on.
+pub fn terminal_shows_kitty_images() -> bool {
+    let variable = |name: &str| std::env::var(name).unwrap_or_default();
+    std::env::var_os("KITTY_WINDOW_ID").is_some()
+        || ["xterm-kitty", "xterm-ghostty"].contains(&variable("TERM").as_str())
+        || ["WezTerm", "ghostty"].contains(&variable("TERM_PROGRAM").as_str())
+}
+
+/// The kitty graphics protocol's bytes for `picture` shown in `area` (scaled by the terminal to
+/// the cells [`rows_needed`] gives it), as image `id`, replacing that id's earlier picture. The
+/// pixels go as 24-bit RGB (`f=24`) in base64, in chunks of at most 4096 characters (`m=1`: more
+/// follows); `q=2` asks the terminal not to answer, and `C=1` not to move the cursor.
+pub fn kitty_image(id: u32, picture: &Picture, area: Rect) -> Vec<u8> {
+    let (width, height) = fit(picture, area.width, area.height);
+    let (columns, rows) = (width, height.div_ceil(2));
+    let mut out = Vec::new();
+    // Save the cursor, delete the old picture, go to the area's top left (1-based).
+    out.extend_from_slice(format!("\x1b7\x1b_Ga=d,d=I,i={id},q=2\x1b\\").as_bytes());
+    out.extend_from_slice(format!("\x1b[{};{}H", area.y + 1, area.x + 1).as_bytes());
+    let encoded = base64(&picture.rgb);
+    let mut chunks = encoded.chunks(4096).peekable();
+    let mut first = true;
+    while let Some(chunk) = chunks.next() {
+        let more = u8::from(chunks.peek().is_some());
+        let keys = if first {
+            format!(
+                "a=T,i={id},f=24,s={},v={},c={columns},r={rows},C=1,q=2,m={more}",
+                picture.width, picture.height
+            )
+        } else {
+            format!("m={more}")
+        };
+        first = false;
+        out.extend_from_slice(format!("\x1b_G{keys};").as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\x1b\\");
+    }
+    // And the cursor back where ratatui left it.
+    out.extend_from_slice(b"\x1b8");
+    out
+}
+
+/// Standard base64 (RFC 4648, with `=` padding).
+fn base64(bytes: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let value = u32::from(group[0]) << 16
+            | u32::from(*group.get(1).unwrap_or(&0)) << 8
+            | u32::from(*group.get(2).unwrap_or(&0));
+        for index in 0..4 {
+            if index <= group.len() {
+                out.push(ALPHABET[(value >> (18 - 6 * index)) as usize & 63]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+    out
+}
 
 /// The most screenshots of one guest in one directory (NAME-screen-1 ... NAME-screen-999).
 const MAX_SCREENSHOTS: u32 = 999;
@@ -99,10 +166,12 @@ pub fn describe(view: &View) -> String {
     }
 }
 
-/// Draws `view` at the top left of `area`.
-pub fn draw(buffer: &mut Buffer, area: Rect, view: &View) {
+/// Draws `view` at the top left of `area`. With `images` (the kitty protocol), a picture is left
+/// to the terminal: its cells are blanked, and [`kitty_image`] sends it after the frame.
+pub fn draw(buffer: &mut Buffer, area: Rect, view: &View, images: bool) {
     match view {
         View::Text(screen) => draw_text(buffer, area, screen),
+        View::Graphics(_) if images => buffer.set_style(area, Style::new()),
         View::Graphics(picture) => draw_picture(buffer, area, picture),
     }
 }
@@ -195,6 +264,32 @@ mod tests {
             height,
             rgb: vec![0; (width * height * 3) as usize],
         }
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648s_examples() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded.as_bytes(), "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn a_kitty_image_goes_in_chunks_at_its_area() {
+        // 64 x 64 pixels: 12,288 bytes, 16,384 base64 characters, 4 chunks.
+        let bytes = kitty_image(2, &picture(64, 64), Rect::new(10, 5, 40, 20));
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("\x1b7\x1b_Ga=d,d=I,i=2,q=2\x1b\\\x1b[6;11H\x1b_Ga=T,i=2,f=24,s=64,v=64,c=40,r=20,C=1,q=2,m=1;AAAA"));
+        assert_eq!(text.matches("\x1b_Gm=1;").count(), 2);
+        assert_eq!(text.matches("\x1b_Gm=0;").count(), 1);
+        assert!(text.ends_with("\x1b\\\x1b8"));
     }
 
     #[test]

@@ -207,6 +207,19 @@ impl TerminalSession {
 }
 
 impl TerminalSession {
+    /// From now on, copies every byte mini-kvm writes to its terminal, escape sequences and all,
+    /// to the file `name` in the session's directory (`tmux pipe-pane`): what tmux itself would
+    /// not show, such as images.
+    pub fn record_output(&self, name: &str) {
+        let status = self
+            .tmux()
+            .args(["pipe-pane", "-o", "-t", &self.name])
+            .arg(format!("cat > {}", self.dir.join(name).display()))
+            .status()
+            .expect("tmux pipe-pane");
+        assert!(status.success());
+    }
+
     /// Closes the terminal under mini-kvm, as closing its window does: the tmux server goes, and
     /// with it the pseudo-terminal (SIGHUP, then end of file on every read).
     pub fn close_terminal(&self) {

@@ -91,6 +91,7 @@ impl Display {
             shown: None,
             framebuffer_copy: Vec::new(),
             pages_copied: 0,
+            generation: 0,
         }
     }
 }
@@ -158,12 +159,28 @@ pub struct DisplayWatch {
     /// Framebuffer pages copied so far (for tests and docs: a drawing that changes few pages
     /// copies few).
     pages_copied: u64,
+    /// Changes seen by [`DisplayWatch::update`].
+    generation: u64,
 }
 
 impl DisplayWatch {
     /// Brings the copy up to date; returns whether the screen changed since the last call.
     /// Only what the dirty logs report is read again (and all of it after a mode change).
     pub fn update(&mut self) -> bool {
+        let changed = self.refresh();
+        if changed {
+            self.generation += 1;
+        }
+        changed
+    }
+
+    /// How many times the screen has changed (a view that sends whole pictures, like the kitty
+    /// graphics protocol, sends one again when this moves).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn refresh(&mut self) -> bool {
         let parts = &self.display.0;
         // Both logs are read every time, so that a mode switch finds no stale bits.
         let text_pages = parts.text_log.dirty_pages();
