@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::png::decode_png;
 use common::terminal::{Cell, Colour, TerminalSession};
 use common::{mandelbrot, mini_kvm};
 
@@ -191,31 +192,6 @@ fn the_teaching_os_shows_its_menu_on_the_vga_screen() {
     session.send(&["C-q"]);
     session.wait_for_screen(&["STATUS=0"]);
     session.assert_terminal_restored();
-}
-
-/// Reads a PNG file's size and RGB pixels with Python's zlib (as tests/framebuffer.rs does, here
-/// for the view's screenshots): only 8-bit RGB with filter 0, which is what mini-kvm writes.
-fn decode_png(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
-    let script = "import struct,sys,zlib\n\
-        d=open(sys.argv[1],'rb').read();a=8;i=b''\n\
-        while a<len(d):\n n,k=struct.unpack('>I4s',d[a:a+8]);b=d[a+8:a+8+n]\n \
-        if k==b'IHDR': w,h=struct.unpack('>II',b[:8])\n if k==b'IDAT': i+=b\n a+=12+n\n\
-        r=zlib.decompress(i);s=w*3+1\n\
-        sys.stdout.buffer.write(b'%d %d\\n'%(w,h)+b''.join(r[y*s+1:(y+1)*s] for y in range(h)))\n";
-    let output = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .output()
-        .expect("python3 decodes the screenshot: install it");
-    assert!(output.status.success(), "{output:?}");
-    let newline = output.stdout.iter().position(|&b| b == b'\n').unwrap();
-    let size = String::from_utf8_lossy(&output.stdout[..newline]).into_owned();
-    let (width, height) = size.split_once(' ').unwrap();
-    (
-        width.parse().unwrap(),
-        height.parse().unwrap(),
-        output.stdout[newline + 1..].to_vec(),
-    )
 }
 
 #[test]

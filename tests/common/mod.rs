@@ -5,6 +5,7 @@
 
 pub mod mandelbrot;
 pub mod os;
+pub mod png;
 pub mod terminal;
 
 use std::io::{Read, Write};
