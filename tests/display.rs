@@ -3,43 +3,7 @@
 
 mod common;
 
-use common::{assert_error, mini_kvm, require_kvm, scratch, test_kernel};
-
-/// The dump `vga_text` must leave, built from what guests/real/vga_text.S writes.
-fn expected_dump() -> String {
-    let mut characters = vec![vec![b' '; 80]; 25];
-    let mut attributes = vec![vec![0x07u8; 80]; 25];
-    let mut put = |row: usize, column: usize, character: u8, attribute: u8| {
-        characters[row][column] = character;
-        attributes[row][column] = attribute;
-    };
-    for (column, &character) in b"mini-kvm: VGA text mode".iter().enumerate() {
-        put(0, column, character, 0x1e);
-    }
-    for colour in 0..16u8 {
-        put(2, usize::from(colour), b'A' + colour, colour);
-    }
-    for colour in 0..8u8 {
-        put(3, usize::from(colour), b'a' + colour, (colour << 4) | 0x0f);
-    }
-    let line = b"Written straight into guest memory: no VM exit per character.";
-    for (column, &character) in line.iter().enumerate() {
-        put(4, column, character, 0x0a);
-    }
-    let mut dump = String::from("VGA text 80x25, cursor at row 5, column 0\n");
-    for row in &characters {
-        dump.push_str(String::from_utf8_lossy(row).trim_end());
-        dump.push('\n');
-    }
-    dump.push_str("attributes:\n");
-    for row in &attributes {
-        for attribute in row {
-            dump.push_str(&format!("{attribute:02x}"));
-        }
-        dump.push('\n');
-    }
-    dump
-}
+use common::{assert_error, mini_kvm, require_kvm, scratch, test_kernel, vga_text};
 
 #[test]
 fn the_text_demo_leaves_its_screen_cell_by_cell() {
@@ -57,7 +21,7 @@ fn the_text_demo_leaves_its_screen_cell_by_cell() {
     );
     assert!(run.stderr.is_empty(), "{run:?}");
     let dump = std::fs::read_to_string(&file).unwrap();
-    let expected = expected_dump();
+    let expected = vga_text::dump();
     // Row by row first, for a readable failure; then the whole file.
     for (number, (got, want)) in dump.lines().zip(expected.lines()).enumerate() {
         assert_eq!(got, want, "line {number} of {}", file.display());

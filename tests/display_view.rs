@@ -8,30 +8,10 @@ mod common;
 
 use common::png::decode_png;
 use common::terminal::{Cell, Colour, TerminalSession};
-use common::{mandelbrot, mini_kvm};
+use common::{mandelbrot, mini_kvm, vga_text};
 
 /// The terminal colour the view gives each VGA colour (VGA counts blue as 1, terminals red).
 const VGA_TO_TERMINAL: [u8; 16] = [0, 4, 2, 6, 1, 5, 3, 7, 8, 12, 10, 14, 9, 13, 11, 15];
-
-/// What guests/real/vga_text.S writes: rows 0-4 as (character, attribute) cells; blanks are
-/// (' ', 0x07).
-fn vga_text_rows() -> Vec<Vec<(char, u8)>> {
-    let mut rows = vec![vec![(' ', 0x07u8); 80]; 5];
-    for (column, character) in "mini-kvm: VGA text mode".chars().enumerate() {
-        rows[0][column] = (character, 0x1e);
-    }
-    for colour in 0..16u8 {
-        rows[2][usize::from(colour)] = ((b'A' + colour) as char, colour);
-    }
-    for colour in 0..8u8 {
-        rows[3][usize::from(colour)] = ((b'a' + colour) as char, (colour << 4) | 0x0f);
-    }
-    let line = "Written straight into guest memory: no VM exit per character.";
-    for (column, character) in line.chars().enumerate() {
-        rows[4][column] = (character, 0x0a);
-    }
-    rows
-}
 
 #[test]
 fn the_text_demo_shows_cell_by_cell_in_its_colours() {
@@ -42,29 +22,22 @@ fn the_text_demo_shows_cell_by_cell_in_its_colours() {
         "all guests have ended",
     ]);
     let cells = session.cells();
-    // The pane's border takes row 0 and column 0 of the terminal.
-    for (row, expected) in vga_text_rows().iter().enumerate() {
-        let shown: Vec<Cell> = cells[row + 1][1..81].to_vec();
-        for (column, (&(character, attribute), cell)) in expected.iter().zip(&shown).enumerate() {
+    // Every cell of the 25 rows (the pane's border takes row 0 and column 0 of the terminal):
+    // its character, its colours, and reverse video at the cursor alone, which the guest put at
+    // row 5, column 0.
+    for (row, expected) in vga_text::cells().iter().enumerate() {
+        let shown = &cells[row + 1][1..81];
+        for (column, (&(character, attribute), cell)) in expected.iter().zip(shown).enumerate() {
             let want = Cell {
-                character,
+                character: character as char,
                 foreground: Colour::Indexed(VGA_TO_TERMINAL[usize::from(attribute & 0x0f)]),
                 background: Colour::Indexed(VGA_TO_TERMINAL[usize::from(attribute >> 4)]),
-                reversed: false,
+                reversed: (row, column) == (5, 0),
             };
             assert_eq!(*cell, want, "row {row}, column {column}");
         }
     }
-    // The cursor, which the guest put at row 5, column 0: reverse video there only.
-    let cursor = cells[6][1];
-    assert!(cursor.reversed, "{cursor:?}");
-    assert!(!cells[6][2].reversed);
-    // Rows 6-24 are blank, light grey on black; the output rule follows the 25th row.
-    assert!(
-        cells[25][1..81]
-            .iter()
-            .all(|cell| cell.character == ' ' && cell.background == Colour::Indexed(0))
-    );
+    // The output rule follows the 25th row.
     let rule: String = cells[26][1..10].iter().map(|cell| cell.character).collect();
     assert_eq!(rule, " output ─");
 
@@ -223,11 +196,7 @@ fn ctrl_s_saves_the_screen_in_a_new_file_each_time() {
     session.wait_for_screen(&["[1:vga_text] exited 0"]);
     session.send(&["C-s"]);
     session.wait_for_screen(&["saved vga_text-screen-1.txt"]);
-    let dump = session.file("vga_text-screen-1.txt");
-    let lines: Vec<&str> = dump.lines().collect();
-    assert_eq!(lines[0], "VGA text 80x25, cursor at row 5, column 0");
-    assert_eq!(lines[1], "mini-kvm: VGA text mode");
-    assert_eq!(lines.len(), 1 + 25 + 1 + 25);
+    assert_eq!(session.file("vga_text-screen-1.txt"), vga_text::dump());
     session.send(&["C-q"]);
     session.wait_for_screen(&["STATUS=0"]);
 }

@@ -49,6 +49,8 @@ pub struct MachineFacts {
     pub cmdline: Option<String>,
     /// Named files: "etc/e820" and the like.
     pub files: Vec<(String, Vec<u8>)>,
+    /// The machine has a display (`--display` and the like): item 0x04, "no graphics", says 0.
+    pub graphics: bool,
 }
 
 pub struct FwCfg {
@@ -69,7 +71,10 @@ impl FwCfg {
             (FW_CFG_UUID, vec![0; 16]),
             (FW_CFG_RAM_SIZE, facts.ram_size.to_le_bytes().to_vec()),
             // No display: the console is the serial line.
-            (FW_CFG_NOGRAPHIC, 1u16.to_le_bytes().to_vec()),
+            (
+                FW_CFG_NOGRAPHIC,
+                u16::from(!facts.graphics).to_le_bytes().to_vec(),
+            ),
             (FW_CFG_NB_CPUS, facts.cpus.to_le_bytes().to_vec()),
             // No CPU hotplug: as many possible CPUs as present ones.
             (FW_CFG_MAX_CPUS, facts.cpus.to_le_bytes().to_vec()),
@@ -181,6 +186,7 @@ mod tests {
             cpus: 3,
             cmdline: Some("console=ttyS0".into()),
             files: vec![("etc/e820".into(), e820_file(&[(0, 0x9fc00, 1)]))],
+            graphics: false,
         })
     }
 
@@ -250,7 +256,9 @@ mod tests {
             cpus: 1,
             cmdline: None,
             files: Vec::new(),
+            graphics: true,
         });
+        assert_eq!(read_item(&mut fw_cfg, FW_CFG_NOGRAPHIC, 2), [0, 0]);
         assert_eq!(read_item(&mut fw_cfg, FW_CFG_CMDLINE_SIZE, 4), [0; 4]);
         assert_eq!(read_item(&mut fw_cfg, FW_CFG_FILE_DIR, 4), [0; 4]);
     }

@@ -11,7 +11,8 @@
 //!
 //! The terminal is restored on every way out: the normal end, an error (ratatui's restore), a
 //! panic (ratatui's panic hook), and SIGTERM / SIGHUP / SIGINT (a handler sets a flag the loop
-//! checks).
+//! checks). A terminal that has gone away (SIGHUP with stdin hung up) ends the process at once,
+//! status 129: there is nothing to restore.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

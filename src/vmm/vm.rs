@@ -44,9 +44,9 @@ use crate::arch::{ArchError, CpuMode};
 use crate::config::ConfigError;
 use crate::console::{GuestInput, GuestIo, GuestOutput, SourceState};
 use crate::devices::acpi_pm::{ACPI_PM_PORTS, AcpiPm, POWER_PORTS};
-use crate::devices::display::Display;
 use crate::devices::display::vbe::{BochsVbe, DISPI_PORTS, SharedMode};
 use crate::devices::display::vga_text::{CRTC_PORTS, CrtController, Cursor};
+use crate::devices::display::{Display, DisplayParts};
 use crate::devices::fw_cfg::{FW_CFG_PORTS, FwCfg, MachineFacts, e820_file};
 use crate::devices::hypercall::{HYPERCALL_PORT, HypercallDoorbell, HypercallHandler};
 use crate::devices::legacy::debug_exit::{DEBUG_EXIT_PORTS, DebugExit};
@@ -281,6 +281,7 @@ impl Vm {
                 "etc/e820".into(),
                 e820_file(&e820_map(&memory, entry.linux)),
             )],
+            graphics: setup.display,
         };
         attach_devices(&mut devices, &io, &facts, entry.linux)?;
         let display = match display_memory {
@@ -574,14 +575,14 @@ fn attach_display(
         vbe.set_mode(video.width, video.height, video.bits_per_pixel);
     }
     devices.attach_ports(bus::shared(vbe), &[(DISPI_PORTS, 0)], None)?;
-    Ok(Display::new(
-        memory.clone(),
+    Ok(Display::new(DisplayParts {
+        ram: memory.clone(),
         cursor,
-        display_memory.framebuffer,
+        framebuffer: display_memory.framebuffer,
         mode,
-        Box::new(display_memory.text_log),
-        Box::new(display_memory.framebuffer_log),
-    ))
+        text_log: Box::new(display_memory.text_log),
+        framebuffer_log: Box::new(display_memory.framebuffer_log),
+    }))
 }
 
 /// Tells the debugger the guest has ended, and waits for its thread: gdb hears the exit status

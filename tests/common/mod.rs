@@ -7,6 +7,7 @@ pub mod mandelbrot;
 pub mod os;
 pub mod png;
 pub mod terminal;
+pub mod vga_text;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

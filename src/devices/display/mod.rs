@@ -32,34 +32,24 @@ pub trait DirtyLog: Send + Sync {
 #[derive(Clone)]
 pub struct Display(Arc<DisplayParts>);
 
-struct DisplayParts {
+/// What a display is made of: the memory the guest draws in, the devices' published state, and
+/// the two memory slots' dirty logs.
+pub struct DisplayParts {
     /// Guest RAM, which holds the text buffer.
-    ram: GuestMemoryMmap,
-    cursor: Arc<Cursor>,
+    pub ram: GuestMemoryMmap,
+    /// The CRT controller's cursor.
+    pub cursor: Arc<Cursor>,
     /// The linear framebuffer's memory, at [`FRAMEBUFFER_ADDRESS`].
-    framebuffer: GuestMemoryMmap,
-    mode: SharedMode,
-    text_log: Box<dyn DirtyLog>,
-    framebuffer_log: Box<dyn DirtyLog>,
+    pub framebuffer: GuestMemoryMmap,
+    /// The Bochs VBE adapter's mode.
+    pub mode: SharedMode,
+    pub text_log: Box<dyn DirtyLog>,
+    pub framebuffer_log: Box<dyn DirtyLog>,
 }
 
 impl Display {
-    pub fn new(
-        ram: GuestMemoryMmap,
-        cursor: Arc<Cursor>,
-        framebuffer: GuestMemoryMmap,
-        mode: SharedMode,
-        text_log: Box<dyn DirtyLog>,
-        framebuffer_log: Box<dyn DirtyLog>,
-    ) -> Display {
-        Display(Arc::new(DisplayParts {
-            ram,
-            cursor,
-            framebuffer,
-            mode,
-            text_log,
-            framebuffer_log,
-        }))
+    pub fn new(parts: DisplayParts) -> Display {
+        Display(Arc::new(parts))
     }
 
     /// The text screen as it is now.
@@ -336,14 +326,14 @@ mod tests {
         .unwrap();
         let mode = SharedMode::default();
         let (text_log, framebuffer_log) = (ScriptedLog::default(), ScriptedLog::default());
-        let display = Display::new(
-            ram.clone(),
-            Arc::new(Cursor::default()),
-            framebuffer.clone(),
-            Arc::clone(&mode),
-            Box::new(text_log.clone()),
-            Box::new(framebuffer_log.clone()),
-        );
+        let display = Display::new(DisplayParts {
+            ram: ram.clone(),
+            cursor: Arc::new(Cursor::default()),
+            framebuffer: framebuffer.clone(),
+            mode: Arc::clone(&mode),
+            text_log: Box::new(text_log.clone()),
+            framebuffer_log: Box::new(framebuffer_log.clone()),
+        });
         Rig {
             display,
             ram,
