@@ -243,6 +243,8 @@ exit, 130 stopped from the --tui view).")]
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: no allocation may ever make a call the filters forbid.
+    mini_kvm::vmm::seccomp::prepare_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::List => {
