@@ -63,13 +63,20 @@ pub enum ConfigError {
     #[error("{option} with {guests} guests: the file holds one screen; run the guest alone")]
     ScreenFileWithSeveralGuests { option: &'static str, guests: usize },
     #[error(
-        "'{0}' is not a place for gdb to connect to: give a TCP port on localhost (e.g. --gdb \
-         1234; 0 picks a free one) or the path of a Unix socket (e.g. --gdb /tmp/guest.sock)"
+        "'{0}' is not a place for gdb to connect to: give --gdb alone (a private Unix socket), \
+         --gdb=PATH (a Unix socket there) or --gdb=tcp:PORT (e.g. tcp:1234; tcp:0 picks a free \
+         port)"
     )]
     BadGdb(String),
     #[error(
-        "--gdb {port} with {guests} guests: the last one would listen past port 65535; choose a \
-         lower port, or 0"
+        "--gdb={0}: a bare port is not taken, because any user of this machine can connect to a \
+         TCP port and take over the guest; write --gdb=tcp:{0} if that is what you want, or \
+         --gdb alone for a Unix socket only you can use"
+    )]
+    GdbBarePort(String),
+    #[error(
+        "--gdb=tcp:{port} with {guests} guests: the last one would listen past port 65535; choose \
+         a lower port, or 0"
     )]
     GdbPortsRunOut { port: u16, guests: usize },
     #[error(
@@ -425,14 +432,21 @@ mod tests {
 
     #[test]
     fn gdb_addresses_and_one_per_guest() {
-        assert_eq!(parse_gdb("1234"), Ok(GdbAddress::Tcp(1234)));
+        assert_eq!(parse_gdb(""), Ok(GdbAddress::Private));
+        assert_eq!(parse_gdb("tcp:1234"), Ok(GdbAddress::Tcp(1234)));
+        assert_eq!(parse_gdb("tcp:0"), Ok(GdbAddress::Tcp(0)));
         assert_eq!(
             parse_gdb("/tmp/g.sock"),
             Ok(GdbAddress::Unix("/tmp/g.sock".into()))
         );
-        for bad in ["65536", "-1", "port", ""] {
+        assert_eq!(parse_gdb("g.sock"), Ok(GdbAddress::Unix("g.sock".into())));
+        for bad in ["tcp:65536", "tcp:-1", "tcp:port", "tcp:"] {
             assert_eq!(parse_gdb(bad), Err(ConfigError::BadGdb(bad.into())));
         }
+        assert_eq!(
+            parse_gdb("1234"),
+            Err(ConfigError::GdbBarePort("1234".into()))
+        );
         let tcp = GdbAddress::Tcp(1234);
         assert_eq!(tcp.for_guest(0, 1), Ok(GdbAddress::Tcp(1234)));
         assert_eq!(tcp.for_guest(2, 3), Ok(GdbAddress::Tcp(1236)));
@@ -450,6 +464,7 @@ mod tests {
             unix.for_guest(1, 2),
             Ok(GdbAddress::Unix("/tmp/g.sock.2".into()))
         );
+        assert_eq!(GdbAddress::Private.for_guest(1, 2), Ok(GdbAddress::Private));
     }
 
     #[test]
@@ -602,21 +617,27 @@ pub fn parse_disk(text: &str) -> Result<DiskArg, ConfigError> {
     })
 }
 
-/// `--gdb`: where gdb connects.
+/// `--gdb`: where gdb connects. A debugger can do anything to the guest, so only its user may
+/// connect by default: a Unix socket that only they can open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GdbAddress {
-    /// A TCP port on 127.0.0.1 (0: one the kernel picks).
-    Tcp(u16),
-    /// A Unix socket, made at this path.
+    /// `--gdb` alone: a Unix socket in a new directory only the user can enter (src/gdb/).
+    Private,
+    /// `--gdb=PATH`: a Unix socket made at this path, mode 0600 whatever the umask.
     Unix(PathBuf),
+    /// `--gdb=tcp:PORT`: a TCP port on 127.0.0.1 (0: one the kernel picks), which any user of
+    /// the machine can connect to (mini-kvm says so when it listens).
+    Tcp(u16),
 }
 
 impl GdbAddress {
     /// Where guest `index` (0-based) of `count` listens: with several guests, the port plus
-    /// the index (a picked port stays picked), or the path with `.N` (from 1) added.
+    /// the index (a picked port stays picked), the path with `.N` (from 1) added, or a private
+    /// directory of its own.
     pub fn for_guest(&self, index: usize, count: usize) -> Result<GdbAddress, ConfigError> {
         match self {
             _ if count == 1 => Ok(self.clone()),
+            GdbAddress::Private => Ok(GdbAddress::Private),
             GdbAddress::Tcp(0) => Ok(GdbAddress::Tcp(0)),
             GdbAddress::Tcp(port) => u16::try_from(usize::from(*port) + index)
                 .map(GdbAddress::Tcp)
@@ -633,14 +654,22 @@ impl GdbAddress {
     }
 }
 
-/// Parses `--gdb`: a port number, or a path (anything with a `/`).
+/// Parses `--gdb`'s value: empty (`--gdb` alone) for a private socket, `tcp:PORT`, or a path.
+/// A bare number is refused: it would have meant TCP, which is no longer the default.
 pub fn parse_gdb(text: &str) -> Result<GdbAddress, ConfigError> {
-    if text.contains('/') {
-        return Ok(GdbAddress::Unix(PathBuf::from(text)));
+    if text.is_empty() {
+        return Ok(GdbAddress::Private);
     }
-    text.parse::<u16>()
-        .map(GdbAddress::Tcp)
-        .map_err(|_| ConfigError::BadGdb(text.to_string()))
+    if let Some(port) = text.strip_prefix("tcp:") {
+        return port
+            .parse::<u16>()
+            .map(GdbAddress::Tcp)
+            .map_err(|_| ConfigError::BadGdb(text.to_string()));
+    }
+    if text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(ConfigError::GdbBarePort(text.to_string()));
+    }
+    Ok(GdbAddress::Unix(PathBuf::from(text)))
 }
 
 /// `--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX]`: a virtio-net card on a TAP device.

@@ -161,10 +161,21 @@ exit, 130 stopped from the --tui view).")]
         #[arg(long)]
         rng: bool,
 
-        /// Wait for gdb before the guest's first instruction, on a TCP port of 127.0.0.1 (0 picks
-        /// a free one) or a Unix socket (a path); with several guests, guest N listens on PORT+N-1
-        /// or PATH.N (e.g. mini-kvm run --gdb 1234 hello, then gdb -ex 'target remote :1234').
-        #[arg(long, value_name = "PORT|PATH", value_parser = parse_gdb, conflicts_with = "tui")]
+        /// Wait for gdb before the guest's first instruction, on a Unix socket only you can use:
+        /// --gdb alone makes one in a new private directory and prints its path, --gdb=PATH makes
+        /// it at PATH (mode 0600); --gdb=tcp:PORT listens on 127.0.0.1 instead, where any user of
+        /// the machine can connect (0 picks a free port). With several guests, guest N gets a
+        /// directory of its own, PATH.N or PORT+N-1 (e.g. mini-kvm run --gdb hello, then the gdb
+        /// command it prints).
+        #[arg(
+            long,
+            value_name = "PATH|tcp:PORT",
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "",
+            value_parser = parse_gdb,
+            conflicts_with = "tui"
+        )]
         gdb: Option<GdbAddress>,
 
         /// At the end, write the VGA text screen (80x25 at 0xB8000: characters, colours, the
@@ -227,8 +238,8 @@ exit, 130 stopped from the --tui view).")]
         out: Option<std::path::PathBuf>,
     },
     /// Write the ELF file with a built-in guest's symbols, for gdb (the teaching OS's kernel:
-    /// mini-kvm symbols os -o os.elf, then gdb os.elf -ex 'target remote :1234' with mini-kvm
-    /// run --gdb 1234 os).
+    /// mini-kvm symbols os -o os.elf, then gdb os.elf -ex 'target remote SOCKET' with the
+    /// socket that mini-kvm run --gdb os prints).
     Symbols {
         /// A built-in guest that has symbols (os).
         #[arg(value_name = "GUEST")]
@@ -406,7 +417,8 @@ fn write_symbols(name: &str, output: &std::path::Path) -> ExitCode {
         return fail(&format!("cannot write {}: {error}", output.display()));
     }
     println!(
-        "wrote {} ({} bytes): gdb {} -ex 'target remote :PORT' with mini-kvm run --gdb PORT {name}",
+        "wrote {} ({} bytes): gdb {} -ex 'target remote SOCKET' with the socket that mini-kvm run \
+         --gdb {name} prints",
         output.display(),
         symbols.len(),
         output.display()

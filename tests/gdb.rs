@@ -4,8 +4,8 @@
 //! by single-stepping; the stub says which when gdb attaches, and the tests that depend on it read
 //! that line.
 //!
-//! Each session starts `mini-kvm run --gdb 0 ...` (a port the kernel picks), reads the port
-//! from its first line on stderr, and points `gdb -batch` at it. What gdb prints is asserted
+//! Each session starts `mini-kvm run --gdb ...` (a Unix socket in a private directory), reads
+//! the socket's path from its first line on stderr, and points `gdb -batch` at it. What gdb prints is asserted
 //! through `printf` where gdb's own wording could change between versions.
 
 mod common;
@@ -50,12 +50,22 @@ struct Guest {
 }
 
 impl Guest {
-    /// Starts `mini-kvm run --gdb ADDRESS ARGS...` and waits for its "waits for gdb" line.
+    /// Starts `mini-kvm run --gdb[=ADDRESS] ARGS...` (`--gdb` alone for an empty ADDRESS: a
+    /// private socket) and waits for its "waits for gdb" line.
     fn start(address: &str, args: &[&str]) -> Guest {
+        Guest::start_with(&mut Command::new(mini_kvm_binary()), address, args)
+    }
+
+    /// [`Guest::start`] with a command prepared by the caller (a umask, say).
+    fn start_with(command: &mut Command, address: &str, args: &[&str]) -> Guest {
         require_kvm();
         require_gdb();
-        let mut child = Command::new(mini_kvm_binary())
-            .args(["run", "--gdb", address])
+        let gdb_option = match address {
+            "" => "--gdb".to_string(),
+            address => format!("--gdb={address}"),
+        };
+        let mut child = command
+            .args(["run", &gdb_option])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -231,7 +241,7 @@ fn session_start(guest: &str, target: &str, stderr: &str) -> String {
 
 #[test]
 fn stepping_through_hello_shows_its_registers_and_what_it_prints() {
-    let guest = Guest::start("0", &["hello"]);
+    let guest = Guest::start("", &["hello"]);
     let target = guest.target.clone();
     let session = guest.gdb(
         None,
@@ -278,7 +288,7 @@ fn stepping_through_hello_shows_its_registers_and_what_it_prints() {
 
 #[test]
 fn a_breakpoint_in_a_protected_mode_guest_then_detach() {
-    let guest = Guest::start("0", &["pm_hello"]);
+    let guest = Guest::start("", &["pm_hello"]);
     let target = guest.target.clone();
     let session = guest.gdb(
         None,
@@ -323,7 +333,7 @@ fn a_breakpoint_in_a_protected_mode_guest_then_detach() {
 
 #[test]
 fn in_long_mode_gdb_changes_registers_and_memory_the_guest_then_uses() {
-    let guest = Guest::start("0", &["long_hello"]);
+    let guest = Guest::start("", &["long_hello"]);
     let session = guest.gdb(
         None,
         &[
@@ -367,13 +377,14 @@ fn a_breakpoint_on_a_kernel_function_of_the_os_by_name_then_kill() {
     assert_eq!(
         symbols.stdout_text(),
         format!(
-            "wrote {} ({} bytes): gdb {} -ex 'target remote :PORT' with mini-kvm run --gdb PORT os\n",
+            "wrote {} ({} bytes): gdb {} -ex 'target remote SOCKET' with the socket that \
+             mini-kvm run --gdb os prints\n",
             elf.display(),
             std::fs::metadata(&elf).unwrap().len(),
             elf.display()
         )
     );
-    let guest = Guest::start("0", &["os"]);
+    let guest = Guest::start("", &["os"]);
     let target = guest.target.clone();
     let session = guest.gdb(
         Some(&elf),
@@ -441,7 +452,7 @@ fn a_breakpoint_in_the_kernel_path_of_a_system_call() {
     // The shell reads its menu choice with the `read` system call, whose kernel side runs in
     // the handler of an exception (`ud2`), with the trap flag cleared: a debug register finds
     // it where single-stepping would not (docs/gdb.md).
-    let guest = Guest::start("0", &["os"]);
+    let guest = Guest::start("", &["os"]);
     let session = guest.gdb(
         Some(&elf),
         &[
@@ -481,7 +492,7 @@ fn a_breakpoint_in_the_kernel_path_of_a_system_call() {
 #[test]
 fn ctrl_c_in_gdb_stops_a_guest_that_loops_forever() {
     let forever = test_guest("forever");
-    let guest = Guest::start("0", &[forever.to_str().unwrap()]);
+    let guest = Guest::start("", &[forever.to_str().unwrap()]);
     // Ctrl-C in gdb's terminal, once the guest runs (it has printed): gdb sends the stub a
     // 0x03 byte.
     let running = || guest.printed.load(Ordering::Acquire);
@@ -508,7 +519,7 @@ fn ctrl_c_in_gdb_stops_a_guest_that_loops_forever() {
 #[test]
 fn after_detach_the_guest_ends_with_its_own_status() {
     let exit42 = test_guest("exit42");
-    let guest = Guest::start("0", &[exit42.to_str().unwrap()]);
+    let guest = Guest::start("", &[exit42.to_str().unwrap()]);
     let session = guest.gdb(None, &["stepi", "detach"]);
     assert!(
         session.stdout.contains("[Inferior 1 (process 1) detached]"),
@@ -522,7 +533,7 @@ fn after_detach_the_guest_ends_with_its_own_status() {
 #[test]
 fn gdb_hears_the_exit_status_of_a_guest_it_runs_to_the_end() {
     let exit42 = test_guest("exit42");
-    let guest = Guest::start("0", &[exit42.to_str().unwrap()]);
+    let guest = Guest::start("", &[exit42.to_str().unwrap()]);
     let session = guest.gdb(None, &["continue"]);
     assert!(
         session
@@ -571,7 +582,7 @@ fn two_guests_each_have_a_stub_of_their_own() {
     require_kvm();
     require_gdb();
     let mut child = Command::new(mini_kvm_binary())
-        .args(["run", "--gdb", "0", "hello", "pm_hello"])
+        .args(["run", "--gdb", "hello", "pm_hello"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -620,7 +631,7 @@ fn two_guests_each_have_a_stub_of_their_own() {
 
 #[test]
 fn each_vcpu_is_a_thread() {
-    let guest = Guest::start("0", &["--cpus", "2", "smp"]);
+    let guest = Guest::start("", &["--cpus", "2", "smp"]);
     let session = guest.gdb(
         None,
         &[
@@ -654,10 +665,20 @@ fn each_vcpu_is_a_thread() {
 #[test]
 fn a_second_gdb_is_refused_and_the_first_one_leaving_lets_the_guest_run() {
     use std::net::TcpStream;
-    let guest = Guest::start("0", &["hello"]);
+    let guest = Guest::start("tcp:0", &["hello"]);
+    let mut guest = guest;
+    // TCP is taken only when asked for, and with a warning.
+    assert_eq!(
+        guest.next_stderr_line(),
+        format!(
+            "mini-kvm: warning: any user of this machine can connect to {} and take over guest \
+             'hello' (its memory, its registers, and what its disks and network reach); --gdb \
+             alone makes a Unix socket only you can use",
+            guest.target
+        )
+    );
     // The first "gdb": a connection that says nothing, then goes away.
     let first = TcpStream::connect(&guest.target).unwrap();
-    let mut guest = guest;
     let attached = guest.next_stderr_line();
     assert_eq!(format!("{attached}\n"), attached_line(&attached, "hello"));
     let second = guest.gdb(None, &["stepi"]);
@@ -684,43 +705,55 @@ fn a_second_gdb_is_refused_and_the_first_one_leaving_lets_the_guest_run() {
 #[test]
 fn bad_gdb_addresses_are_clear_errors() {
     require_kvm();
-    let run = mini_kvm(&["run", "--gdb", "99999", "hello"], b"");
+    let run = mini_kvm(&["run", "--gdb=tcp:99999", "hello"], b"");
     assert_eq!(run.status, 2, "{run:?}");
     assert!(
         run.stderr.contains(
-            "'99999' is not a place for gdb to connect to: give a TCP port on localhost (e.g. \
-             --gdb 1234; 0 picks a free one) or the path of a Unix socket (e.g. --gdb \
-             /tmp/guest.sock)"
+            "'tcp:99999' is not a place for gdb to connect to: give --gdb alone (a private Unix \
+             socket), --gdb=PATH (a Unix socket there) or --gdb=tcp:PORT (e.g. tcp:1234; tcp:0 \
+             picks a free port)"
+        ),
+        "{run:?}"
+    );
+    // A bare port was TCP once: it is refused, with the way to ask for TCP.
+    let run = mini_kvm(&["run", "--gdb=1234", "hello"], b"");
+    assert_eq!(run.status, 2, "{run:?}");
+    assert!(
+        run.stderr.contains(
+            "--gdb=1234: a bare port is not taken, because any user of this machine can connect \
+             to a TCP port and take over the guest; write --gdb=tcp:1234 if that is what you \
+             want, or --gdb alone for a Unix socket only you can use"
         ),
         "{run:?}"
     );
     // A port another program has.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let run = mini_kvm(&["run", "--gdb", &port, "hello"], b"");
+    let run = mini_kvm(&["run", &format!("--gdb=tcp:{port}"), "hello"], b"");
     common::assert_error(
         &run,
         1,
         &format!(
             "mini-kvm: error: --gdb: cannot listen on 127.0.0.1:{port}: Address already in use \
              (os error 98) (another program, or another mini-kvm, has it: choose another port, \
-             or 0 for a free one)"
+             or tcp:0 for a free one)"
         ),
     );
     // A socket in a directory that does not exist.
-    let run = mini_kvm(&["run", "--gdb", "/nonexistent/dir/x.sock", "hello"], b"");
+    let run = mini_kvm(&["run", "--gdb=/nonexistent/dir/x.sock", "hello"], b"");
     common::assert_error(
         &run,
         1,
         "mini-kvm: error: --gdb: cannot make the socket /nonexistent/dir/x.sock: No such file or \
-         directory (os error 2) (the directory must exist, and no file may have that name)",
+         directory (os error 2) (the directory must exist and be writable, and no file may have \
+         that name)",
     );
     // --gdb with --tui: the view owns the terminal.
-    let run = mini_kvm(&["run", "--gdb", "0", "--tui", "hello"], b"");
+    let run = mini_kvm(&["run", "--gdb", "--tui", "hello"], b"");
     assert_eq!(run.status, 2, "{run:?}");
     assert!(
         run.stderr
-            .contains("the argument '--gdb <PORT|PATH>' cannot be used with '--tui'"),
+            .contains("the argument '--gdb[=<PATH|tcp:PORT>]' cannot be used with '--tui'"),
         "{run:?}"
     );
     // A guest without symbols.
@@ -767,7 +800,7 @@ fn a_watchpoint_in_the_os_kernel() {
             assert!(session.stdout.contains(&text), "no {text:?}: {session:?}");
         }
     };
-    let guest = Guest::start("0", &["os"]);
+    let guest = Guest::start("", &["os"]);
     let session = guest.gdb(Some(&elf), &[&watch, "continue", "bt 1", "kill"]);
     let run = guest.finish();
     assert_eq!(run.status, 137, "{run:?}");
@@ -784,7 +817,7 @@ fn a_watchpoint_in_the_os_kernel() {
         "{session:?}"
     );
     // ... and gdb's own watchpoint, which single-steps the guest, does the job.
-    let guest = Guest::start("0", &["os"]);
+    let guest = Guest::start("", &["os"]);
     let session = guest.gdb(
         Some(&elf),
         &[
@@ -797,4 +830,243 @@ fn a_watchpoint_in_the_os_kernel() {
     );
     fired(&session, "Watchpoint");
     assert_eq!(guest.finish().status, 137);
+}
+
+/// The other local user of the security tests: `nobody`, when the tests run as root (who could
+/// connect to anything). Returns `None` for a test run as another user, who cannot switch.
+fn as_another_user(command: &mut Command) -> Option<&mut Command> {
+    use std::os::unix::process::CommandExt;
+    common::is_root().then(|| command.uid(65534).gid(65534).env("HOME", "/"))
+}
+
+/// What another user's gdb gets at `target`: `None` when the tests cannot act as another user.
+fn gdb_as_another_user(target: &str) -> Option<GdbRun> {
+    let mut command = Command::new("gdb");
+    command.args(["-batch", "-nx", "-ex", &format!("target remote {target}")]);
+    let command = as_another_user(&mut command)?;
+    let run = run_watched(command, b"", &mut |_, _| {});
+    Some(GdbRun {
+        status: run.status,
+        stdout: run.stdout_text(),
+        stderr: run.stderr,
+    })
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// `--gdb` alone: a socket in a new directory only its user can enter. Another user's gdb is
+/// refused by the kernel; the user's own gdb then debugs the guest as usual.
+#[test]
+fn only_its_user_can_connect_to_the_default_socket() {
+    let guest = Guest::start("", &["hello"]);
+    let socket = Path::new(&guest.target).to_path_buf();
+    let dir = socket.parent().unwrap().to_path_buf();
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("mini-kvm-gdb-"),
+        "{}",
+        dir.display()
+    );
+    assert_eq!(socket.file_name().unwrap(), "hello.sock");
+    assert_eq!(mode_of(&dir), 0o700);
+    assert_eq!(mode_of(&socket) & 0o777, 0o600);
+    if let Some(intruder) = gdb_as_another_user(&guest.target) {
+        assert_eq!(intruder.status, 1, "{intruder:?}");
+        assert_eq!(
+            intruder.stderr,
+            format!("{}: Permission denied.\n", guest.target),
+            "{intruder:?}"
+        );
+    }
+    let session = guest.gdb(None, &["printf \"= %#x\\n\", $eip", "continue"]);
+    assert_eq!(printed(&session.stdout), ["0x10000"], "{session:?}");
+    let run = guest.finish();
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, b"Hello, KVM!\n");
+    // Socket and directory are gone once gdb is in.
+    assert!(!socket.exists() && !dir.exists());
+}
+
+/// `--gdb=PATH`: the socket is 0600 whatever the umask (0 here: it would have been 0777), and a
+/// name somebody else put there first (a symlink to a file of ours) is refused, not followed.
+#[test]
+fn a_socket_path_is_its_users_alone_whatever_the_umask() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("gdb-umask");
+    // A directory everyone may write, as /tmp.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let socket = dir.join("guest.sock");
+    let mut command = Command::new(mini_kvm_binary());
+    // SAFETY: umask is async-signal-safe and touches nothing else.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let guest = Guest::start_with(&mut command, socket.to_str().unwrap(), &["hello"]);
+    assert_eq!(guest.target, socket.display().to_string());
+    assert_eq!(mode_of(&socket) & 0o777, 0o600);
+    // Nothing else was left in the directory (the socket was made in a private one beside).
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["guest.sock"]);
+    if let Some(intruder) = gdb_as_another_user(&guest.target) {
+        assert_eq!(
+            intruder.stderr,
+            format!("{}: Permission denied.\n", guest.target),
+            "{intruder:?}"
+        );
+    }
+    let session = guest.gdb(None, &["continue"]);
+    assert!(
+        session
+            .stdout
+            .contains("[Inferior 1 (process 1) exited normally]"),
+        "{session:?}"
+    );
+    assert_eq!(guest.finish().status, 0);
+
+    // A symlink planted where the socket should be.
+    let precious = dir.join("precious");
+    std::fs::write(&precious, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&precious, &socket).unwrap();
+    let run = mini_kvm(
+        &["run", &format!("--gdb={}", socket.display()), "hello"],
+        b"",
+    );
+    common::assert_error(
+        &run,
+        1,
+        &format!(
+            "mini-kvm: error: --gdb: cannot make the socket {}: File exists (os error 17) (the \
+             directory must exist and be writable, and no file may have that name)\n",
+            socket.display()
+        ),
+    );
+    assert_eq!(std::fs::read(&precious).unwrap(), b"keep me");
+    assert!(std::fs::symlink_metadata(&socket).unwrap().is_symlink());
+}
+
+/// Starts a thread that writes `bytes` to `stream` again and again until a write fails (the
+/// stub closed the connection); returns how many bytes went out.
+fn flood<S: std::io::Write + Send + 'static>(
+    mut stream: S,
+    bytes: &'static [u8],
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut sent = 0u64;
+        while stream.write_all(bytes).is_ok() {
+            sent += bytes.len() as u64;
+        }
+        sent
+    })
+}
+
+/// A packet that never ends: the stub's packet buffer does not grow with it (gdbstub's own did,
+/// to hundreds of megabytes); the session ends when the buffer is full, and the guest runs on.
+#[test]
+fn a_packet_that_never_ends_ends_the_session() {
+    use std::os::unix::net::UnixStream;
+    let mut guest = Guest::start("", &["hello"]);
+    let mut stream = UnixStream::connect(&guest.target).unwrap();
+    std::io::Write::write_all(&mut stream, b"$").unwrap();
+    let flooder = flood(stream, &[b'a'; 1024]);
+    let attached = guest.next_stderr_line();
+    assert_eq!(format!("{attached}\n"), attached_line(&attached, "hello"));
+    let run = guest.finish();
+    // The stub closed the connection, and the flood stopped with it.
+    let sent = flooder.join().unwrap();
+    assert!(sent < 1 << 20, "the stub read {sent} bytes of one packet");
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, b"Hello, KVM!\n", "{run:?}");
+    assert!(
+        run.stderr.ends_with(
+            "mini-kvm: guest 'hello': gdb left without detaching (Received an oversized packet \
+             (did not fit in provided packet buffer)): the guest runs on\n"
+        ),
+        "{run:?}"
+    );
+}
+
+/// A client that keeps sending requests: the stub's reads always find bytes, and when the
+/// client does not read the answers, its writes fill the socket. Neither may keep the run past
+/// its --timeout.
+fn a_client_that_never_stops_sending(reads_answers: bool) {
+    use std::os::unix::net::UnixStream;
+    let mut guest = Guest::start("", &["--timeout", "2", "hello"]);
+    let stream = UnixStream::connect(&guest.target).unwrap();
+    let reader = reads_answers.then(|| {
+        let mut answers = stream.try_clone().unwrap();
+        thread::spawn(move || std::io::copy(&mut answers, &mut std::io::sink()))
+    });
+    // "?": why did the target stop (a reply for each).
+    let flooder = flood(stream, b"$?#3f");
+    let attached = guest.next_stderr_line();
+    assert_eq!(format!("{attached}\n"), attached_line(&attached, "hello"));
+    let run = guest.finish();
+    flooder.join().unwrap();
+    if let Some(reader) = reader {
+        let _ = reader.join().unwrap();
+    }
+    assert_eq!(run.status, 124, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("mini-kvm: guest 'hello' was still running after 2.0 s (--timeout): stopped"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout, b"", "{run:?}");
+}
+
+#[test]
+fn a_client_that_never_stops_asking_cannot_outlive_the_timeout() {
+    a_client_that_never_stops_sending(true);
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_outlive_the_timeout() {
+    a_client_that_never_stops_sending(false);
+}
+
+/// A second client, refused, that trickles a byte now and then: it is closed after a moment,
+/// and the run still ends at its --timeout.
+#[test]
+fn a_refused_client_that_trickles_cannot_outlive_the_timeout() {
+    use std::net::TcpStream;
+    let mut guest = Guest::start("tcp:0", &["--timeout", "2", "hello"]);
+    let _warning = guest.next_stderr_line();
+    // The first client: attached, silent (the guest stays stopped).
+    let _first = TcpStream::connect(&guest.target).unwrap();
+    let attached = guest.next_stderr_line();
+    assert_eq!(format!("{attached}\n"), attached_line(&attached, "hello"));
+    let mut second = TcpStream::connect(&guest.target).unwrap();
+    let trickler = thread::spawn(move || {
+        let started = Instant::now();
+        // A byte every 100 ms, for a minute at most, until the stub closes the connection.
+        while started.elapsed() < Duration::from_secs(60) {
+            if std::io::Write::write_all(&mut second, b"+").is_err() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        false
+    });
+    let run = guest.finish();
+    assert_eq!(run.status, 124, "{run:?}");
+    assert!(
+        trickler.join().unwrap(),
+        "the refused client was never closed"
+    );
 }

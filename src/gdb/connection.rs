@@ -7,8 +7,10 @@
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gdbstub::conn::{Connection, ConnectionExt};
@@ -22,32 +24,61 @@ const SLICE: Duration = Duration::from_millis(50);
 /// A listening socket, bound before the guest starts (so that a port in use is an error then).
 pub enum Listener {
     Tcp(TcpListener),
-    /// The socket and the path it made: removed when gdb connects (the stub's thread may not
+    /// The socket and the file it made: removed when gdb connects (the stub's thread may not
     /// unlink files once it is filtered), or at the end if gdb never came.
-    Unix(UnixListener, Option<PathBuf>),
+    Unix(UnixListener, Option<SocketFile>),
+}
+
+/// A Unix socket's name in the file system, and the private directory mini-kvm made for it
+/// (`--gdb` alone), both removed once nobody needs to find the socket any more.
+pub struct SocketFile {
+    path: PathBuf,
+    private_dir: Option<PathBuf>,
+}
+
+impl SocketFile {
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.private_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 impl Listener {
-    /// Binds `address`; the error says what to do.
-    pub fn bind(address: &GdbAddress) -> Result<Listener, String> {
+    /// Binds `address` for guest `name`; the error says what to do.
+    pub fn bind(address: &GdbAddress, name: &str) -> Result<Listener, String> {
         let listener = match address {
             GdbAddress::Tcp(port) => TcpListener::bind((Ipv4Addr::LOCALHOST, *port))
                 .map(Listener::Tcp)
                 .map_err(|error| {
                     format!(
                         "--gdb: cannot listen on 127.0.0.1:{port}: {error} (another program, or \
-                         another mini-kvm, has it: choose another port, or 0 for a free one)"
+                         another mini-kvm, has it: choose another port, or tcp:0 for a free one)"
                     )
                 })?,
-            GdbAddress::Unix(path) => UnixListener::bind(path)
-                .map(|listener| Listener::Unix(listener, Some(path.clone())))
-                .map_err(|error| {
+            GdbAddress::Unix(path) => {
+                let listener = bind_owner_only(path).map_err(|error| {
                     format!(
-                        "--gdb: cannot make the socket {}: {error} (the directory must exist, \
-                         and no file may have that name)",
+                        "--gdb: cannot make the socket {}: {error} (the directory must exist and \
+                         be writable, and no file may have that name)",
                         path.display()
                     )
-                })?,
+                })?;
+                Listener::Unix(
+                    listener,
+                    Some(SocketFile {
+                        path: path.clone(),
+                        private_dir: None,
+                    }),
+                )
+            }
+            GdbAddress::Private => {
+                let (listener, file) = bind_in_private_dir(name).map_err(|error| {
+                    format!("--gdb: cannot make a private directory for the socket: {error}")
+                })?;
+                Listener::Unix(listener, Some(file))
+            }
         };
         listener.set_nonblocking()?;
         Ok(listener)
@@ -67,9 +98,9 @@ impl Listener {
             Listener::Tcp(listener) => listener
                 .local_addr()
                 .map_or_else(|_| "?".into(), |address| address.to_string()),
-            Listener::Unix(_, path) => path
+            Listener::Unix(_, file) => file
                 .as_ref()
-                .map_or_else(|| "?".into(), |path| path.display().to_string()),
+                .map_or_else(|| "?".into(), |file| file.path.display().to_string()),
         }
     }
 
@@ -82,24 +113,41 @@ impl Listener {
 
     /// Answers every gdb now waiting to connect with an error packet, which gdb prints as
     /// "Remote failure reply: E.<why>", and closes its connection. (Only TCP: a Unix socket
-    /// loses its name once gdb is connected.)
+    /// loses its name once gdb is connected.) Each refused client gets a quarter of a second at
+    /// most, and no more than [`Listener::REFUSED_PER_CALL`] are served per call: a client that
+    /// trickles bytes, or a stream of them, cannot hold the stub (nor the run's end) up.
     fn turn_away(&self, why: &str) {
         let Listener::Tcp(listener) = self else {
             return;
         };
         let reply = packet(&format!("E.{why}"));
-        while let Ok((mut stream, _)) = listener.accept() {
-            // Read what gdb sends until it closes (or half a second passes): a socket closed
+        for _ in 0..Self::REFUSED_PER_CALL {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            // Read what gdb sends until it closes, within the time allowed: a socket closed
             // with bytes unread resets the connection, and gdb would lose the answer. (The
             // socket blocks: Linux's accept does not pass the listener's O_NONBLOCK on.)
             let _ = Write::write_all(&mut stream, &reply);
             let _ = stream.shutdown(std::net::Shutdown::Write);
+            let deadline = std::time::Instant::now() + Self::REFUSAL_TIME;
             let mut sink = [0u8; 512];
-            while wait_readable(stream.as_raw_fd(), Duration::from_millis(500)).unwrap_or(false)
-                && Read::read(&mut stream, &mut sink).is_ok_and(|read| read > 0)
-            {}
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero()
+                    || !wait_readable(stream.as_raw_fd(), left).unwrap_or(false)
+                    || !Read::read(&mut stream, &mut sink).is_ok_and(|read| read > 0)
+                {
+                    break;
+                }
+            }
         }
     }
+
+    /// How long a refused client may take to read its answer and close.
+    const REFUSAL_TIME: Duration = Duration::from_millis(250);
+    /// How many waiting clients one call turns away before the stub looks at its own work.
+    const REFUSED_PER_CALL: usize = 4;
 
     /// Waits for gdb; `None` if the guest ended first (`--timeout`).
     pub fn accept(&mut self, control: &DebugControl) -> Option<io::Result<GdbConnection>> {
@@ -119,11 +167,11 @@ impl Listener {
                     stream.set_nodelay(true)?;
                     Ok(Stream::Tcp(stream))
                 }),
-                Listener::Unix(listener, path) => listener.accept().and_then(|(stream, _)| {
+                Listener::Unix(listener, file) => listener.accept().and_then(|(stream, _)| {
                     stream.set_nonblocking(false)?;
                     // Nobody else connects to a socket without a name.
-                    if let Some(path) = path.take() {
-                        let _ = std::fs::remove_file(path);
+                    if let Some(file) = file.take() {
+                        file.remove();
                     }
                     Ok(Stream::Unix(stream))
                 }),
@@ -145,10 +193,88 @@ fn packet(data: &str) -> Vec<u8> {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, Some(path)) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, file) = self
+            && let Some(file) = file.take()
+        {
+            file.remove();
         }
     }
+}
+
+/// Binds a Unix socket at `path` that only this user can connect to (connecting needs write
+/// permission on the socket file), whatever the umask: it is bound in a directory of our own
+/// (mode 0700, beside `path`, so nobody can reach it meanwhile), made 0600 there, then linked to
+/// `path`, which fails if anything has that name (an attacker's symlink included).
+fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let staging = make_private_dir(&parent.join(".mini-kvm-gdb-"))?;
+    let staged = staging.join("socket");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::hard_link(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&staging);
+    bound
+}
+
+/// `--gdb` alone: a new directory only this user can enter (mode 0700, in `$XDG_RUNTIME_DIR`
+/// when it is set, else in the temporary directory), with the socket `NAME.sock` in it.
+fn bind_in_private_dir(name: &str) -> io::Result<(UnixListener, SocketFile)> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute() && dir.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = make_private_dir(&base.join("mini-kvm-gdb-"))?;
+    // The guest's name as a file name: letters, digits, '.', '-' and '_' only, and short enough
+    // for a socket's path (108 bytes at most).
+    let name: String = name
+        .chars()
+        .take(32)
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect();
+    let path = dir.join(format!("{name}.sock"));
+    // The directory keeps everyone else out; the socket is made 0600 as well, should the
+    // directory's mode ever be changed.
+    let bound = UnixListener::bind(&path).and_then(|listener| {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    });
+    match bound {
+        Ok(listener) => Ok((
+            listener,
+            SocketFile {
+                path,
+                private_dir: Some(dir),
+            },
+        )),
+        Err(error) => {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(&dir);
+            Err(error)
+        }
+    }
+}
+
+/// A new directory `PREFIX` + six random characters, mode 0700 (`mkdtemp`).
+fn make_private_dir(prefix: &Path) -> io::Result<PathBuf> {
+    let mut template = prefix.as_os_str().as_bytes().to_vec();
+    template.extend_from_slice(b"XXXXXX\0");
+    // SAFETY: a NUL-terminated, writable template ending in XXXXXX, as mkdtemp requires; it
+    // writes the directory's name into it.
+    let made = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+    if made.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    template.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(template)))
 }
 
 enum Stream {
@@ -180,10 +306,14 @@ pub struct GdbConnection {
     listener: Option<Listener>,
     /// Why another gdb is turned away.
     busy: String,
+    /// When a read first saw the guest over.
+    over_since: Option<std::time::Instant>,
 }
 
 impl GdbConnection {
     const OUTPUT_LIMIT: usize = 4096;
+    /// How long gdb is still heard once the guest is over.
+    const AFTER_THE_END: Duration = Duration::from_millis(500);
 
     fn new(stream: Stream) -> GdbConnection {
         GdbConnection {
@@ -195,6 +325,7 @@ impl GdbConnection {
             control: None,
             listener: None,
             busy: String::new(),
+            over_since: None,
         }
     }
 
@@ -227,21 +358,37 @@ impl GdbConnection {
         }
     }
 
-    /// Reads what gdb sent into the buffer, waiting for it in slices; an error at end of
-    /// stream or when the guest is over.
-    fn fill(&mut self) -> io::Result<()> {
-        while !wait_readable(self.stream.fd(), SLICE)? {
-            self.turn_away_others();
-            if self
-                .control
-                .as_ref()
-                .is_some_and(|control| control.is_over())
-            {
+    /// An error once the guest has been over for [`Self::AFTER_THE_END`]: the session is cut.
+    fn check_guest_end(&mut self) -> io::Result<()> {
+        let over = self
+            .control
+            .as_ref()
+            .is_some_and(|control| control.is_over());
+        if over {
+            let since = *self.over_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= Self::AFTER_THE_END {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "the guest has ended",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Reads what gdb sent into the buffer, waiting for it in slices; an error at end of
+    /// stream or when the guest is over.
+    fn fill(&mut self) -> io::Result<()> {
+        // The guest's end is checked at every read, not only while gdb is quiet: a client that
+        // never stops sending must not keep the run alive past its end (--timeout). Once the
+        // guest is over, what gdb still says (its acknowledgement of the exit status) is read
+        // for a moment more, then the session is cut.
+        loop {
+            self.check_guest_end()?;
+            if wait_readable(self.stream.fd(), SLICE)? {
+                break;
+            }
+            self.turn_away_others();
         }
         let read = match &mut self.stream {
             Stream::Tcp(stream) => Read::read(stream, &mut self.input[..]),
@@ -270,11 +417,39 @@ impl Connection for GdbConnection {
         Ok(())
     }
 
+    /// Sends what was gathered. A gdb that does not read its answers fills the socket: the
+    /// stub then waits in slices and gives up once the guest is over, as reads do.
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.stream {
-            Stream::Tcp(stream) => Write::write_all(stream, &self.output),
-            Stream::Unix(stream) => Write::write_all(stream, &self.output),
-        }?;
+        let mut sent = 0;
+        while sent < self.output.len() {
+            self.check_guest_end()?;
+            if !wait_writable(self.stream.fd(), SLICE)? {
+                continue;
+            }
+            let rest = &self.output[sent..];
+            // Without waiting (the socket itself blocks, and a blocking send waits for room
+            // for all of it), and without SIGPIPE (a closed connection is an error).
+            // SAFETY: the pointer and length are those of `rest`, valid for the call.
+            let written = unsafe {
+                libc::send(
+                    self.stream.fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            match written {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                count if count > 0 => sent += count as usize,
+                _ => {
+                    let error = io::Error::last_os_error();
+                    match error.kind() {
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+                        _ => return Err(error),
+                    }
+                }
+            }
+        }
         self.output.clear();
         Ok(())
     }
@@ -303,9 +478,20 @@ impl ConnectionExt for GdbConnection {
 
 /// Waits up to `patience` for `fd` to be readable (or closed).
 fn wait_readable(fd: RawFd, patience: Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLIN, patience)
+}
+
+/// Waits up to `patience` for `fd` to take more bytes (or be closed).
+fn wait_writable(fd: RawFd, patience: Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLOUT, patience)
+}
+
+/// Waits up to `patience` for `events` on `fd` (an error or a hang-up counts: the next read or
+/// write reports it).
+fn wait_for(fd: RawFd, events: libc::c_short, patience: Duration) -> io::Result<bool> {
     let mut poll = libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
     // SAFETY: one valid pollfd, for the duration of the call.
