@@ -41,6 +41,9 @@ pub enum HypercallError {
     Fault,
     /// -3: an argument out of range.
     InvalidArgument,
+    /// The guest is being stopped (`--timeout`, quit) while the call checked its buffer: the
+    /// call is abandoned, and the guest never sees a result.
+    Abandoned,
 }
 
 impl HypercallError {
@@ -49,6 +52,8 @@ impl HypercallError {
             HypercallError::UnknownCall => -1,
             HypercallError::Fault => -2,
             HypercallError::InvalidArgument => -3,
+            // Not part of the ABI: no guest runs on to read it.
+            HypercallError::Abandoned => -4,
         }
     }
 
@@ -57,6 +62,7 @@ impl HypercallError {
             HypercallError::UnknownCall => "unknown call number",
             HypercallError::Fault => "EFAULT: the buffer is not (all) in guest memory",
             HypercallError::InvalidArgument => "invalid argument",
+            HypercallError::Abandoned => "abandoned: the guest is being stopped",
         }
     }
 }

@@ -120,6 +120,8 @@ impl HypercallHandler {
                 // The whole buffer must be guest RAM before a byte goes out (EFAULT otherwise);
                 // then it goes out in chunks, so that memory stays bounded however long the
                 // buffer, and a guest being stopped (--timeout) is not held up by its last call.
+                // (The check itself gives up between chunks too: a long-mode guest can map 2^47
+                // bytes onto one page, hours of page walks.)
                 self.translate(buffer, page_tables, false)?;
                 let mut written = 0;
                 while written < buffer.len && !self.output.is_stopping() {
@@ -141,10 +143,15 @@ impl HypercallHandler {
                 done(buffer.len)
             }
             Request::Read(buffer) => {
+                // No more can be waiting than the input's own buffer holds: only that much of
+                // the buffer is checked and can be filled, whatever its capacity.
+                let room = buffer.len.min(INPUT_BUFFER as u64);
+                let buffer = GuestBuffer {
+                    linear: buffer.linear,
+                    len: room,
+                };
                 self.translate(buffer, page_tables, false)?;
                 self.output.flush();
-                // No more can be waiting than the input's own buffer holds.
-                let room = buffer.len.min(INPUT_BUFFER as u64);
                 self.buffer.resize(room as usize, 0);
                 match self.input.read_blocking(&mut self.buffer) {
                     InputWait::Read(n) => {
@@ -165,7 +172,8 @@ impl HypercallHandler {
 
     /// Checks that every byte of `buffer` is mapped and is guest RAM; with `keep`, leaves in
     /// `self.pieces` the guest-physical pieces it is made of (one piece when paging is off).
-    /// Callers keep the pieces of one chunk at most, so the list stays short.
+    /// Callers keep the pieces of one chunk at most, so the list stays short. Every [`CHUNK`]
+    /// bytes it gives up if the guest is being stopped.
     fn translate(
         &mut self,
         buffer: GuestBuffer,
@@ -175,10 +183,23 @@ impl HypercallHandler {
         const PAGE: u64 = 4096;
         let pieces = &mut self.pieces;
         pieces.clear();
-        let end = buffer.linear + buffer.len;
+        // `Request::decode` checked that the end does not wrap.
+        let end = buffer
+            .linear
+            .checked_add(buffer.len)
+            .ok_or(HypercallError::Fault)?;
         let mut address = buffer.linear;
+        let mut next_stop_check = address.saturating_add(CHUNK);
         while address < end {
-            let piece_end = end.min((address / PAGE + 1) * PAGE);
+            if address >= next_stop_check {
+                if self.output.is_stopping() {
+                    return Err(HypercallError::Abandoned);
+                }
+                next_stop_check = address.saturating_add(CHUNK);
+            }
+            // The next page boundary; in the last page of the address space there is none.
+            let page_end = (address | (PAGE - 1)).checked_add(1).unwrap_or(end);
+            let piece_end = end.min(page_end);
             let physical = page_tables
                 .translate(address)
                 .ok_or(HypercallError::Fault)?;
@@ -191,7 +212,9 @@ impl HypercallHandler {
                 return Err(HypercallError::Fault);
             }
             match pieces.last_mut() {
-                Some((start, len)) if *start + *len == physical => *len += piece_len,
+                Some((start, len)) if start.checked_add(*len) == Some(physical) => {
+                    *len += piece_len
+                }
                 _ if keep => pieces.push((physical, piece_len)),
                 // Only checking: remember the last piece alone, to merge the next into it.
                 _ => {
@@ -329,6 +352,78 @@ mod tests {
         // The second page is not mapped.
         let outcome = handler.handle(&call(call::WRITE, [0x80ff0, 0x20, 0]), &mut OnePage);
         assert_eq!(outcome, efault);
+    }
+
+    /// Maps every linear page onto physical page 0x3000 (a long-mode guest can alias 2^47
+    /// bytes so), counting the walks, and stops the guest's output at walk `stop_at`.
+    struct Aliased {
+        walks: u64,
+        stop_at: u64,
+        output: GuestOutput,
+    }
+    impl PageTables for Aliased {
+        fn translate(&mut self, linear: u64) -> Option<u64> {
+            self.walks += 1;
+            if self.walks == self.stop_at {
+                self.output.stop();
+            }
+            Some(0x3000 | (linear & 0xfff))
+        }
+    }
+
+    fn long_call(number: u8, args: [u64; 3]) -> CallRegisters {
+        CallRegisters {
+            mode: CpuMode::Long64,
+            ..call(number, args)
+        }
+    }
+
+    #[test]
+    fn a_huge_aliased_write_gives_up_when_the_guest_is_stopped() {
+        let (mut handler, sink) = handler();
+        let output = handler.output.clone();
+        let mut tables = Aliased {
+            walks: 0,
+            stop_at: 20,
+            output,
+        };
+        // 2^47 bytes: 2^35 page walks if nothing stopped it.
+        let outcome = handler.handle(&long_call(call::WRITE, [0, 1 << 47, 0]), &mut tables);
+        assert_eq!(outcome, CallOutcome::Result(-4i64 as u64));
+        // Stopped at the walk of page 20, noticed at the next 64 KiB (page 32); nothing printed.
+        assert_eq!(tables.walks, 32);
+        assert!(sink.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_last_page_of_the_address_space_is_a_fault_not_an_overflow() {
+        let (mut handler, _) = handler();
+        let efault = CallOutcome::Result(-2i64 as u64);
+        for (pointer, len) in [
+            (u64::MAX - 0xf, 0x10),
+            (u64::MAX - 0x1fff, 0x2000),
+            (u64::MAX, 0),
+        ] {
+            let outcome = handler.handle(&long_call(call::WRITE, [pointer, len, 0]), &mut Identity);
+            let expected = if len == 0 {
+                CallOutcome::Result(0)
+            } else {
+                efault
+            };
+            assert_eq!(outcome, expected, "WRITE at {pointer:#x}, {len:#x} bytes");
+        }
+    }
+
+    #[test]
+    fn read_checks_only_what_it_can_fill() {
+        let (mut handler, _) = handler();
+        // 4 KiB of RAM at 0xf000 are the end of RAM: a capacity of 1 MiB goes past it, but READ
+        // fills 4 KiB at most, and only that much must be RAM (at end of input: 0 bytes).
+        let outcome = handler.handle(&call(call::READ, [0xf000, 1 << 20, 0]), &mut Identity);
+        assert_eq!(outcome, CallOutcome::Result(0));
+        // Past the end within the first 4 KiB: EFAULT.
+        let outcome = handler.handle(&call(call::READ, [0xff00, 1 << 20, 0]), &mut Identity);
+        assert_eq!(outcome, CallOutcome::Result(-2i64 as u64));
     }
 
     #[test]
