@@ -388,7 +388,10 @@ mod tests {
         }
         assert_eq!(c.output.len(), 268);
         // The first replies are kept whole, in order; what did not fit is gone.
-        assert_eq!(c.output.iter().take(3).copied().collect::<Vec<_>>(), [ACK, 0xab, 0x41]);
+        assert_eq!(
+            c.output.iter().take(3).copied().collect::<Vec<_>>(),
+            [ACK, 0xab, 0x41]
+        );
         // 89 whole replies (267 bytes), and the first byte of the 90th.
         assert_eq!(c.output.back(), Some(&ACK));
         // Reading makes room again: a new reply is queued whole after the old ones.
