@@ -25,7 +25,7 @@ pub mod net;
 pub mod rng;
 pub mod tap;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::os::fd::RawFd;
 

@@ -496,7 +496,7 @@ fn a_doorbell_with_many_long_requests_moves_four_mebibytes_a_turn() {
         let chain = driver.block_chain(0, 0, Some((MIB, true)));
         driver.offer(0, &chain);
     }
-    let mut turn = |driver: &mut Driver| {
+    let turn = |driver: &mut Driver| {
         let notified = driver.notify(0);
         let used: Vec<(u32, u32)> = std::iter::from_fn(|| driver.take_used(0)).collect();
         assert!(used.iter().all(|&(_, len)| len == MIB + 1), "{used:?}");
@@ -557,7 +557,7 @@ struct InterfaceFlags {
 }
 
 /// Brings the interface `name` up, as `ip link set NAME up` does.
-fn bring_up(name: &str) {
+pub(crate) fn bring_up(name: &str) {
     // SAFETY: a socket for the ioctls, closed below.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     assert!(socket >= 0, "socket: {}", std::io::Error::last_os_error());
@@ -576,8 +576,32 @@ fn bring_up(name: &str) {
     }
 }
 
+/// Sets the MTU of the interface `name`, as `ip link set NAME mtu MTU` does.
+pub(crate) fn set_mtu(name: &str, mtu: i32) {
+    #[repr(C)]
+    struct InterfaceMtu {
+        name: [u8; 16],
+        mtu: libc::c_int,
+        _rest: [u8; 20],
+    }
+    let mut request = InterfaceMtu {
+        name: [0; 16],
+        mtu,
+        _rest: [0; 20],
+    };
+    request.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: a socket for the ioctl, closed below; SIOCSIFMTU reads a struct ifreq.
+    unsafe {
+        let socket = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(socket >= 0, "socket: {}", std::io::Error::last_os_error());
+        let set = libc::ioctl(socket, libc::SIOCSIFMTU, &request);
+        assert_eq!(set, 0, "SIOCSIFMTU: {}", std::io::Error::last_os_error());
+        libc::close(socket);
+    }
+}
+
 /// A packet socket on the interface `name`: every frame in or out of it, as `tcpdump` sees them.
-fn packet_socket(name: &str) -> std::os::fd::OwnedFd {
+pub(crate) fn packet_socket(name: &str) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;
     let all = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: socket, bind and setsockopt with structures of the sizes given.
