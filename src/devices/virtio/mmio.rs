@@ -18,13 +18,13 @@
 //! guest's RAM.
 
 use std::sync::atomic::Ordering;
+
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
     VIRTIO_CONFIG_S_NEEDS_RESET,
 };
 use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
-
 use vm_memory::GuestMemoryMmap;
 
 use super::{DEVICE_ID_EMPTY, FEATURE_VERSION_1, TurnBudget, VirtioDevice};
