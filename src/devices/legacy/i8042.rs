@@ -59,6 +59,14 @@ const DEFAULT_COMMAND_BYTE: u8 = 0x45;
 const QUEUE_LOW: usize = 64;
 /// Input bytes encoded at a time (each becomes at most 6 scancodes: Shift or Ctrl around a key).
 const INPUT_CHUNK: usize = 32;
+/// The most scancodes one input byte becomes (Shift or Ctrl, make and break, Shift's break).
+const MAX_SCANCODES_PER_BYTE: usize = 6;
+/// The most bytes that wait for the guest: 268. Input alone stays within it: it is taken only
+/// while fewer than QUEUE_LOW wait, a chunk at a time (plus the two bytes of an escape sequence
+/// held back from the chunk before). Replies to commands a guest sends without reading the
+/// answers are what would fill it; past it they are dropped, as a real controller overruns,
+/// instead of growing the VMM's memory without end.
+const OUTPUT_CAPACITY: usize = QUEUE_LOW + (INPUT_CHUNK + 2) * MAX_SCANCODES_PER_BYTE;
 
 /// Keyboard replies.
 const ACK: u8 = 0xfa;
@@ -93,10 +101,12 @@ impl Controller {
     }
 
     /// Queues bytes for the guest; if the output buffer was empty, the first one is now in it.
+    /// Bytes that do not fit in OUTPUT_CAPACITY are lost.
     fn push(&mut self, bytes: &[u8]) {
         let was_empty = self.output.is_empty();
-        self.output.extend(bytes);
-        if was_empty && !bytes.is_empty() && self.interrupts_enabled() {
+        let room = OUTPUT_CAPACITY.saturating_sub(self.output.len());
+        self.output.extend(&bytes[..bytes.len().min(room)]);
+        if was_empty && !self.output.is_empty() && self.interrupts_enabled() {
             self.irq.raise();
         }
     }
@@ -240,7 +250,7 @@ impl KeyboardInput {
             return;
         }
         let mut chunk = [0u8; INPUT_CHUNK];
-        let mut scancodes = Vec::with_capacity(INPUT_CHUNK * 6);
+        let mut scancodes = Vec::with_capacity((INPUT_CHUNK + 2) * MAX_SCANCODES_PER_BYTE);
         let mut encoder = lock(&self.encoder);
         while controller.output.len() < QUEUE_LOW {
             scancodes.clear();
@@ -366,5 +376,29 @@ mod tests {
         assert!(c.command(0xfe));
         assert!(!c.command(0xd1));
         assert!(c.data(0xfe));
+    }
+
+    /// A guest that sends commands and never reads the replies: the queue stops at
+    /// OUTPUT_CAPACITY and the replies after that are lost, as on a controller that overruns.
+    #[test]
+    fn replies_nobody_reads_stop_at_the_queue_s_capacity() {
+        let mut c = controller();
+        for _ in 0..100_000 {
+            c.data(0xf2); // identify: three bytes of reply each
+        }
+        assert_eq!(c.output.len(), 268);
+        // The first replies are kept whole, in order; what did not fit is gone.
+        assert_eq!(
+            c.output.iter().take(3).copied().collect::<Vec<_>>(),
+            [ACK, 0xab, 0x41]
+        );
+        // 89 whole replies (267 bytes), and the first byte of the 90th.
+        assert_eq!(c.output.back(), Some(&ACK));
+        // Reading makes room again: a new reply is queued whole after the old ones.
+        for _ in 0..268 {
+            c.read_data();
+        }
+        c.data(0xee);
+        assert_eq!(c.output, [0xee]);
     }
 }

@@ -9,26 +9,48 @@
 //! the image: a sector range past the end, a length that is not whole sectors, a write to a
 //! read-only disk (IOERR), an unknown type (UNSUPP). A chain too short to hold a status byte is
 //! returned with used length 0.
+//!
+//! **How long a request may be.** A request is done whole, on the event loop's thread, so its
+//! length bounds how long one request holds the loop. The device offers SEG_MAX (254 segments,
+//! which with the header and the status fill the 256-entry queue, as a driver without indirect
+//! descriptors needs) and SIZE_MAX (4 KiB a segment): Linux's virtio_blk then never sends more
+//! than 254 x 4 KiB = 1016 KiB in one request (it splits longer ones; without SEG_MAX it
+//! would send one segment of up to max_sectors_kb, 1280 KiB by default and as much as the
+//! guest's administrator likes). A request whose data is longer than [`MAX_REQUEST_BYTES`]
+//! gets IOERR without a byte moved, and a chain of more than 256 descriptors is not read at
+//! all (mod.rs).
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
-    VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-    VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX,
+    VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use virtio_queue::{Queue, Reader, Writer};
 use vm_memory::{ByteValued, GuestMemoryMmap};
 
-use super::{DEVICE_ID_BLOCK, FEATURE_VERSION_1, VirtioDevice, read_config_bytes, serve_requests};
+use super::{
+    DEVICE_ID_BLOCK, FEATURE_VERSION_1, MAX_CHAIN_DESCRIPTORS, Served, TurnBudget, VirtioDevice,
+    read_config_bytes, serve_requests,
+};
 
 /// Sectors are 512 bytes, whatever the host's disk uses.
 pub const SECTOR_SIZE: u64 = 512;
 /// Data moves between the image and guest memory through a buffer of this size: bounded memory
 /// whatever length a request claims.
 const CHUNK: usize = 64 * 1024;
+/// The configuration's seg_max: the most data segments in a request, so that the header, the
+/// data and the status fit the queue (and [`MAX_CHAIN_DESCRIPTORS`]).
+pub const SEG_MAX: u32 = MAX_CHAIN_DESCRIPTORS as u32 - 2;
+/// The configuration's size_max: the most bytes in one segment (a page).
+pub const SIZE_MAX: u32 = 4096;
+/// The longest request done: 1 MiB of data. A driver that honours seg_max and size_max sends
+/// at most 1016 KiB; a longer request gets IOERR and moves nothing.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+const _: () = assert!(SEG_MAX as usize * SIZE_MAX as usize <= MAX_REQUEST_BYTES);
 
 /// The request header (struct virtio_blk_outhdr).
 #[derive(Debug, Default, Clone, Copy)]
@@ -68,14 +90,15 @@ impl Block {
         }
     }
 
-    /// Does one request; returns its status and how many data bytes went into the guest.
+    /// Does one request; returns its status, how many data bytes went into the guest, and how
+    /// many moved either way.
     fn execute(
         &mut self,
         header: RequestHeader,
         data_in: &mut Reader,
         data_out: &mut Writer,
-    ) -> (u8, usize) {
-        match header.request_type {
+    ) -> (u8, usize, usize) {
+        let (status, into_guest) = match header.request_type {
             VIRTIO_BLK_T_IN => match self.transfer_range(header.sector, data_out.available_bytes())
             {
                 Some(offset) => self.read_into_guest(offset, data_out),
@@ -84,7 +107,11 @@ impl Block {
             VIRTIO_BLK_T_OUT if self.read_only => (VIRTIO_BLK_S_IOERR as u8, 0),
             VIRTIO_BLK_T_OUT => match self.transfer_range(header.sector, data_in.available_bytes())
             {
-                Some(offset) => (self.write_from_guest(offset, data_in), 0),
+                Some(offset) => {
+                    let header_read = data_in.bytes_read();
+                    let status = self.write_from_guest(offset, data_in);
+                    return (status, 0, data_in.bytes_read() - header_read);
+                }
                 None => (VIRTIO_BLK_S_IOERR as u8, 0),
             },
             // fdatasync: when the guest sees this request done, what it wrote is on the host's
@@ -101,12 +128,16 @@ impl Block {
                 }
             }
             _ => (VIRTIO_BLK_S_UNSUPP as u8, 0),
-        }
+        };
+        (status, into_guest, into_guest)
     }
 
     /// The byte offset of a transfer of `len` bytes from `sector`, if it is whole sectors
-    /// inside the disk.
+    /// inside the disk and no longer than [`MAX_REQUEST_BYTES`].
     fn transfer_range(&self, sector: u64, len: usize) -> Option<u64> {
+        if len > MAX_REQUEST_BYTES {
+            return None;
+        }
         let len = len as u64;
         let sectors = len / SECTOR_SIZE;
         let end = sector.checked_add(sectors)?;
@@ -160,17 +191,25 @@ impl VirtioDevice for Block {
         } else {
             0
         };
-        FEATURE_VERSION_1 | 1 << VIRTIO_BLK_F_FLUSH | read_only
+        FEATURE_VERSION_1
+            | 1 << VIRTIO_BLK_F_FLUSH
+            | 1 << VIRTIO_BLK_F_SIZE_MAX
+            | 1 << VIRTIO_BLK_F_SEG_MAX
+            | read_only
     }
 
     fn queue_sizes(&self) -> &'static [u16] {
         &[256]
     }
 
-    /// The configuration (struct virtio_blk_config): only its first field, the capacity in
-    /// sectors, is offered (no feature bits announce the others).
+    /// The configuration (struct virtio_blk_config): its first three fields, the capacity in
+    /// sectors, size_max and seg_max (no feature bits announce the others).
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.capacity_sectors.to_le_bytes(), offset, data);
+        let mut config = [0u8; 16];
+        config[..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
+        config[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
+        config[12..].copy_from_slice(&SEG_MAX.to_le_bytes());
+        read_config_bytes(&config, offset, data);
     }
 
     fn process_queue(
@@ -178,13 +217,13 @@ impl VirtioDevice for Block {
         _index: usize,
         queue: &mut Queue,
         memory: &GuestMemoryMmap,
-        limit: usize,
+        budget: &mut TurnBudget,
     ) -> Result<usize, virtio_queue::Error> {
-        serve_requests(queue, memory, limit, |chain| {
+        serve_requests(queue, memory, budget, |chain| {
             match (chain.clone().reader(memory), chain.writer(memory)) {
                 (Ok(mut reader), Ok(mut writer)) => self.request(&mut reader, &mut writer),
                 // Descriptors outside RAM: nothing can be written back.
-                _ => 0,
+                _ => Served::NOTHING,
             }
         })
     }
@@ -192,21 +231,22 @@ impl VirtioDevice for Block {
 
 impl Block {
     /// One chain: the header from the readable part, the status byte at the end of the writable
-    /// part, the data between. Returns the used length (data written into the guest + status).
-    fn request(&mut self, reader: &mut Reader, writer: &mut Writer) -> u32 {
+    /// part, the data between. Its used length is the data written into the guest + status.
+    fn request(&mut self, reader: &mut Reader, writer: &mut Writer) -> Served {
         let Some(status_at) = writer.available_bytes().checked_sub(1) else {
-            return 0;
+            return Served::NOTHING;
         };
         let Ok(mut status) = writer.split_at(status_at) else {
-            return 0;
+            return Served::NOTHING;
         };
-        let (code, moved) = match reader.read_obj::<RequestHeader>() {
+        let (code, into_guest, moved) = match reader.read_obj::<RequestHeader>() {
             Ok(header) => self.execute(header, reader, writer),
-            Err(_) => (VIRTIO_BLK_S_IOERR as u8, 0),
+            Err(_) => (VIRTIO_BLK_S_IOERR as u8, 0, 0),
         };
-        match status.write_all(&[code]) {
-            Ok(()) => (moved + 1) as u32,
-            Err(_) => moved as u32,
+        let status_written = usize::from(status.write_all(&[code]).is_ok());
+        Served {
+            used_len: (into_guest + status_written) as u32,
+            bytes_moved: moved as u64,
         }
     }
 }

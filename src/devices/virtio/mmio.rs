@@ -17,6 +17,8 @@
 //! gets its device marked DEVICE_NEEDS_RESET; the VMM never panics or touches memory outside the
 //! guest's RAM.
 
+use std::sync::atomic::Ordering;
+
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK,
     VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -25,7 +27,7 @@ use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{DEVICE_ID_EMPTY, FEATURE_VERSION_1, VirtioDevice};
+use super::{DEVICE_ID_EMPTY, FEATURE_VERSION_1, TurnBudget, VirtioDevice};
 use crate::arch::x86::acpi::AcpiId;
 use crate::devices::{BusDevice, IoAction, IrqLine};
 
@@ -47,13 +49,19 @@ const ACPI_NAMES: [&str; super::SLOTS] = [
 /// How many requests one notification handles before the event loop turns to other work
 /// (the rest are taken on the next turn: [`Notified::MorePending`]).
 const REQUESTS_PER_TURN: usize = 256;
+/// How many bytes of data one notification moves before the event loop turns to other work.
+/// A request is done whole, so a turn moves less than this plus one request (virtio-blk's
+/// bound, 1 MiB): a few milliseconds of copying. The transport's lock, which a vCPU touching
+/// the device's registers waits for, is held for one turn, no longer.
+const BYTES_PER_TURN: u64 = 4 << 20;
 
 /// What [`MmioTransport::notify`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notified {
     /// All the requests there were are done (or the queue is not usable).
     Done,
-    /// It stopped after [`REQUESTS_PER_TURN`]: call again.
+    /// It stopped with requests left on the ring, its turn's budget spent
+    /// ([`REQUESTS_PER_TURN`], [`BYTES_PER_TURN`]): call again, after the event loop's other work.
     MorePending,
 }
 
@@ -110,8 +118,8 @@ impl MmioTransport {
         self.device.input_source()
     }
 
-    /// The driver wrote `index` to QueueNotify: do the queue's requests and, if any finished,
-    /// interrupt the driver.
+    /// The driver wrote `index` to QueueNotify: do a turn's worth of the queue's requests and,
+    /// if any finished, interrupt the driver.
     pub fn notify(&mut self, index: usize) -> Notified {
         if self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 || self.needs_reset() {
             return Notified::Done;
@@ -126,15 +134,21 @@ impl MmioTransport {
             self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
             return Notified::Done;
         }
+        let mut budget = TurnBudget::new(REQUESTS_PER_TURN, BYTES_PER_TURN);
         let done = self
             .device
-            .process_queue(index, queue, &self.memory, REQUESTS_PER_TURN);
+            .process_queue(index, queue, &self.memory, &mut budget);
         match done {
-            Ok(0) => Notified::Done,
             Ok(count) => {
-                self.interrupt_status |= VIRTIO_MMIO_INT_VRING;
-                self.irq.raise();
-                if count >= REQUESTS_PER_TURN {
+                if count > 0 {
+                    self.interrupt_status |= VIRTIO_MMIO_INT_VRING;
+                    self.irq.raise();
+                }
+                // A spent budget with nothing left on the ring needs no other turn.
+                let left = queue
+                    .avail_idx(&self.memory, Ordering::Acquire)
+                    .is_ok_and(|available| available.0 != queue.next_avail());
+                if budget.is_spent() && left {
                     Notified::MorePending
                 } else {
                     Notified::Done

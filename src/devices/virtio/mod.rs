@@ -25,7 +25,7 @@ pub mod net;
 pub mod rng;
 pub mod tap;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::os::fd::RawFd;
 
@@ -58,14 +58,15 @@ pub trait VirtioDevice: Send {
     /// A read of its configuration space (the transport's offset 0x100 on) at `offset`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// The driver put requests on queue `index`: do them, and put each on the used ring.
-    /// Returns how many were finished (the transport then interrupts the driver). At most
-    /// `limit` are taken, so that one busy queue cannot hold the event loop for ever.
+    /// Returns how many were finished (the transport then interrupts the driver). Requests
+    /// are taken only while `budget` is not spent, so that one busy queue cannot hold the
+    /// event loop (and the transport's lock) for more than a turn's worth of work.
     fn process_queue(
         &mut self,
         index: usize,
         queue: &mut Queue,
         memory: &GuestMemoryMmap,
-        limit: usize,
+        budget: &mut TurnBudget,
     ) -> Result<usize, virtio_queue::Error>;
     /// A host descriptor whose readiness means work for one of its queues (a TAP device's
     /// frames for virtio-net's receive queue): (descriptor, queue index).
@@ -74,23 +75,88 @@ pub trait VirtioDevice: Send {
     }
 }
 
-/// The loop every device runs over a queue: takes up to `limit` requests off the available ring,
-/// lets `serve` do each (it returns how many bytes it wrote into the request's buffers), and puts
-/// each on the used ring with that length. Returns how many were done.
+/// How much work one turn of a queue may still do. A turn is what one doorbell (or a TAP
+/// device becoming readable) gets before the event loop goes back to its other descriptors and
+/// to the `--timeout` deadline: a guest may queue requests faster than they are done, and
+/// without a bound a single doorbell would hold the loop for as long as the guest likes.
+/// Both the requests and the bytes they move count: 256 tiny requests and four long ones
+/// are each about a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnBudget {
+    requests: usize,
+    bytes: u64,
+}
+
+impl TurnBudget {
+    pub const fn new(requests: usize, bytes: u64) -> TurnBudget {
+        TurnBudget { requests, bytes }
+    }
+
+    /// Nothing is left: take no other request this turn. A request is taken whole, so a turn
+    /// may go over the byte budget by at most one request's bound.
+    pub fn is_spent(&self) -> bool {
+        self.requests == 0 || self.bytes == 0
+    }
+
+    /// One request is done, and it moved `bytes` between guest memory and the host.
+    pub fn spend(&mut self, bytes: u64) {
+        self.requests = self.requests.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
+/// The most descriptors a chain may have: a virtio-blk request of seg_max (254) segments plus
+/// its header and status, and far more than a network frame or an entropy request needs. A
+/// longer chain (an indirect table may hold 65,535 descriptors, all naming one buffer) is
+/// returned unread with used length 0: walking and mapping it would cost the VMM in
+/// proportion to a length the guest chose.
+pub const MAX_CHAIN_DESCRIPTORS: usize = 256;
+
+/// Does `chain` have more than [`MAX_CHAIN_DESCRIPTORS`]? Counts no further than that.
+pub fn chain_too_long(chain: &DescriptorChain<&GuestMemoryMmap>) -> bool {
+    chain.clone().take(MAX_CHAIN_DESCRIPTORS + 1).count() > MAX_CHAIN_DESCRIPTORS
+}
+
+/// What a device did with one chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// The used length: how many bytes the device wrote into the chain's buffers.
+    pub used_len: u32,
+    /// The data it moved either way (what the turn's budget counts).
+    pub bytes_moved: u64,
+}
+
+impl Served {
+    /// A chain returned untouched.
+    pub const NOTHING: Served = Served {
+        used_len: 0,
+        bytes_moved: 0,
+    };
+}
+
+/// The loop every device runs over a queue: takes requests off the available ring while the
+/// turn's `budget` lasts, lets `serve` do each, and puts each on the used ring with the length
+/// `serve` wrote. A chain of more than [`MAX_CHAIN_DESCRIPTORS`] is returned without being
+/// served. Returns how many were done.
 pub fn serve_requests(
     queue: &mut Queue,
     memory: &GuestMemoryMmap,
-    limit: usize,
-    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+    budget: &mut TurnBudget,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> Served,
 ) -> Result<usize, virtio_queue::Error> {
     let mut done = 0;
-    while done < limit {
+    while !budget.is_spent() {
         let Some(chain) = queue.pop_descriptor_chain(memory) else {
             break;
         };
         let head = chain.head_index();
-        let used = serve(chain);
-        queue.add_used(memory, head, used)?;
+        let served = if chain_too_long(&chain) {
+            Served::NOTHING
+        } else {
+            serve(chain)
+        };
+        queue.add_used(memory, head, served.used_len)?;
+        budget.spend(served.bytes_moved);
         done += 1;
     }
     Ok(done)

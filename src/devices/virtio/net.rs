@@ -24,7 +24,10 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::tap::Tap;
-use super::{DEVICE_ID_NET, FEATURE_VERSION_1, VirtioDevice, read_config_bytes, serve_requests};
+use super::{
+    DEVICE_ID_NET, FEATURE_VERSION_1, Served, TurnBudget, VirtioDevice, chain_too_long,
+    read_config_bytes, serve_requests,
+};
 
 /// The virtio-net header in front of every frame: flags, GSO type, header length, GSO size,
 /// checksum start and offset, and the number of buffers a received frame took (always 1 here).
@@ -57,15 +60,17 @@ impl Net {
         }
     }
 
-    /// Moves frames from the TAP device into receive buffers until either runs out.
+    /// Moves frames from the TAP device into receive buffers until either runs out, or the
+    /// turn's budget does (a host that sends as fast as the guest gives buffers must not keep
+    /// the event loop here).
     fn receive(
         &mut self,
         queue: &mut Queue,
         memory: &GuestMemoryMmap,
-        limit: usize,
+        budget: &mut TurnBudget,
     ) -> Result<usize, virtio_queue::Error> {
         let mut done = 0;
-        while done < limit {
+        while !budget.is_spent() {
             if self.pending == 0 {
                 match self.tap.receive(&mut self.received) {
                     Ok(0) => break,
@@ -85,15 +90,21 @@ impl Net {
             };
             let head = chain.head_index();
             let frame = &self.received[..self.pending];
-            let written = match chain.writer(memory) {
-                // A buffer too small for the frame: the frame is dropped, the buffer returned.
-                Ok(mut writer) if writer.available_bytes() >= frame.len() => {
+            let writer = match chain_too_long(&chain) {
+                true => None,
+                false => chain.writer(memory).ok(),
+            };
+            let written = match writer {
+                // A buffer too small for the frame (or a chain too long to look at): the frame
+                // is dropped, the buffer returned.
+                Some(mut writer) if writer.available_bytes() >= frame.len() => {
                     writer.write_all(frame).map_or(0, |()| frame.len())
                 }
                 _ => 0,
             };
             self.pending = 0;
             queue.add_used(memory, head, written as u32)?;
+            budget.spend(written as u64);
             done += 1;
         }
         Ok(done)
@@ -104,9 +115,10 @@ impl Net {
         &mut self,
         queue: &mut Queue,
         memory: &GuestMemoryMmap,
-        limit: usize,
+        budget: &mut TurnBudget,
     ) -> Result<usize, virtio_queue::Error> {
-        serve_requests(queue, memory, limit, |chain| {
+        serve_requests(queue, memory, budget, |chain| {
+            let mut sent = 0;
             if let Ok(mut reader) = chain.reader(memory) {
                 let length = reader.available_bytes();
                 // Frames larger than any the device accepts, or shorter than the header, are
@@ -115,10 +127,14 @@ impl Net {
                     let frame = &mut self.sent[..length];
                     if reader.read_exact(frame).is_ok() {
                         let _ = self.tap.send(frame);
+                        sent = length;
                     }
                 }
             }
-            0 // the device writes nothing into a transmitted frame's buffers
+            Served {
+                used_len: 0, // the device writes nothing into a transmitted frame's buffers
+                bytes_moved: sent as u64,
+            }
         })
     }
 }
@@ -151,11 +167,11 @@ impl VirtioDevice for Net {
         index: usize,
         queue: &mut Queue,
         memory: &GuestMemoryMmap,
-        limit: usize,
+        budget: &mut TurnBudget,
     ) -> Result<usize, virtio_queue::Error> {
         match index {
-            RECEIVE_QUEUE => self.receive(queue, memory, limit),
-            TRANSMIT_QUEUE => self.transmit(queue, memory, limit),
+            RECEIVE_QUEUE => self.receive(queue, memory, budget),
+            TRANSMIT_QUEUE => self.transmit(queue, memory, budget),
             _ => Ok(0),
         }
     }

@@ -7,7 +7,7 @@ use std::io::Write;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::{DEVICE_ID_RNG, FEATURE_VERSION_1, VirtioDevice, serve_requests};
+use super::{DEVICE_ID_RNG, FEATURE_VERSION_1, Served, TurnBudget, VirtioDevice, serve_requests};
 
 /// The most bytes one request gets: a driver asking for more gets this many (the used length
 /// says so), and the VMM's buffer stays this small.
@@ -70,19 +70,22 @@ impl VirtioDevice for Rng {
         _index: usize,
         queue: &mut Queue,
         memory: &GuestMemoryMmap,
-        limit: usize,
+        budget: &mut TurnBudget,
     ) -> Result<usize, virtio_queue::Error> {
-        serve_requests(queue, memory, limit, |chain| {
+        serve_requests(queue, memory, budget, |chain| {
             // A chain that points outside RAM gets nothing: used length 0.
             let Ok(mut writer) = chain.writer(memory) else {
-                return 0;
+                return Served::NOTHING;
             };
             let wanted = writer.available_bytes().min(self.buffer.len());
             let bytes = &mut self.buffer[..wanted];
             if host_random(bytes) && writer.write_all(bytes).is_ok() {
-                wanted as u32
+                Served {
+                    used_len: wanted as u32,
+                    bytes_moved: wanted as u64,
+                }
             } else {
-                0
+                Served::NOTHING
             }
         })
     }
