@@ -530,18 +530,21 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
         let report = match &result.report {
             Ok(report) => report,
             Err(error) => {
-                let _ = writeln!(std::io::stderr(), "{label}mini-kvm: error: {error}");
+                let _ = writeln!(
+                    mini_kvm::console::stderr::stderr(),
+                    "{label}mini-kvm: error: {error}"
+                );
                 continue;
             }
         };
         if let Some(message) = report.outcome.report(&result.name) {
-            let _ = writeln!(std::io::stderr(), "{message}");
+            let _ = writeln!(mini_kvm::console::stderr::stderr(), "{message}");
         }
         if config.verbose {
             for (direction, accesses) in [("reads", "in"), ("writes", "out")] {
                 for (port, count) in report.stats.unclaimed_ports(accesses) {
                     let _ = writeln!(
-                        std::io::stderr(),
+                        mini_kvm::console::stderr::stderr(),
                         "{label}unclaimed port {port:#06x}: {direction}: {count}"
                     );
                 }
@@ -551,7 +554,7 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
             let module = kvm::host_kvm_module();
             let host = format!("{module} ({})", kvm::describe_kvm_module(module));
             let _ = write!(
-                std::io::stderr(),
+                mini_kvm::console::stderr::stderr(),
                 "{}",
                 report.stats.table(&result.name, &host)
             );
@@ -559,7 +562,7 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
     }
     if several {
         let _ = write!(
-            std::io::stderr(),
+            mini_kvm::console::stderr::stderr(),
             "{}",
             summary_table(results, config.stats)
         );
@@ -595,6 +598,9 @@ written: {0}/bench.md, {0}/bench.json, {0}/bench.svg",
 }
 
 fn fail(message: &str) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "mini-kvm: error: {message}");
+    let _ = writeln!(
+        mini_kvm::console::stderr::stderr(),
+        "mini-kvm: error: {message}"
+    );
     ExitCode::from(exit_code::SETUP_ERROR)
 }

@@ -72,7 +72,7 @@ pub fn enter_raw_mode() -> bool {
     }
     RAW.store(true, Ordering::Release);
     let _ = writeln!(
-        std::io::stderr(),
+        crate::console::stderr::stderr(),
         "mini-kvm: the keyboard goes to the guest; Ctrl-A x quits, Ctrl-A h for help"
     );
     true
@@ -160,7 +160,7 @@ impl<R: Read> TerminalInput<R> {
                 match byte {
                     b'x' | b'X' => return (kept, true),
                     b'h' | b'H' | b'?' => {
-                        let _ = write!(io::stderr(), "\n{HELP}");
+                        let _ = write!(crate::console::stderr::stderr(), "\n{HELP}");
                     }
                     CTRL_A => {
                         buf[kept] = CTRL_A;

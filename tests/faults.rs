@@ -221,3 +221,56 @@ fn popcnt_is_reported_where_kvm_cannot_emulate_it() {
 fn pxor_is_reported_where_kvm_cannot_emulate_it() {
     check_unemulatable("pxor", "pxor", b"pxor:ok\n");
 }
+
+/// `--verbose` traces every exit on stderr; with stderr a pipe nobody reads, the pipe fills and
+/// the vCPU's trace waits for room. The --timeout must still end the run, and its report goes
+/// as far as the pipe takes it: the status says how the run ended.
+#[test]
+fn the_timeout_holds_when_stderr_nobody_reads() {
+    require_kvm();
+    let flood = test_guest("flood");
+    let mut pipe = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two descriptors, which the OwnedFds below then own.
+    assert_eq!(
+        unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
+        0
+    );
+    // SAFETY: both descriptors were just made and are owned by nothing else.
+    let (unread, write_end) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(pipe[0]),
+            std::os::fd::OwnedFd::from_raw_fd(pipe[1]),
+        )
+    };
+    let mut child = std::process::Command::new(common::mini_kvm_binary())
+        .args(["run", "--verbose", "--timeout", "2"])
+        .arg(&flood)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(write_end))
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed().as_secs() >= 60 {
+            let _ = child.kill();
+            panic!("mini-kvm hung on a stderr nobody reads");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(124));
+    // The pipe is full of traces: the run wrote until it could not.
+    let mut in_the_pipe = Vec::new();
+    std::fs::File::from(unread)
+        .read_to_end(&mut in_the_pipe)
+        .unwrap();
+    // (How much fits depends on the pipe: lines of traces, each whole.)
+    let traces = String::from_utf8(in_the_pipe).unwrap();
+    assert!(traces.starts_with("exit #1 "), "{:?}", &traces[..200]);
+    assert!(traces.len() > 32768, "{} bytes", traces.len());
+    assert!(traces.ends_with('\n'), "a torn last trace");
+}

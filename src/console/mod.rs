@@ -10,6 +10,7 @@
 //! event loop fills only as fast as the guest empties it.
 
 mod input;
+pub mod stderr;
 
 pub use input::{
     GuestInput, INPUT_BUFFER, InputFeeder, InputListener, InputWait, RawStdin, SourceState,

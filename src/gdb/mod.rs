@@ -52,13 +52,13 @@ impl GdbServer {
             None => String::new(),
         };
         let _ = writeln!(
-            std::io::stderr(),
+            crate::console::stderr::stderr(),
             "mini-kvm: guest '{name}' waits for gdb on {target}: gdb -ex 'target remote \
              {target}'{file}"
         );
         if let GdbAddress::Tcp(_) = address {
             let _ = writeln!(
-                std::io::stderr(),
+                crate::console::stderr::stderr(),
                 "mini-kvm: warning: any user of this machine can connect to {target} and take \
                  over guest '{name}' (its memory, its registers, and what its disks and network \
                  reach); --gdb alone makes a Unix socket only you can use"
@@ -145,5 +145,8 @@ fn serve_as<A: X86View>(
 }
 
 fn say(name: &str, message: &str) {
-    let _ = writeln!(std::io::stderr(), "mini-kvm: guest '{name}': {message}");
+    let _ = writeln!(
+        crate::console::stderr::stderr(),
+        "mini-kvm: guest '{name}': {message}"
+    );
 }

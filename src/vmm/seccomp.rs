@@ -381,7 +381,7 @@ pub fn install(role: Role) -> Result<(), SeccompError> {
 pub fn install_or_exit(role: Role) {
     if let Err(error) = install(role) {
         let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
+            &mut crate::console::stderr::stderr(),
             format!("mini-kvm: error: {error}\n").as_bytes(),
         );
         std::process::exit(1);

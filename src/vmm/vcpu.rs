@@ -10,7 +10,7 @@
 //! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpus.rs): the vCPU set pauses
 //! and stops its vCPUs through it.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -430,7 +430,7 @@ impl Vcpu {
             if let Some(label) = &self.trace {
                 // Not eprintln!: a trace to a closed stderr must not panic the vCPU.
                 let _ = writeln!(
-                    io::stderr(),
+                    crate::console::stderr::stderr(),
                     "{label}  coalesced write: port {port:#06x} ({device}), size {len}, data {}",
                     port_data(data)
                 );
@@ -519,7 +519,7 @@ impl Vcpu {
             cpu.location(),
         );
         // Not eprintln!: a trace to a closed stderr must not panic the vCPU.
-        let _ = writeln!(io::stderr(), "{}", line.trim_end());
+        let _ = writeln!(crate::console::stderr::stderr(), "{}", line.trim_end());
     }
 }
 

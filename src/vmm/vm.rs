@@ -230,7 +230,7 @@ impl Vm {
         // (Real mode, the default, goes unmentioned: its traces stay as they were.)
         if setup.verbose && entry.mode != GuestMode::Real {
             let _ = writeln!(
-                std::io::stderr(),
+                crate::console::stderr::stderr(),
                 "mini-kvm: '{}' is a {}: starting in {}",
                 setup.name,
                 entry.protocol,
@@ -465,8 +465,11 @@ impl Vm {
                     let watched = watcher.watch(&mut set, &live, &output, &input, cancel, quit);
                     let stopped_by = *watched.as_ref().unwrap_or(&Some(StoppedBy::Cancel));
                     if stopped_by.is_some_and(|why| why != StoppedBy::Idle) {
-                        // Output nobody can take now is dropped rather than waited for.
+                        // Output nobody can take now is dropped rather than waited for: the
+                        // guest's, and mini-kvm's own messages (a vCPU tracing to a stderr
+                        // nobody reads must not keep the run past its --timeout).
                         output.stop();
+                        crate::console::stderr::stop_waiting();
                     }
                     // A vCPU may wait for input in GETCHAR: end that wait, then stop them all.
                     // The stop request comes first, so that the guest, woken with end of input,

@@ -284,7 +284,7 @@ fn trace_call(
     };
     // Not eprintln!: a trace to a closed stderr must not panic the vCPU.
     let _ = writeln!(
-        std::io::stderr(),
+        crate::console::stderr::stderr(),
         "{label}    hypercall {:#04x} {}(arg0={a0:#x}, arg1={a1:#x}, arg2={a2:#x}) {what}",
         registers.number,
         call_name(registers.number)
