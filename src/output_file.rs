@@ -79,7 +79,8 @@ impl OutputFile {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(io_error(error)),
         }
-        let (temporary, file) = create_beside(directory.as_fd(), name.as_bytes()).map_err(io_error)?;
+        let (temporary, file) =
+            create_beside(directory.as_fd(), name.as_bytes()).map_err(io_error)?;
         Ok(OutputFile {
             directory,
             name,
@@ -202,7 +203,8 @@ fn create_beside(directory: BorrowedFd, name: &[u8]) -> io::Result<(CString, Fil
         unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
         let mut temporary = b".".to_vec();
         temporary.extend_from_slice(name);
-        temporary.extend_from_slice(format!(".mini-kvm-{:08x}", u32::from_ne_bytes(random)).as_bytes());
+        temporary
+            .extend_from_slice(format!(".mini-kvm-{:08x}", u32::from_ne_bytes(random)).as_bytes());
         let temporary = CString::new(temporary).unwrap_or_default();
         // SAFETY: a NUL-terminated name and an open directory; the descriptor returned is ours.
         let fd = unsafe {

@@ -154,7 +154,10 @@ fn the_terminal_view_cannot_read_a_file() {
 fn the_terminal_view_creates_files_only_in_its_screenshot_directory() {
     // With the flags Ctrl-S uses (and those it used before O_NOFOLLOW), but outside the
     // directory the filter names: stopped.
-    for role in ["terminal-create-elsewhere", "terminal-create-elsewhere-old-flags"] {
+    for role in [
+        "terminal-create-elsewhere",
+        "terminal-create-elsewhere-old-flags",
+    ] {
         let (status, stdout, stderr) = open_a_file_as(role);
         assert_eq!(status, SECCOMP_EXIT_STATUS, "{role}: {stdout}\n{stderr}");
         assert!(
@@ -169,7 +172,10 @@ fn the_terminal_view_creates_files_only_in_its_screenshot_directory() {
     let (status, stdout, stderr) = open_a_file_as("terminal-create-in-directory");
     assert_eq!(status, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("created new: true"), "{stdout}");
-    assert!(stdout.contains("created existing: false (File exists"), "{stdout}");
+    assert!(
+        stdout.contains("created existing: false (File exists"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -228,7 +234,8 @@ fn filtered_child() {
     seccomp::prepare().unwrap();
     seccomp::install(role).unwrap();
     println!("filter installed");
-    let ctrl_s_flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let ctrl_s_flags =
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     let old_flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
     let create = |dir: i32, name: &str, flags: i32| {
         let name = std::ffi::CString::new(name).unwrap();
@@ -239,10 +246,16 @@ fn filtered_child() {
     let elsewhere = format!("{}/created-elsewhere", screenshots.display());
     match attempt {
         "create-elsewhere" => {
-            println!("created: {:?}", create(libc::AT_FDCWD, &elsewhere, ctrl_s_flags));
+            println!(
+                "created: {:?}",
+                create(libc::AT_FDCWD, &elsewhere, ctrl_s_flags)
+            );
         }
         "create-elsewhere-old-flags" => {
-            println!("created: {:?}", create(libc::AT_FDCWD, &elsewhere, old_flags));
+            println!(
+                "created: {:?}",
+                create(libc::AT_FDCWD, &elsewhere, old_flags)
+            );
         }
         "create-in-directory" => {
             let dir = std::os::fd::AsRawFd::as_raw_fd(&screenshots_dir);

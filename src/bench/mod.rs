@@ -136,7 +136,10 @@ impl Programs {
 /// into it.
 fn private_temp_dir(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let mut template = parent.join(format!("{prefix}XXXXXX")).into_os_string().into_vec();
+    let mut template = parent
+        .join(format!("{prefix}XXXXXX"))
+        .into_os_string()
+        .into_vec();
     template.push(0);
     // SAFETY: a NUL-terminated buffer that mkdtemp rewrites in place (the Xs), nothing longer.
     if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
@@ -695,8 +698,7 @@ mod tests {
         let is_root = unsafe { libc::getuid() } == 0;
         if is_root {
             std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
-            std::os::unix::fs::lchown(planted.join("exits.bin"), Some(65534), Some(65534))
-                .unwrap();
+            std::os::unix::fs::lchown(planted.join("exits.bin"), Some(65534), Some(65534)).unwrap();
         }
 
         let programs = Programs::write_in(&tmp).unwrap();

@@ -688,7 +688,10 @@ mod tests {
             replacements: vec![4, 5],
         };
         for role in [Role::Vcpu, Role::EventLoop, Role::Waiter, Role::Terminal] {
-            assert!(!build(role, &Grants::default()).unwrap().is_empty(), "{role:?}");
+            assert!(
+                !build(role, &Grants::default()).unwrap().is_empty(),
+                "{role:?}"
+            );
             assert!(!build(role, &grants).unwrap().is_empty(), "{role:?}");
         }
         assert!(!build_refusals().unwrap().is_empty());
