@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::terminal::TerminalSession;
-use common::{mini_kvm, mini_kvm_binary, require_kvm, test_guest};
+use common::{mini_kvm, mini_kvm_binary, require_kvm, scratch, test_guest};
 use mini_kvm::vmm::seccomp::{self, Role, SECCOMP_EXIT_STATUS};
 
 /// The environment variable that makes `filtered_child` do its work (in a child process).
@@ -94,8 +94,12 @@ fn no_seccomp_leaves_the_threads_unfiltered() {
     );
 }
 
+/// The environment variable that names the terminal role's screenshot directory.
+const CHILD_SCREENSHOTS: &str = "MINI_KVM_SECCOMP_CHILD_SCREENSHOTS";
+
 /// Runs `filtered_child` in a child process (this test executable again) as `role`.
 fn open_a_file_as(role: &str) -> (i32, String, String) {
+    let screenshots = scratch(&format!("seccomp-{role}"));
     let output = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -104,9 +108,11 @@ fn open_a_file_as(role: &str) -> (i32, String, String) {
             "--nocapture",
         ])
         .env(CHILD_ROLE, role)
+        .env(CHILD_SCREENSHOTS, &screenshots)
         .stdin(Stdio::null())
         .output()
         .expect("run the test executable again");
+    let _ = std::fs::remove_dir_all(&screenshots);
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -224,10 +230,8 @@ fn filtered_child() {
         "terminal-create-in-directory" => (Role::Terminal, "create-in-directory"),
         other => panic!("unknown role {other}"),
     };
-    // The view's screenshot directory: a fresh one of this process.
-    let screenshots =
-        std::env::temp_dir().join(format!("mini-kvm-seccomp-shots-{}", std::process::id()));
-    std::fs::create_dir_all(&screenshots).unwrap();
+    // The view's screenshot directory: a fresh one the parent made.
+    let screenshots = std::path::PathBuf::from(std::env::var_os(CHILD_SCREENSHOTS).unwrap());
     std::fs::write(screenshots.join("existing"), b"").unwrap();
     let screenshots_dir = std::fs::File::open(&screenshots).unwrap();
     seccomp::allow_creating_screenshots_in(std::os::fd::AsFd::as_fd(&screenshots_dir)).unwrap();

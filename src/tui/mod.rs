@@ -153,12 +153,16 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             }
         })
         .collect();
-    // Ctrl-S saves in the current directory, opened now, before the filters are built: the
-    // view's filter lets it create new files in this directory and in no other.
-    let screenshots = std::fs::File::open(".")
-        .map_err(|error| format!("cannot open the current directory: {error}"));
-    if config.display
-        && config.seccomp
+    // Ctrl-S (--display only) saves in the current directory, opened now, before the filters
+    // are built: the view's filter lets it create new files only relative to this descriptor
+    // (docs/security.md says what seccomp cannot see: the name).
+    let screenshots = if config.display {
+        std::fs::File::open(".")
+            .map_err(|error| format!("cannot open the current directory: {error}"))
+    } else {
+        Err("no display".to_string())
+    };
+    if config.seccomp
         && let Ok(directory) = &screenshots
     {
         seccomp::allow_creating_screenshots_in(directory.as_fd())?;
