@@ -673,11 +673,7 @@ mod tests {
 
     /// A directory of the test's own, made world-writable and sticky like /tmp.
     fn shared_tmp() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "mini-kvm-bench-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let dir = std::env::temp_dir().join(format!("mini-kvm-bench-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
