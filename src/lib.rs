@@ -11,6 +11,7 @@ pub mod console;
 pub mod devices;
 pub mod gdb;
 pub mod loader;
+pub mod output_file;
 pub mod terminal;
 pub mod tui;
 pub mod vmm;

@@ -16,10 +16,12 @@ use mini_kvm::config::{
 use mini_kvm::console::{GuestInput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
 use mini_kvm::loader::initramfs;
+use mini_kvm::output_file::{OutputFile, OutputFileError};
 use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm;
 use mini_kvm::vmm::outcome::exit_code;
+use mini_kvm::vmm::seccomp;
 
 #[derive(Parser)]
 #[command(
@@ -385,8 +387,8 @@ fn write_initramfs(
         Ok(archive) => archive,
         Err(error) => return fail(&error.to_string()),
     };
-    if let Err(error) = std::fs::write(output, &archive) {
-        return fail(&format!("cannot write {}: {error}", output.display()));
+    if let Err(error) = write_new_file(output, &archive) {
+        return fail(&error.to_string());
     }
     println!(
         "wrote {} ({} bytes): boot it with mini-kvm run --mem 256M --initrd {} /boot/vmlinuz-...",
@@ -413,8 +415,8 @@ fn write_symbols(name: &str, output: &std::path::Path) -> ExitCode {
             with_symbols.join(", ")
         ));
     };
-    if let Err(error) = std::fs::write(output, symbols) {
-        return fail(&format!("cannot write {}: {error}", output.display()));
+    if let Err(error) = write_new_file(output, symbols) {
+        return fail(&error.to_string());
     }
     println!(
         "wrote {} ({} bytes): gdb {} -ex 'target remote SOCKET' with the socket that mini-kvm run \
@@ -424,6 +426,14 @@ fn write_symbols(name: &str, output: &std::path::Path) -> ExitCode {
         output.display()
     );
     ExitCode::SUCCESS
+}
+
+/// Writes `bytes` to `path` as a new file renamed over it (src/output_file.rs): never through
+/// a link, never a half-written file.
+fn write_new_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), OutputFileError> {
+    let mut file = OutputFile::create(path)?;
+    file.write_all(bytes)?;
+    file.commit()
 }
 
 fn list() {
@@ -437,29 +447,41 @@ fn list() {
     }
 }
 
-/// The files `--screen-dump` and `--screenshot` write at the end, opened before the guest runs:
-/// a file that cannot be written is an error before anything runs, and the thread that runs
-/// vCPU 0 may open no file once the guest runs (seccomp).
+/// The files `--screen-dump` and `--screenshot` write at the end, created before the guest
+/// runs: a file that cannot be written is an error before anything runs, and the thread that
+/// runs vCPU 0 (or the view) may create no file once the guest runs (seccomp). Each is a new
+/// file beside its target, renamed over it when complete (src/output_file.rs): a link another
+/// user planted there is refused, and a run that fails leaves the target as it was.
 struct ScreenFiles {
-    dump: Option<(std::fs::File, std::path::PathBuf)>,
-    screenshot: Option<(std::fs::File, std::path::PathBuf)>,
+    dump: Option<OutputFile>,
+    screenshot: Option<OutputFile>,
 }
 
 impl ScreenFiles {
     fn create(config: &RunConfig) -> Result<ScreenFiles, String> {
-        let open = |option: &str, path: &Option<std::path::PathBuf>| match path {
-            Some(path) => std::fs::File::create(path)
-                .map(|file| Some((file, path.clone())))
-                .map_err(|error| format!("{option}: cannot write {}: {error}", path.display())),
-            None => Ok(None),
+        let create = |option: &str,
+                      path: &Option<std::path::PathBuf>|
+         -> Result<Option<OutputFile>, String> {
+            let Some(path) = path else {
+                return Ok(None);
+            };
+            let file = OutputFile::create(path).map_err(|error| format!("{option}: {error}"))?;
+            // The rename (or the removal) is made at the end, under the filter of the thread
+            // that ends the run: it may make them in this directory.
+            if config.seccomp {
+                seccomp::allow_replacing_files_in(file.directory())
+                    .map_err(|error| error.to_string())?;
+            }
+            Ok(Some(file))
         };
         Ok(ScreenFiles {
-            dump: open("--screen-dump", &config.screen_dump)?,
-            screenshot: open("--screenshot", &config.screenshot)?,
+            dump: create("--screen-dump", &config.screen_dump)?,
+            screenshot: create("--screenshot", &config.screenshot)?,
         })
     }
 
-    /// Writes the guest's screen as it was left (one guest: the options refuse several).
+    /// Writes the guest's screen as it was left (one guest: the options refuse several). A
+    /// file not written is removed (dropped), and its target left as it was.
     fn write(self, results: &[GuestResult]) -> Result<(), String> {
         let Some(display) = results
             .first()
@@ -468,23 +490,22 @@ impl ScreenFiles {
         else {
             return Ok(());
         };
-        if let Some((mut file, path)) = self.dump {
+        if let Some(mut file) = self.dump {
             file.write_all(display.text_screen().dump().as_bytes())
-                .map_err(|error| {
-                    format!("--screen-dump: cannot write {}: {error}", path.display())
-                })?;
+                .and_then(|()| file.commit())
+                .map_err(|error| format!("--screen-dump: {error}"))?;
         }
-        if let Some((mut file, path)) = self.screenshot {
+        if let Some(mut file) = self.screenshot {
             let Some(picture) = display.picture() else {
                 return Err(format!(
-                    "--screenshot: the guest left the screen in text mode, so {} is empty \
-                     (--screen-dump FILE writes a text screen)",
-                    path.display()
+                    "--screenshot: the guest left the screen in text mode, so nothing was \
+                     written to {} (--screen-dump FILE writes a text screen)",
+                    file.path().display()
                 ));
             };
-            file.write_all(&picture.png()).map_err(|error| {
-                format!("--screenshot: cannot write {}: {error}", path.display())
-            })?;
+            file.write_all(&picture.png())
+                .and_then(|()| file.commit())
+                .map_err(|error| format!("--screenshot: {error}"))?;
         }
         Ok(())
     }

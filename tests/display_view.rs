@@ -201,6 +201,28 @@ fn ctrl_s_saves_the_screen_in_a_new_file_each_time() {
     session.wait_for_screen(&["STATUS=0"]);
 }
 
+#[test]
+fn the_view_replaces_a_screen_dump_file_at_the_end() {
+    // With the view, the file is renamed over its target by the view's thread, under its
+    // filter (docs/security.md): the old file goes, the new one is whole, nothing is left over.
+    let session = TerminalSession::on_screen(
+        "display-screen-dump",
+        "run --display --screen-dump screen.txt vga_text",
+        &[],
+    );
+    std::fs::write(session.dir().join("screen.txt"), b"an old screen").unwrap();
+    session.wait_for_screen(&["[1:vga_text] exited 0"]);
+    session.send(&["C-q"]);
+    session.wait_for_screen(&["STATUS=0"]);
+    assert_eq!(session.file("screen.txt"), vga_text::dump());
+    let leftovers: Vec<_> = std::fs::read_dir(session.dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().contains("mini-kvm-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 /// Decodes standard base64.
 fn from_base64(text: &[u8]) -> Vec<u8> {
     let value = |c: u8| match c {

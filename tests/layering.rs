@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("vmm", &["arch", "config", "console", "devices", "loader"]),
     ("gdb", &["arch", "config", "vmm"]),
     ("terminal", &["console"]),
+    ("output_file", &[]),
     ("tui", &["config", "console", "devices", "vmm"]),
 ];
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::terminal::TerminalSession;
-use common::{mini_kvm, mini_kvm_binary, require_kvm, test_guest};
+use common::{mini_kvm, mini_kvm_binary, require_kvm, scratch, test_guest};
 use mini_kvm::vmm::seccomp::{self, Role, SECCOMP_EXIT_STATUS};
 
 /// The environment variable that makes `filtered_child` do its work (in a child process).
@@ -94,8 +94,12 @@ fn no_seccomp_leaves_the_threads_unfiltered() {
     );
 }
 
+/// The environment variable that names the terminal role's screenshot directory.
+const CHILD_SCREENSHOTS: &str = "MINI_KVM_SECCOMP_CHILD_SCREENSHOTS";
+
 /// Runs `filtered_child` in a child process (this test executable again) as `role`.
 fn open_a_file_as(role: &str) -> (i32, String, String) {
+    let screenshots = scratch(&format!("seccomp-{role}"));
     let output = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -104,9 +108,11 @@ fn open_a_file_as(role: &str) -> (i32, String, String) {
             "--nocapture",
         ])
         .env(CHILD_ROLE, role)
+        .env(CHILD_SCREENSHOTS, &screenshots)
         .stdin(Stdio::null())
         .output()
         .expect("run the test executable again");
+    let _ = std::fs::remove_dir_all(&screenshots);
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -133,7 +139,49 @@ fn a_filtered_thread_cannot_open_a_file() {
         assert!(stderr.contains(&expected), "{role}: {stderr}");
         assert!(stdout.contains("filter installed"), "{role}: {stdout}");
         assert!(!stdout.contains("opened"), "{role}: {stdout}");
+        assert!(!stdout.contains("created"), "{role}: {stdout}");
     }
+}
+
+#[test]
+fn the_terminal_view_cannot_read_a_file() {
+    // crossterm's read-only open of /dev/tty fails too (it then asks stdout for the window
+    // size): an open with its flags is refused with EACCES, so any other file's is too.
+    let (status, stdout, stderr) = open_a_file_as("terminal-read");
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("filter installed"), "{stdout}");
+    assert!(
+        stdout.contains("open of /etc/hostname refused: Os { code: 13, kind: PermissionDenied"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_terminal_view_creates_files_only_in_its_screenshot_directory() {
+    // With the flags Ctrl-S uses (and those it used before O_NOFOLLOW), but outside the
+    // directory the filter names: stopped.
+    for role in [
+        "terminal-create-elsewhere",
+        "terminal-create-elsewhere-old-flags",
+    ] {
+        let (status, stdout, stderr) = open_a_file_as(role);
+        assert_eq!(status, SECCOMP_EXIT_STATUS, "{role}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains(
+                "mini-kvm: seccomp: the terminal-view thread made the system call openat (257)"
+            ),
+            "{role}: {stderr}"
+        );
+        assert!(!stdout.contains("created"), "{role}: {stdout}");
+    }
+    // In it, a new file: created; one that exists: not opened.
+    let (status, stdout, stderr) = open_a_file_as("terminal-create-in-directory");
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("created new: true"), "{stdout}");
+    assert!(
+        stdout.contains("created existing: false (File exists"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -176,12 +224,50 @@ fn filtered_child() {
         "event-loop-kvm-run" => (Role::EventLoop, "KVM_RUN"),
         "waiter" => (Role::Waiter, "open"),
         "terminal" => (Role::Terminal, "create"),
+        "terminal-read" => (Role::Terminal, "open"),
+        "terminal-create-elsewhere" => (Role::Terminal, "create-elsewhere"),
+        "terminal-create-elsewhere-old-flags" => (Role::Terminal, "create-elsewhere-old-flags"),
+        "terminal-create-in-directory" => (Role::Terminal, "create-in-directory"),
         other => panic!("unknown role {other}"),
     };
+    // The view's screenshot directory: a fresh one the parent made.
+    let screenshots = std::path::PathBuf::from(std::env::var_os(CHILD_SCREENSHOTS).unwrap());
+    std::fs::write(screenshots.join("existing"), b"").unwrap();
+    let screenshots_dir = std::fs::File::open(&screenshots).unwrap();
+    seccomp::allow_creating_screenshots_in(std::os::fd::AsFd::as_fd(&screenshots_dir)).unwrap();
     seccomp::prepare().unwrap();
     seccomp::install(role).unwrap();
     println!("filter installed");
+    let ctrl_s_flags =
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let old_flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC;
+    let create = |dir: i32, name: &str, flags: i32| {
+        let name = std::ffi::CString::new(name).unwrap();
+        // SAFETY: a NUL-terminated name; the descriptor is left open (the process ends soon).
+        let fd = unsafe { libc::openat(dir, name.as_ptr(), flags, 0o644) };
+        (fd >= 0, std::io::Error::last_os_error())
+    };
+    let elsewhere = format!("{}/created-elsewhere", screenshots.display());
     match attempt {
+        "create-elsewhere" => {
+            println!(
+                "created: {:?}",
+                create(libc::AT_FDCWD, &elsewhere, ctrl_s_flags)
+            );
+        }
+        "create-elsewhere-old-flags" => {
+            println!(
+                "created: {:?}",
+                create(libc::AT_FDCWD, &elsewhere, old_flags)
+            );
+        }
+        "create-in-directory" => {
+            let dir = std::os::fd::AsRawFd::as_raw_fd(&screenshots_dir);
+            let (new, _) = create(dir, "new", ctrl_s_flags);
+            println!("created new: {new}");
+            let (existing, error) = create(dir, "existing", ctrl_s_flags);
+            println!("created existing: {existing} ({error})");
+        }
         // SAFETY: an ioctl on stdin with no argument; the filter stops it before the kernel
         // would look at it.
         "KVM_RUN" => unsafe {
@@ -192,7 +278,11 @@ fn filtered_child() {
                 std::env::temp_dir().join(format!("mini-kvm-seccomp-{}", std::process::id()));
             println!("opened: {:?}", std::fs::File::create(path));
         }
-        _ => println!("opened: {:?}", std::fs::File::open("/etc/hostname")),
+        // (Not the File's Debug: it reads the descriptor's link in /proc, a call of its own.)
+        _ => match std::fs::File::open("/etc/hostname") {
+            Ok(_) => println!("opened /etc/hostname"),
+            Err(error) => println!("open of /etc/hostname refused: {error:?}"),
+        },
     }
 }
 

@@ -91,23 +91,30 @@ struct Programs {
 
 impl Programs {
     fn write() -> Result<Programs, BenchError> {
-        let dir = std::env::temp_dir().join(format!("mini-kvm-bench-{}", std::process::id()));
+        Programs::write_in(&std::env::temp_dir())
+    }
+
+    fn write_in(parent: &Path) -> Result<Programs, BenchError> {
         // The paths go on command lines as text (the `expect`s on `to_str` rely on this check).
-        if dir.to_str().is_none() {
+        if parent.to_str().is_none() {
             return Err(BenchError::Setup(
                 "the temporary directory's path is not UTF-8: set TMPDIR to a plain path",
             ));
         }
-        std::fs::create_dir_all(&dir)?;
+        // A new directory of our own: the files are written inside it without further checks.
+        // (Made a `Programs` at once, so that its drop removes the directory on any error.)
+        let programs = Programs {
+            dir: private_temp_dir(parent, "mini-kvm-bench-")?,
+        };
         for (name, image) in BENCH_GUESTS {
             let extension = if image.starts_with(b"\x7fELF") {
                 "elf"
             } else {
                 "bin"
             };
-            std::fs::write(dir.join(format!("{name}.{extension}")), image)?;
+            std::fs::write(programs.path(&format!("{name}.{extension}")), image)?;
         }
-        Ok(Programs { dir })
+        Ok(programs)
     }
 
     fn path(&self, file: &str) -> PathBuf {
@@ -121,6 +128,25 @@ impl Programs {
             .map(|(_, image)| *image)
             .expect("build.rs builds every benchmark guest")
     }
+}
+
+/// Makes a new directory in `parent` (/tmp, shared with every user), named `PREFIX` and six
+/// random characters, mode 0700: `mkdtemp` fails rather than take a name that exists, so no
+/// other user can have made it in advance (with links in it to the runner's files), nor look
+/// into it.
+fn private_temp_dir(parent: &Path, prefix: &str) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut template = parent
+        .join(format!("{prefix}XXXXXX"))
+        .into_os_string()
+        .into_vec();
+    template.push(0);
+    // SAFETY: a NUL-terminated buffer that mkdtemp rewrites in place (the Xs), nothing longer.
+    if unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) }.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    template.pop();
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&template)))
 }
 
 impl Drop for Programs {
@@ -638,4 +664,56 @@ fn exit_counts() -> Vec<Row> {
             Row::new("exits per built-in guest", guest.name, "exits", figure)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A directory of the test's own, made world-writable and sticky like /tmp.
+    fn shared_tmp() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mini-kvm-bench-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_directory_another_user_made_in_advance_is_not_used() {
+        // The attack: another local user (uid 65534, nobody) guesses the name of the bench's
+        // directory and makes it first, with a link where a benchmark program goes, to a file
+        // of the user who runs the bench.
+        let tmp = shared_tmp();
+        let victim = tmp.join("victim");
+        std::fs::write(&victim, b"the runner's file").unwrap();
+        let planted = tmp.join(format!("mini-kvm-bench-{}", std::process::id()));
+        std::fs::create_dir(&planted).unwrap();
+        std::os::unix::fs::symlink(&victim, planted.join("exits.bin")).unwrap();
+        let is_root = unsafe { libc::getuid() } == 0;
+        if is_root {
+            std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+            std::os::unix::fs::lchown(planted.join("exits.bin"), Some(65534), Some(65534)).unwrap();
+        }
+
+        let programs = Programs::write_in(&tmp).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"the runner's file");
+        assert_ne!(programs.dir, planted);
+        // The bench's directory is new, the runner's, and private to them.
+        let metadata = std::fs::symlink_metadata(&programs.dir).unwrap();
+        assert!(metadata.is_dir());
+        assert_eq!(metadata.uid(), unsafe { libc::getuid() });
+        assert_eq!(metadata.mode() & 0o7777, 0o700);
+        assert_eq!(
+            std::fs::read(programs.path("exits.bin")).unwrap(),
+            Programs::image("exits")
+        );
+        // And it goes at the end; the planted one is left as it was.
+        let dir = programs.dir.clone();
+        drop(programs);
+        assert!(!dir.exists());
+        assert!(planted.join("exits.bin").is_symlink());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

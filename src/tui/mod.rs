@@ -15,6 +15,7 @@
 //! status 129: there is nothing to restore.
 
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -152,6 +153,20 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             }
         })
         .collect();
+    // Ctrl-S (--display only) saves in the current directory, opened now, before the filters
+    // are built: the view's filter lets it create new files only relative to this descriptor
+    // (docs/security.md says what seccomp cannot see: the name).
+    let screenshots = if config.display {
+        std::fs::File::open(".")
+            .map_err(|error| format!("cannot open the current directory: {error}"))
+    } else {
+        Err("no display".to_string())
+    };
+    if config.seccomp
+        && let Ok(directory) = &screenshots
+    {
+        seccomp::allow_creating_screenshots_in(directory.as_fd())?;
+    }
     // --gdb and --tui do not go together (the command line refuses them).
     let group = Group::create(config, consoles, &|_, _| Ok(None))?;
     let displays = group.displays();
@@ -210,7 +225,7 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
             return Err(error);
         }
     }
-    let view = interact(&mut terminal, &mut panes);
+    let view = interact(&mut terminal, &mut panes, screenshots.as_ref());
     cancel.store(true, Ordering::Release);
     let results = running.join();
     ratatui::restore();
@@ -219,7 +234,11 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
 }
 
 /// The event loop: draw, then handle keys, until the user quits or a signal arrives.
-fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()> {
+fn interact(
+    terminal: &mut DefaultTerminal,
+    panes: &mut [Pane],
+    screenshots: Result<&std::fs::File, &String>,
+) -> io::Result<()> {
     let mut focus = 0;
     // Pictures through the kitty graphics protocol, where the terminal shows them; and what was
     // last sent for each pane (the screen's generation, and where), to send only what changed.
@@ -264,7 +283,11 @@ fn interact(terminal: &mut DefaultTerminal, panes: &mut [Pane]) -> io::Result<()
             KeyCode::Char('d') if ctrl => pane.input.close(),
             KeyCode::Char('s') if ctrl && pane.display.is_some() => {
                 let view = pane.display.as_ref().and_then(DisplayWatch::view);
-                notice = Some(match view.map(|view| screen::save(&pane.name, view)) {
+                let save = |view| match screenshots {
+                    Ok(directory) => screen::save(directory.as_fd(), &pane.name, view),
+                    Err(error) => Err(error.clone()),
+                };
+                notice = Some(match view.map(save) {
                     Some(Ok(file)) => format!("saved {file}"),
                     Some(Err(error)) => format!("no screenshot: {error}"),
                     None => "no screenshot: nothing drawn yet".to_string(),

@@ -5,7 +5,10 @@
 //! terminal that shows images through the kitty graphics protocol (kitty, WezTerm, Ghostty), the
 //! framebuffer goes to the terminal as an image instead, pixel for pixel.
 
+use std::ffi::CString;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -13,6 +16,7 @@ use ratatui::style::{Color, Modifier, Style};
 
 use crate::devices::display::vga_text::{COLUMNS, ROWS, Screen, cp437};
 use crate::devices::display::{Picture, View};
+use crate::vmm::seccomp::SCREENSHOT_OPEN_FLAGS;
 
 /// The VGA's 16 colours as the terminal's 16 (VGA counts blue as 1, ANSI counts red as 1). The
 /// terminal's own palette decides the exact shades, as it does for every program.
@@ -103,11 +107,13 @@ fn base64(bytes: &[u8]) -> Vec<u8> {
 /// The most screenshots of one guest in one directory (NAME-screen-1 ... NAME-screen-999).
 const MAX_SCREENSHOTS: u32 = 999;
 
-/// Saves `view` in the current directory (Ctrl-S): a framebuffer as NAME-screen-N.png, a text
-/// screen as NAME-screen-N.txt in `--screen-dump`'s format, N the first number not taken. Files
-/// are only ever created, never overwritten: the view's seccomp filter allows `openat` with
-/// `O_WRONLY | O_CREAT | O_EXCL` and no other way to write a file. Returns the file's name.
-pub fn save(guest: &str, view: &View) -> Result<String, String> {
+/// Saves `view` in `directory`, the current directory opened when the view started (Ctrl-S):
+/// a framebuffer as NAME-screen-N.png, a text screen as NAME-screen-N.txt in `--screen-dump`'s
+/// format, N the first number not taken. Files are only ever created, never overwritten and
+/// never through a link: the view's seccomp filter allows `openat` in that directory with
+/// [`SCREENSHOT_OPEN_FLAGS`] (`O_EXCL | O_NOFOLLOW`) and no other way to write a file.
+/// Returns the file's name.
+pub fn save(directory: BorrowedFd, guest: &str, view: &View) -> Result<String, String> {
     let (extension, bytes) = match view {
         View::Text(screen) => ("txt", screen.dump().into_bytes()),
         View::Graphics(picture) => ("png", picture.png()),
@@ -128,21 +134,29 @@ pub fn save(guest: &str, view: &View) -> Result<String, String> {
         .collect();
     for number in 1..=MAX_SCREENSHOTS {
         let name = format!("{base}-screen-{number}.{extension}");
-        // Write-only (File::create_new would open it for reading too: other flags).
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&name)
-        {
-            Ok(mut file) => {
-                return file
-                    .write_all(&bytes)
-                    .map(|()| name.clone())
-                    .map_err(|error| format!("cannot write {name}: {error}"));
+        let c_name = CString::new(name.as_bytes()).map_err(|_| format!("bad name {name}"))?;
+        // SAFETY: an open directory and a NUL-terminated name; the descriptor returned is ours.
+        let fd = unsafe {
+            libc::openat(
+                directory.as_raw_fd(),
+                c_name.as_ptr(),
+                SCREENSHOT_OPEN_FLAGS,
+                0o644 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                continue;
             }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(format!("cannot create {name}: {error}")),
+            return Err(format!("cannot create {name}: {error}"));
         }
+        // SAFETY: a descriptor just opened, owned by nobody else.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        return file
+            .write_all(&bytes)
+            .map(|()| name.clone())
+            .map_err(|error| format!("cannot write {name}: {error}"));
     }
     Err(format!("{base}-screen-1 to -{MAX_SCREENSHOTS} all exist"))
 }

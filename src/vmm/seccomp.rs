@@ -10,9 +10,14 @@
 //!   register reads of a report;
 //! - `events-NAME`: [`Role::EventLoop`], `epoll_wait`/`epoll_ctl` and `read` (stdin, eventfds);
 //! - the thread that waits for several guests: [`Role::Waiter`], nothing but its report;
-//! - the `--tui` and `--display` view: [`Role::Terminal`], what crossterm needs (a read-only
-//!   `openat` of `/dev/tty` each frame, its epoll and its SIGWINCH socket pair),
-//!   `KVM_GET_DIRTY_LOG` for the screen, and an `openat` that only creates (Ctrl-S);
+//! - the `--tui` and `--display` view: [`Role::Terminal`], what crossterm needs (its epoll and
+//!   its SIGWINCH socket pair; its read-only `openat` of `/dev/tty` each frame fails with
+//!   EACCES, through a second filter, and it asks stdout instead), `KVM_GET_DIRTY_LOG` for the
+//!   screen, and an `openat` that only creates, in Ctrl-S's directory;
+//!
+//! Directories in which a thread may make files are granted before the filters are built
+//! ([`allow_creating_screenshots_in`], [`allow_replacing_files_in`]): the rules compare the
+//! calls' directory arguments with their descriptors.
 //!
 //! All of them may use memory, futexes, signals, clocks, `write`, `close` and `poll`.
 //!
@@ -26,7 +31,8 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::{Mutex, OnceLock};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -207,18 +213,16 @@ fn calls_with_arguments(role: Role) -> Vec<ArgumentRule> {
         allowed: vec![libc::F_GETFD as u64, libc::F_GETFL as u64],
     }];
     if role == Role::Terminal {
-        // crossterm opens /dev/tty read-only for every window-size query (each frame): an open
-        // with exactly these flags, which can neither create nor write a file. And Ctrl-S
-        // creates a screenshot write-only with O_EXCL, so it can create a file but never
-        // open one that exists (src/tui/screen.rs).
+        // crossterm opens /dev/tty read-only for every window-size query (each frame): an
+        // open with exactly these flags, allowed here only to be refused with EACCES by the
+        // view's second filter ([`build_refusals`]), so that crossterm asks stdout instead
+        // (a forbidden call would end the process). No other flags: Ctrl-S's own creating
+        // `openat` is allowed only in its directory ([`calls_in_granted_directories`]).
         calls.push(ArgumentRule {
             call: libc::SYS_openat,
             argument: 2,
             width: SeccompCmpArgLen::Dword,
-            allowed: vec![
-                (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC) as u64,
-            ],
+            allowed: vec![READ_ONLY_OPEN_FLAGS as u64],
         });
         // The SIGWINCH handler's wake-up: a send on its connected socket (no address; and no
         // thread may create or connect a socket).
@@ -228,6 +232,44 @@ fn calls_with_arguments(role: Role) -> Vec<ArgumentRule> {
             width: SeccompCmpArgLen::Qword,
             allowed: vec![0],
         });
+    }
+    calls
+}
+
+/// The flags of crossterm's read-only open of /dev/tty (and of Rust's `File::open`).
+const READ_ONLY_OPEN_FLAGS: i32 = libc::O_RDONLY | libc::O_CLOEXEC;
+
+/// The flags Ctrl-S creates a screenshot with (src/tui/screen.rs), the one `openat` that
+/// writes which the view may make: a new file only (`O_EXCL`), never through a link
+/// (`O_NOFOLLOW`; `O_EXCL` refuses one already).
+pub const SCREENSHOT_OPEN_FLAGS: i32 =
+    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+
+/// Calls a role may make only in a directory it was granted ([`Grants`]): for each, the
+/// `(argument, value)` pairs that must all hold (one rule each; any matching rule allows).
+fn calls_in_granted_directories(role: Role, grants: &Grants) -> Vec<(i64, Vec<(u8, u64)>)> {
+    let mut calls = Vec::new();
+    if role == Role::Terminal
+        && let Some(directory) = grants.screenshots
+    {
+        calls.push((
+            libc::SYS_openat,
+            vec![(0, directory as u64), (2, SCREENSHOT_OPEN_FLAGS as u64)],
+        ));
+    }
+    // The thread that ends a one-guest run: vCPU 0's, or with the view, the view's.
+    if matches!(role, Role::Vcpu | Role::Terminal) {
+        for &directory in &grants.replacements {
+            let directory = directory as u64;
+            // renameat2(directory, new, directory, target, 0): within the directory, no
+            // flags (no RENAME_EXCHANGE, no RENAME_WHITEOUT).
+            calls.push((
+                libc::SYS_renameat2,
+                vec![(0, directory), (2, directory), (4, 0)],
+            ));
+            // unlinkat(directory, new, 0): a file, not a directory.
+            calls.push((libc::SYS_unlinkat, vec![(0, directory), (2, 0)]));
+        }
     }
     calls
 }
@@ -258,7 +300,7 @@ fn ioctls(role: Role) -> Vec<u64> {
 }
 
 /// The filter of one role, compiled to BPF.
-fn build(role: Role) -> Result<BpfProgram, SeccompError> {
+fn build(role: Role, grants: &Grants) -> Result<BpfProgram, SeccompError> {
     let build_error = |error: &dyn std::fmt::Display| SeccompError::Build(error.to_string());
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
         .iter()
@@ -289,7 +331,18 @@ fn build(role: Role) -> Result<BpfProgram, SeccompError> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| build_error(&e))?;
-        rules.insert(rule.call, call_rules);
+        rules.entry(rule.call).or_default().extend(call_rules);
+    }
+    for (call, arguments) in calls_in_granted_directories(role, grants) {
+        let conditions = arguments
+            .into_iter()
+            .map(|(argument, value)| {
+                SeccompCondition::new(argument, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| build_error(&e))?;
+        let rule = SeccompRule::new(conditions).map_err(|e| build_error(&e))?;
+        rules.entry(call).or_default().push(rule);
     }
     let filter = SeccompFilter::new(
         rules,
@@ -303,24 +356,105 @@ fn build(role: Role) -> Result<BpfProgram, SeccompError> {
         .map_err(|e: seccompiler::BackendError| build_error(&e))
 }
 
+/// The view's second filter, installed before its main one: what the main filter lets through
+/// only so that it fails with an error instead of ending the process. An `openat` with
+/// crossterm's read-only flags gets EACCES (crossterm then takes the window size from stdout,
+/// which the view requires to be the terminal); everything else passes on to the main filter.
+/// (The kernel runs both filters and takes the stricter answer: a trap beats an error.)
+fn build_refusals() -> Result<BpfProgram, SeccompError> {
+    let build_error = |error: &dyn std::fmt::Display| SeccompError::Build(error.to_string());
+    let read_only = SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Eq,
+        READ_ONLY_OPEN_FLAGS as u64,
+    )
+    .and_then(|condition| SeccompRule::new(vec![condition]))
+    .map_err(|e| build_error(&e))?;
+    let filter = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_openat, vec![read_only])]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(|e| build_error(&e))?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| build_error(&e))
+}
+
+/// Directories in which filtered threads may make files: given (as open descriptors, kept open
+/// for the rest of the run) before the filters are built, and compared with the directory
+/// argument of the calls. The names themselves are out of reach: seccomp sees only the
+/// pointer.
+#[derive(Default)]
+struct Grants {
+    /// Ctrl-S's directory: the view ([`Role::Terminal`]) may create new files in it.
+    screenshots: Option<RawFd>,
+    /// `--screen-dump`'s and `--screenshot`'s directories: the thread that ends the run (vCPU
+    /// 0's, [`Role::Vcpu`], or the view's) renames a new file over the target in them, or
+    /// removes it when the run failed (src/output_file.rs).
+    replacements: Vec<RawFd>,
+}
+
+static GRANTS: Mutex<Grants> = Mutex::new(Grants {
+    screenshots: None,
+    replacements: Vec::new(),
+});
+
+/// The filters, once built (the first [`prepare`] or [`install`] builds them).
+static FILTERS: OnceLock<Result<Filters, String>> = OnceLock::new();
+
+/// Grants a change of the filters before they are built; after, a grant would come too late
+/// (a bug in mini-kvm's order of set-up).
+fn grant(change: impl FnOnce(&mut Grants)) -> Result<(), SeccompError> {
+    if FILTERS.get().is_some() {
+        return Err(SeccompError::Build(
+            "a directory was granted after the filters were built".into(),
+        ));
+    }
+    change(&mut GRANTS.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(())
+}
+
+/// Lets the view's thread create new files in `directory` (Ctrl-S): `openat(directory, NAME,
+/// O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC)` and no other `openat` that writes. The
+/// descriptor must stay open while the filters are in force.
+pub fn allow_creating_screenshots_in(directory: BorrowedFd) -> Result<(), SeccompError> {
+    grant(|grants| grants.screenshots = Some(directory.as_raw_fd()))
+}
+
+/// Lets the thread that ends the run (vCPU 0's, or the view's) rename a file within
+/// `directory`, or remove one in it (`renameat2` and `unlinkat` with `directory` as every
+/// directory argument and no flags): how an `OutputFile` (src/output_file.rs)
+/// written at the end of a run replaces its target. The descriptor must stay open while the
+/// filters are in force.
+pub fn allow_replacing_files_in(directory: BorrowedFd) -> Result<(), SeccompError> {
+    grant(|grants| grants.replacements.push(directory.as_raw_fd()))
+}
+
 /// The filters, built once per process.
 struct Filters {
     vcpu: BpfProgram,
     event_loop: BpfProgram,
     waiter: BpfProgram,
     terminal: BpfProgram,
+    /// Installed on the view's thread before `terminal` ([`build_refusals`]).
+    terminal_refusals: BpfProgram,
     debugger: BpfProgram,
 }
 
 fn filters() -> Result<&'static Filters, SeccompError> {
-    static FILTERS: OnceLock<Result<Filters, String>> = OnceLock::new();
     let built = FILTERS.get_or_init(|| {
+        let grants = GRANTS.lock().unwrap_or_else(|p| p.into_inner());
+        let build = |role| build(role, &grants).map_err(|e| e.to_string());
         Ok(Filters {
-            vcpu: build(Role::Vcpu).map_err(|e| e.to_string())?,
-            event_loop: build(Role::EventLoop).map_err(|e| e.to_string())?,
-            waiter: build(Role::Waiter).map_err(|e| e.to_string())?,
-            terminal: build(Role::Terminal).map_err(|e| e.to_string())?,
-            debugger: build(Role::Debugger).map_err(|e| e.to_string())?,
+            vcpu: build(Role::Vcpu)?,
+            event_loop: build(Role::EventLoop)?,
+            waiter: build(Role::Waiter)?,
+            terminal: build(Role::Terminal)?,
+            terminal_refusals: build_refusals().map_err(|e| e.to_string())?,
+            debugger: build(Role::Debugger)?,
         })
     });
     built.as_ref().map_err(|e| SeccompError::Build(e.clone()))
@@ -360,6 +494,14 @@ pub fn prepare() -> Result<(), SeccompError> {
 pub fn install(role: Role) -> Result<(), SeccompError> {
     let all = filters()?;
     install_sigsys_handler();
+    let install_error = |source| SeccompError::Install {
+        role: role.name(),
+        source,
+    };
+    if role == Role::Terminal {
+        // First: once the main filter is in, installing another is a forbidden call.
+        seccompiler::apply_filter(&all.terminal_refusals).map_err(install_error)?;
+    }
     let program = match role {
         Role::Vcpu => &all.vcpu,
         Role::EventLoop => &all.event_loop,
@@ -367,10 +509,7 @@ pub fn install(role: Role) -> Result<(), SeccompError> {
         Role::Terminal => &all.terminal,
         Role::Debugger => &all.debugger,
     };
-    seccompiler::apply_filter(program).map_err(|source| SeccompError::Install {
-        role: role.name(),
-        source,
-    })?;
+    seccompiler::apply_filter(program).map_err(install_error)?;
     THREAD_ROLE.with(|name| name.set(role.name()));
     Ok(())
 }
@@ -521,6 +660,10 @@ fn syscall_name(call: i64) -> &'static str {
         (libc::SYS_ioctl, "ioctl"),
         (libc::SYS_unlink, "unlink"),
         (libc::SYS_unlinkat, "unlinkat"),
+        (libc::SYS_rename, "rename"),
+        (libc::SYS_renameat, "renameat"),
+        (libc::SYS_renameat2, "renameat2"),
+        (libc::SYS_linkat, "linkat"),
         (libc::SYS_execve, "execve"),
         (libc::SYS_execveat, "execveat"),
         (libc::SYS_fork, "fork"),
@@ -563,9 +706,18 @@ mod tests {
 
     #[test]
     fn every_role_builds() {
+        let grants = Grants {
+            screenshots: Some(3),
+            replacements: vec![4, 5],
+        };
         for role in [Role::Vcpu, Role::EventLoop, Role::Waiter, Role::Terminal] {
-            assert!(!build(role).unwrap().is_empty(), "{role:?}");
+            assert!(
+                !build(role, &Grants::default()).unwrap().is_empty(),
+                "{role:?}"
+            );
+            assert!(!build(role, &grants).unwrap().is_empty(), "{role:?}");
         }
+        assert!(!build_refusals().unwrap().is_empty());
     }
 
     #[test]
