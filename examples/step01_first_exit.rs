@@ -55,7 +55,9 @@ fn run() -> Result<(), String> {
         other => return Err(format!("the guest stopped with {other:?}, not at hlt")),
     }
     let regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-    let sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    let sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
     println!(
         "[vmm] VM exit: KVM_EXIT_HLT at {:04x}:{:04x}",
         sregs.cs.selector, regs.rip

@@ -60,8 +60,8 @@ const GUEST: &[u8] = &[
     0xbb, 0x00, 0x00, //       mov $0, %bx
     0xb0, 0x00, //             mov $0, %al
     0xee, //                   out %al, (%dx)      EXIT(0): the VMM does not come back
-    b'H', b'e', b'l', b'l', b'o', b' ', b'f', b'r', b'o', b'm', b' ', b'p', b'o', b'r', b't',
-    b' ', b'I', b'/', b'O', b'!', b'\n', 0, // message
+    b'H', b'e', b'l', b'l', b'o', b' ', b'f', b'r', b'o', b'm', b' ', b'p', b'o', b'r', b't', b' ',
+    b'I', b'/', b'O', b'!', b'\n', 0, // message
 ];
 
 fn main() -> ExitCode {

@@ -68,8 +68,8 @@ const GUEST: &[u8] = &[
     0x31, 0xdb, //             xor %bx, %bx
     0xb0, 0x00, //             mov $0, %al
     0xee, //                   out %al, (%dx)      EXIT(0)
-    b'H', b'e', b'l', b'l', b'o', b' ', b'f', b'r', b'o', b'm', b' ', b's', b'l', b'o', b't',
-    b' ', b'1', b'!', b'\n', // message, 19 bytes
+    b'H', b'e', b'l', b'l', b'o', b' ', b'f', b'r', b'o', b'm', b' ', b's', b'l', b'o', b't', b' ',
+    b'1', b'!', b'\n', // message, 19 bytes
 ];
 
 fn main() -> ExitCode {
@@ -115,7 +115,10 @@ fn print_memory_map() {
     ];
     for ((start, len), what) in ranges {
         let end = start + len as u64 - 1;
-        println!("[vmm]   {start:#07x}-{end:#07x} {:>4} KiB  {what}", len / 1024);
+        println!(
+            "[vmm]   {start:#07x}-{end:#07x} {:>4} KiB  {what}",
+            len / 1024
+        );
     }
 }
 
