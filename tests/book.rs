@@ -69,6 +69,21 @@ Hello from slot 1!
 ",
         status: 0,
     },
+    Step {
+        name: "step04_protected_mode",
+        chapter: "ch04-protected-mode.md",
+        stdout: "\
+[vmm] vCPU 0: CR0 = 0x11, CS = 0x08 (base 0x0, limit 0xffffffff, 32-bit), EIP = 0x10000
+[vmm] guest-physical memory:
+[vmm]   0x000000-0x01ffff  128 KiB  slot 0, RAM: the GDT at 0x1000, the program at 0x10000
+[vmm]   0x020000-0x0fffff  896 KiB  no slot: an access is an MMIO exit
+[vmm]   0x100000-0x100fff    4 KiB  slot 1, RAM: above 1 MiB, out of real mode's reach
+Hello from protected mode, at 1 MiB!
+4000000000
+[vmm] the guest called EXIT(0) after 4 VM exits
+",
+        status: 0,
+    },
 ];
 
 fn repo() -> &'static Path {
