@@ -493,3 +493,30 @@ fn the_readme_points_to_the_book() {
         "{paragraph}"
     );
 }
+
+#[test]
+fn every_diagram_is_an_svg_file_that_a_chapter_shows() {
+    let texts: Vec<String> = chapters().iter().map(|path| read(path)).collect();
+    let mut diagrams = 0;
+    for entry in fs::read_dir(book_src().join("images")).expect("book/src/images exists") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(".svg"), "{name}: diagrams are SVG files");
+        let svg = read(&path);
+        // Hand-written SVG: one root element, and a title for screen readers and tooltips.
+        assert!(
+            svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{name}"
+        );
+        assert!(svg.trim_end().ends_with("</svg>"), "{name}");
+        assert!(svg.contains("<title>"), "{name} has no <title>");
+        assert!(
+            texts
+                .iter()
+                .any(|text| text.contains(&format!("](images/{name})"))),
+            "no chapter shows {name}"
+        );
+        diagrams += 1;
+    }
+    assert!(diagrams > 0);
+}
