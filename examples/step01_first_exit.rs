@@ -21,7 +21,7 @@ const GUEST: &[u8] = &[
     0xb0, 0x06, // mov $6, %al
     0xb3, 0x07, // mov $7, %bl
     0xf6, 0xe3, // mul %bl     AX = AL × BL
-    0xf4, //       hlt         interrupts are off, so nothing would wake the CPU: KVM_EXIT_HLT
+    0xf4, //       hlt         wait for an interrupt; KVM leaves that to us: KVM_EXIT_HLT
 ];
 
 fn main() -> ExitCode {
