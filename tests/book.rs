@@ -12,8 +12,11 @@
 //! block, are its output (stdout), compared line by line. The one command a transcript may run
 //! is `cargo run --quiet --example NAME`, which the test runs as the example binary cargo has
 //! built. Where the output varies from run to run, the book writes `…` (U+2026): in an expected
-//! line, it stands for any text within that line. Any other command fails the test, so that
-//! nothing in a transcript goes unchecked.
+//! line, it stands for any text within that line. Any other command fails the test, and so does
+//! a `$ ` line in any other kind of block, so that nothing shown as a transcript goes unchecked.
+//!
+//! Each step's chapter also has the book's shape: the concept, the step, what you should see,
+//! what to read, where mini-kvm does this, and exercises graded easy, medium and hard.
 //!
 //! The steps are built by `cargo build --examples`, which a full `cargo test` does on its way.
 //! With `cargo test --test book` alone, build them first: a step older than its source fails
@@ -192,6 +195,12 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
             continue;
         }
         if !in_console {
+            // A command with its output outside a console block would go unchecked.
+            assert!(
+                !(in_other_block && line.starts_with("$ ")),
+                "{file}:{}: a `$ ` command outside a ```console block",
+                index + 1
+            );
             continue;
         }
         if let Some(command) = line.strip_prefix("$ ") {
@@ -288,8 +297,13 @@ fn every_transcript_is_the_real_output() {
 #[test]
 fn the_transcript_format_catches_differences() {
     let text = "Intro.\n\n```console\n$ cargo run --quiet --example step01_first_exit\n\
-                one\ntwo … three\n```\n\n```sh\n$ not a transcript\n```\n";
+                one\ntwo … three\n```\n\n```sh\ncargo build  # not a transcript\n```\n";
     let found = transcripts("t.md", text);
+    let hidden = std::panic::catch_unwind(|| transcripts("t.md", "```text\n$ ls\n```\n"));
+    assert!(
+        hidden.is_err(),
+        "a $ command in a text block must be refused"
+    );
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].line, 4);
     assert_eq!(transcript_step(&found[0]), "step01_first_exit");
@@ -519,4 +533,41 @@ fn every_diagram_is_an_svg_file_that_a_chapter_shows() {
         diagrams += 1;
     }
     assert!(diagrams > 0);
+}
+
+#[test]
+fn every_step_chapter_has_the_shape_of_the_book() {
+    let sections = [
+        "## The concept",
+        "## The step",
+        "## What you should see",
+        "## What to read",
+        "## Where mini-kvm does this",
+        "## Exercises",
+    ];
+    for step in STEPS {
+        let text = read(&book_src().join(step.chapter));
+        let mut last = 0;
+        for section in sections {
+            let at = text
+                .find(&format!("\n{section}\n"))
+                .unwrap_or_else(|| panic!("{} has no \"{section}\"", step.chapter));
+            assert!(at > last, "{}: \"{section}\" is out of order", step.chapter);
+            last = at;
+        }
+        let exercises = &text[last..];
+        for grade in ["*Easy.*", "*Medium.*", "*Hard.*"] {
+            assert!(
+                exercises.contains(grade),
+                "{}: no {grade} exercise",
+                step.chapter
+            );
+        }
+        let summary = read(&book_src().join("SUMMARY.md"));
+        assert!(
+            summary.contains(&format!("]({})", step.chapter)),
+            "SUMMARY.md does not list {}",
+            step.chapter
+        );
+    }
 }
