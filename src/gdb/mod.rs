@@ -88,6 +88,14 @@ impl DebugStub for GdbServer {
                 return;
             }
         };
+        // Every vCPU parks before its first instruction, each on its own thread: gdb's first
+        // questions (the threads, their registers) wait until they all have, or a secondary
+        // CPU still starting would answer "not stopped" (seen under load).
+        while !control.is_over()
+            && control
+                .wait_event(std::time::Duration::from_millis(50))
+                .is_none()
+        {}
         let wide = self.symbols_64bit || target.widest_mode == CpuMode::Long64;
         // One gdb per guest: the connection keeps the listener to turn the others away.
         connection.start_session(std::sync::Arc::clone(&control), listener, &target.name);
