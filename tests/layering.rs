@@ -16,7 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("loader", &["arch"]),
     ("config", &["arch", "loader"]),
     ("vmm", &["arch", "config", "console", "devices", "loader"]),
-    ("gdb", &["arch", "config", "vmm"]),
+    ("gdb", &["arch", "config", "console", "vmm"]),
     ("terminal", &["console"]),
     ("output_file", &[]),
     ("tui", &["config", "console", "devices", "vmm"]),
