@@ -598,11 +598,20 @@ fn bench(quick: bool, out: Option<&std::path::Path>) -> ExitCode {
     };
     print!("{}", report.table());
     if let Some(dir) = out {
-        let written = std::fs::create_dir_all(dir).and_then(|()| {
-            std::fs::write(dir.join("bench.md"), report.markdown())?;
-            std::fs::write(dir.join("bench.json"), report.json())?;
-            std::fs::write(dir.join("bench.svg"), report.svg())
-        });
+        // Each file as --screen-dump's: a new file renamed over the old, never through a link.
+        let written = std::fs::create_dir_all(dir)
+            .map_err(|error| error.to_string())
+            .and_then(|()| {
+                for (name, text) in [
+                    ("bench.md", report.markdown()),
+                    ("bench.json", report.json()),
+                    ("bench.svg", report.svg()),
+                ] {
+                    write_new_file(&dir.join(name), text.as_bytes())
+                        .map_err(|error| error.to_string())?;
+                }
+                Ok(())
+            });
         if let Err(error) = written {
             return fail(&format!(
                 "cannot write the results to {}: {error}",
