@@ -87,6 +87,43 @@ Hello from protected mode, at 1 MiB!
 ",
         status: 0,
     },
+    Step {
+        name: "step05_long_mode",
+        chapter: "ch05-long-mode.md",
+        stdout: "\
+[vmm] vCPU 0: CR0 = 0x80000011, CR3 = 0x2000, CR4 = 0x20, EFER = 0x500
+[vmm] vCPU 0: CS = 0x08 (64-bit), RIP = 0x10000
+[vmm] guest-physical memory:
+[vmm]   0x000000-0x01ffff  128 KiB  slot 0, RAM: GDT 0x1000, page tables 0x2000, program 0x10000
+[vmm]   0x020000-0x0fffff  896 KiB  no slot: an access is an MMIO exit
+[vmm]   0x100000-0x100fff    4 KiB  slot 1, RAM: also at virtual 0x40100000
+[vmm] WRITE: virtual 0x40100000 is guest-physical 0x100000
+Hello from long mode, through the alias at 1 GiB!
+10000000000000000000
+[vmm] the guest called EXIT(0) after 4 VM exits
+",
+        status: 0,
+    },
+    Step {
+        name: "step06_interrupts",
+        chapter: "ch06-interrupts.md",
+        stdout: "\
+[vmm] in the kernel: PIC, IOAPIC, local APIC (KVM_CREATE_IRQCHIP), PIT (KVM_CREATE_PIT2)
+[vmm] vCPU 0: CR0 = 0x80000011, CR3 = 0x2000, CR4 = 0x20, EFER = 0x500
+[vmm] vCPU 0: CS = 0x08 (64-bit), RIP = 0x10000
+[vmm] guest-physical memory:
+[vmm]   0x000000-0x01ffff  128 KiB  slot 0, RAM: GDT 0x1000, page tables 0x2000, IDT 0x5000
+[vmm]   0x020000-0x0fffff  896 KiB  no slot: an access is an MMIO exit
+[vmm]   0x100000-0x100fff    4 KiB  slot 1, RAM: also at virtual 0x40100000
+1
+2
+3
+4
+5
+[vmm] the guest called EXIT(0) after 11 VM exits
+",
+        status: 0,
+    },
 ];
 
 fn repo() -> &'static Path {
