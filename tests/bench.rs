@@ -104,7 +104,7 @@ fn a_temporary_directory_that_is_not_utf8_is_an_error_not_a_panic() {
     require_kvm();
     let tmpdir = std::ffi::OsStr::from_bytes(b"/tmp/\xff");
     let run = common::mini_kvm_with(
-        std::process::Command::new(common::mini_kvm_binary())
+        common::mini_kvm_command()
             .args(["bench", "--quick"])
             .env("TMPDIR", tmpdir),
         b"",

@@ -90,7 +90,7 @@ fn endless_loop_is_stopped_by_the_timeout() {
 fn a_guest_waiting_for_input_is_stopped_by_the_timeout() {
     // `echo` blocks in GETCHAR; its stdin is a pipe that stays open and never delivers a byte.
     require_kvm();
-    let mut child = std::process::Command::new(common::mini_kvm_binary())
+    let mut child = common::mini_kvm_command()
         .args(["run", "--timeout", "0.5", "echo"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -120,7 +120,7 @@ fn the_timeout_stops_guests_whose_stdout_nobody_reads() {
     // guests share the blocked stdout.
     require_kvm();
     let flood = test_guest("flood");
-    let mut child = std::process::Command::new(common::mini_kvm_binary())
+    let mut child = common::mini_kvm_command()
         .args(["run", "--timeout", "0.5"])
         .args([&flood, &flood, &flood])
         .stdin(std::process::Stdio::null())

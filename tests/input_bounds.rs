@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use common::{mini_kvm_binary, require_kvm, test_guest};
+use common::{mini_kvm_command, require_kvm, test_guest};
 
 /// Peak resident memory of the waited-for children so far, in KiB.
 fn children_peak_rss_kib() -> i64 {
@@ -29,7 +29,7 @@ fn children_peak_rss_kib() -> i64 {
 /// Runs a guest that reads input until `--timeout` with stdin from `source`; returns its
 /// status and stdout byte count.
 fn flood(guest: &str, args: &[&str], source: Stdio) -> (i32, usize) {
-    let mut child = Command::new(mini_kvm_binary())
+    let mut child = mini_kvm_command()
         .arg("run")
         .args(args)
         .arg(guest)
@@ -112,7 +112,7 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
     // 0.5 s --timeout. Now it goes out 64 KiB at a time, the pipe fills, and the timeout stops
     // the guest between chunks.
     let huge_write = test_guest("huge_write");
-    let mut child = Command::new(mini_kvm_binary())
+    let mut child = mini_kvm_command()
         .args([
             "run",
             "--mode",

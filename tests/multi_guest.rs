@@ -4,10 +4,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::terminal::TerminalSession;
-use common::{mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm, test_guest};
+use common::{mini_kvm, mini_kvm_command, mini_kvm_with, require_kvm, test_guest};
 
 /// The lines of guest `label` (e.g. "[2:counter]"), label stripped, each with its newline.
 fn lines_of(stdout: &str, label: &str) -> String {
@@ -192,7 +192,7 @@ fn a_guest_cannot_see_another_guests_memory() {
     // scan starts only after mark_ram has said "marked", and mark_ram spins until it is stopped,
     // so both guests' memories are live during the scan.
     require_kvm();
-    let mut child = Command::new(mini_kvm_binary())
+    let mut child = mini_kvm_command()
         // The timeout is only a watchdog: a broken run ends and the reads below fail.
         .args(["run", "--timeout", "60", "--input", "2"])
         .arg(test_guest("mark_ram"))
@@ -242,10 +242,7 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
         "{plain:?}"
     );
     // Not a terminal: no colour (the other tests' runs all check this too).
-    let piped = mini_kvm_with(
-        Command::new(mini_kvm_binary()).args(["run", "hello", "counter"]),
-        b"",
-    );
+    let piped = mini_kvm_with(mini_kvm_command().args(["run", "hello", "counter"]), b"");
     assert!(!piped.stdout_text().contains('\x1b'));
 }
 /// Runs mini-kvm on a real terminal and returns the screen, with its colours as escape

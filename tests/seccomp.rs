@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::terminal::TerminalSession;
-use common::{mini_kvm, mini_kvm_binary, require_kvm, test_guest};
+use common::{mini_kvm, mini_kvm_command, require_kvm, test_guest};
 use mini_kvm::vmm::seccomp::{self, Role, SECCOMP_EXIT_STATUS};
 
 /// The environment variable that makes `filtered_child` do its work (in a child process).
@@ -38,7 +38,7 @@ fn thread_modes(pid: u32) -> Vec<(&'static str, String)> {
 fn modes_while_running(extra_args: &[&str], expected: &str) -> Vec<(&'static str, String)> {
     require_kvm();
     let guest = test_guest("forever");
-    let mut child = Command::new(mini_kvm_binary())
+    let mut child = mini_kvm_command()
         .args(["run", "--timeout", "60", "--cpus", "2"])
         .args(extra_args)
         .arg(&guest)
@@ -267,7 +267,7 @@ fn all_thread_modes(pid: u32) -> Vec<(String, String)> {
 fn sixteen_guests_printing_endless_lines_end_at_their_timeout() {
     require_kvm();
     let guest = test_guest("write_no_newline");
-    let mut command = Command::new(mini_kvm_binary());
+    let mut command = mini_kvm_command();
     command.args(["run", "--mode", "protected", "--timeout", "2"]);
     for _ in 0..16 {
         command.arg(&guest);

@@ -8,7 +8,10 @@ use common::{assert_error, mini_kvm, require_kvm, test_guest};
 
 /// Whether `n` is prime (trial division, as the guest does it).
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// The exact output of `mini-kvm run --cpus N smp`: the 40 blocks of 100 numbers below 4000 are
@@ -175,7 +178,7 @@ fn a_trace_to_a_closed_stderr_does_not_hang_the_other_cpus() {
     require_kvm();
     // Once stderr's reader is gone, trace writes fail (EPIPE). They once panicked the vCPU that
     // wrote them, unannounced, while CPU 0 waited for it forever.
-    let mut child = std::process::Command::new(common::mini_kvm_binary())
+    let mut child = common::mini_kvm_command()
         .args(["run", "--verbose", "--cpus", "2", "smp"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
