@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use common::{mini_kvm_command, require_kvm, test_guest};
+use common::{mini_kvm_command, require_kvm, test_guest, wait_watched};
 
 /// Peak resident memory of the waited-for children so far, in KiB.
 fn children_peak_rss_kib() -> i64 {
@@ -27,7 +27,8 @@ fn children_peak_rss_kib() -> i64 {
 }
 
 /// Runs a guest that reads input until `--timeout` with stdin from `source`; returns its
-/// status and stdout byte count.
+/// status and stdout byte count. The regression this file guards against would make mini-kvm
+/// run past its timeout: the wait has a watchdog (common::WATCHDOG), which kills it and fails.
 fn flood(guest: &str, args: &[&str], source: Stdio) -> (i32, usize) {
     let mut child = mini_kvm_command()
         .arg("run")
@@ -38,17 +39,22 @@ fn flood(guest: &str, args: &[&str], source: Stdio) -> (i32, usize) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start mini-kvm");
-    let mut printed = 0;
     let mut stdout = child.stdout.take().unwrap();
-    let mut chunk = [0u8; 65536];
-    loop {
-        match stdout.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => printed += n,
+    // Read on another thread, so that the watchdog below runs even while nothing comes.
+    let reader = std::thread::spawn(move || {
+        let mut printed = 0;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break printed,
+                Ok(n) => printed += n,
+            }
         }
-    }
-    let status = child.wait().unwrap().code().unwrap_or(-1);
-    (status, printed)
+    });
+    let status = wait_watched(&mut child, &format!("mini-kvm run {args:?} {guest}"));
+    let printed = reader.join().unwrap();
+    // Killed by a signal: -1, which no assertion below accepts.
+    (status.code().unwrap_or(-1), printed)
 }
 
 #[test]
@@ -129,7 +135,7 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
         .spawn()
         .expect("start mini-kvm");
     let unread_stdout = child.stdout.take();
-    let status = child.wait().unwrap().code();
+    let status = wait_watched(&mut child, "mini-kvm run huge_write").code();
     drop(unread_stdout);
     assert_eq!(status, Some(124));
 

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// No single mini-kvm run in the tests should take anywhere near this long.
-const WATCHDOG: Duration = Duration::from_secs(120);
+pub const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// What a run printed and how it ended.
 pub struct Run {
@@ -237,6 +237,23 @@ pub fn run_watched(
             .unwrap_or_else(|| panic!("{command:?} killed by {status}")),
         stdout: stdout_reader.join().unwrap(),
         stderr: stderr_reader.join().unwrap(),
+    }
+}
+
+/// Waits for `child` (started with stdio of the test's own choosing) under the watchdog: a
+/// child still running after [`WATCHDOG`] is killed and the test fails, naming `what`.
+pub fn wait_watched(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        if started.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} hung for {WATCHDOG:?}: killed");
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
