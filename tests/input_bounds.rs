@@ -57,6 +57,58 @@ fn flood(guest: &str, args: &[&str], source: Stdio) -> (i32, usize) {
     (status.code().unwrap_or(-1), printed)
 }
 
+/// Like [`flood`] without a short `--timeout`: waits for an event, mini-kvm having printed at
+/// least `bytes`, then stops it with SIGTERM (under the watchdog, in case it never gets there).
+/// Returns the signal that ended it (`None`: it exited by itself) and its stdout byte count.
+fn flood_until(guest: &str, args: &[&str], source: Stdio, bytes: usize) -> (Option<i32>, usize) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = mini_kvm_command()
+        .args(["run", "--timeout", "600"])
+        .args(args)
+        .arg(guest)
+        .stdin(source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mini-kvm");
+    let mut stdout = child.stdout.take().unwrap();
+    let (enough, got_enough) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut printed = 0;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break printed,
+                Ok(n) => {
+                    printed += n;
+                    if printed >= bytes {
+                        let _ = enough.send(());
+                    }
+                }
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    loop {
+        if got_enough.try_recv().is_ok() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > common::WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mini-kvm run {args:?} {guest} printed less than {bytes} bytes in {:?}",
+                common::WATCHDOG
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: a signal to our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_watched(&mut child, &format!("mini-kvm run {args:?} {guest}"));
+    (status.signal(), reader.join().unwrap())
+}
+
 #[test]
 fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
     require_kvm();
@@ -97,22 +149,28 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
         .spawn()
         .expect("start yes");
     let pipe = yes.stdout.take().unwrap();
-    let (status, printed) = flood("echo", &["--timeout", "2"], pipe.into());
+    // Stopped once it has echoed 16 KiB, four times its input buffer: an event, not a time.
+    let (signal, printed) = flood_until("echo", &[], pipe.into(), 16 << 10);
     let _ = yes.kill();
     let _ = yes.wait();
-    assert_eq!(status, 124);
-    assert!(printed > 0, "echo printed nothing");
+    assert_eq!(
+        signal,
+        Some(libc::SIGTERM),
+        "echo ended before it echoed 16 KiB"
+    );
+    assert!(printed >= 16 << 10, "echo printed {printed} bytes");
 
     // Labelled output (two guests) from a guest that never ends its line: once 1.6 GB in a
-    // second, now cut every 64 KiB.
+    // second, now cut every 64 KiB. Stopped once three cuts' worth is out.
     let endless = test_guest("no_newline");
-    let (status, printed) = flood(
+    let (signal, printed) = flood_until(
         "hello",
-        &["--timeout", "2", endless.to_str().unwrap()],
+        &[endless.to_str().unwrap()],
         Stdio::null(),
+        3 << 16,
     );
-    assert_eq!(status, 124);
-    assert!(printed > 65536, "only {printed} bytes printed");
+    assert_eq!(signal, Some(libc::SIGTERM), "no_newline ended by itself");
+    assert!(printed >= 3 << 16, "only {printed} bytes printed");
 
     // One WRITE hypercall of 1.5 GiB into a stdout nobody reads: once 4.7 GB and 20 s past a
     // 0.5 s --timeout. Now it goes out 64 KiB at a time, the pipe fills, and the timeout stops
