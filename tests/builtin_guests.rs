@@ -116,26 +116,31 @@ fn list_names_every_builtin_guest() {
         .lines()
         .map(|line| line.split_whitespace().next().unwrap_or("").to_string())
         .collect();
-    for name in [
-        "os",
-        "counter",
-        "echo",
-        "fibonacci",
-        "hctest",
-        "hello",
-        "matrix",
-        "minimal",
-        "multiplication",
-        "multiplication_short",
-        "smp",
-        "vga_text",
-        "mandelbrot",
-    ] {
-        assert!(
-            names.contains(&name.to_string()),
-            "{name} missing: {names:?}"
-        );
-    }
+    // Every built-in guest, in the order `list` gives them, and nothing else.
+    assert_eq!(
+        names,
+        [
+            "os",
+            "counter",
+            "echo",
+            "fibonacci",
+            "hctest",
+            "hello",
+            "matrix",
+            "minimal",
+            "multiplication",
+            "multiplication_short",
+            "vga_text",
+            "interrupts",
+            "mandelbrot",
+            "pm_hello",
+            "pm_paging",
+            "smp",
+            "long_hello",
+        ],
+        "{run:?}"
+    );
+    assert_eq!(run.stderr, "", "{run:?}");
     // Each line says what the guest demonstrates.
     for line in run.stdout_text().lines() {
         assert!(line.split_whitespace().count() > 2, "no summary: {line:?}");

@@ -107,10 +107,13 @@ fn a_guest_waiting_for_input_is_stopped_by_the_timeout() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(124), "{stderr}");
     assert!(
-        stderr
-            .contains("mini-kvm: guest 'echo' was still running after 0.5 s (--timeout): stopped"),
+        stderr.starts_with(
+            "mini-kvm: guest 'echo' was still running after 0.5 s (--timeout): stopped\n"
+        ),
         "{stderr}"
     );
+    // No input, so nothing echoed.
+    assert!(output.stdout.is_empty(), "{stderr}");
 }
 
 #[test]
