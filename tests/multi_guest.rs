@@ -282,15 +282,21 @@ fn a_guest_cannot_forge_another_guests_label() {
 fn a_line_without_end_is_cut_every_64_kib() {
     require_kvm();
     let endless = test_guest("no_newline");
-    let args = ["run", "--timeout", "1", endless.to_str().unwrap(), "hello"];
-    let run = mini_kvm(&args, b"");
-    assert_eq!(run.status, 124, "{run:?}");
-    let stdout = run.stdout_text();
+    // Waits for two cut lines and hello's line (an event, not a short --timeout), then stops it.
+    let marker = b" [line cut: over 64 KiB without a newline]\n";
+    let (stdout, _) = common::run_until(
+        mini_kvm_command().args(["run", endless.to_str().unwrap(), "hello"]),
+        |out| {
+            out.windows(marker.len()).filter(|w| w == marker).count() >= 2
+                && out.windows(12).any(|w| w == b"Hello, KVM!\n")
+        },
+    );
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
     let cut = lines_of(&stdout, "[1:no_newline.bin]");
     let lines: Vec<&str> = cut.lines().collect();
     assert!(lines.len() >= 2, "{} lines", lines.len());
-    // Every line but the last (written at the timeout) was cut at 64 KiB, plus at most one
-    // write of the guest (its 128-byte text).
+    // Every line but the last (written when it was stopped) was cut at 64 KiB, plus at most
+    // one write of the guest (its 128-byte text).
     for line in &lines[..lines.len() - 1] {
         let text = line
             .strip_suffix(" [line cut: over 64 KiB without a newline]")

@@ -257,6 +257,74 @@ pub fn wait_watched(child: &mut std::process::Child, what: &str) -> std::process
     }
 }
 
+/// Runs `command` (stdin from /dev/null) until what it printed on stdout satisfies `until`,
+/// then stops it with SIGTERM: a test that waits for an event, not for a short `--timeout`.
+/// Under the watchdog: a run that never gets there, or ends first, fails the test. Returns
+/// stdout, and stderr as text.
+pub fn run_until(command: &mut Command, until: impl Fn(&[u8]) -> bool) -> (Vec<u8>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = printed.clone();
+    let stdout_reader = thread::spawn(move || {
+        let mut chunk = [0u8; 65536];
+        while let Ok(n @ 1..) = stdout_pipe.read(&mut chunk) {
+            shared.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    // More than any test waits for: a run that prints this much without the event fails.
+    const LIMIT: usize = 64 << 20;
+    let started = Instant::now();
+    loop {
+        let (done, size) = {
+            let bytes = printed.lock().unwrap();
+            (until(&bytes), bytes.len())
+        };
+        if done {
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            stdout_reader.join().unwrap();
+            panic!(
+                "{command:?} ended ({status}) before what the test waits for: {:?}",
+                String::from_utf8_lossy(&printed.lock().unwrap())
+            );
+        }
+        if started.elapsed() > WATCHDOG || size > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not print what the test waits for in {:?} ({size} bytes): killed",
+                started.elapsed()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: a signal to our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_watched(&mut child, &format!("{command:?}"));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "{command:?}: {status}"
+    );
+    stdout_reader.join().unwrap();
+    let stdout = std::mem::take(&mut *printed.lock().unwrap());
+    (stdout, stderr_reader.join().unwrap())
+}
+
 /// The host's KVM module: kvm_pvm (emulated, our CI), kvm_intel or kvm_amd (hardware).
 pub fn host_kvm_module() -> &'static str {
     ["kvm_pvm", "kvm_intel", "kvm_amd"]
