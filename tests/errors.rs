@@ -7,9 +7,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{Run, is_root, mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm};
+use common::{Run, is_root, mini_kvm, mini_kvm_command, mini_kvm_with, require_kvm};
 
 const SETUP_ERROR: i32 = 1;
 const USAGE_ERROR: i32 = 2;
@@ -37,7 +36,7 @@ fn scratch(test: &str) -> PathBuf {
 #[test]
 fn no_kvm_device_says_how_to_enable_kvm() {
     let run = mini_kvm_with(
-        Command::new(mini_kvm_binary())
+        mini_kvm_command()
             .args(["run", "hello"])
             .env("MINI_KVM_DEVICE", "/nonexistent/kvm"),
         b"",
@@ -68,7 +67,7 @@ fn permission_denied_on_kvm_says_which_group() {
         );
         expected_path = "/dev/kvm".to_string();
         mini_kvm_with(
-            Command::new(mini_kvm_binary())
+            mini_kvm_command()
                 .args(["run", "hello"])
                 .uid(65534)
                 .gid(65534),
@@ -81,7 +80,7 @@ fn permission_denied_on_kvm_says_which_group() {
         fs::set_permissions(&device, fs::Permissions::from_mode(0o000)).unwrap();
         expected_path = device.display().to_string();
         mini_kvm_with(
-            Command::new(mini_kvm_binary())
+            mini_kvm_command()
                 .args(["run", "hello"])
                 .env("MINI_KVM_DEVICE", &device),
             b"",
@@ -101,7 +100,7 @@ fn permission_denied_on_kvm_says_which_group() {
 #[test]
 fn a_file_that_is_not_kvm_is_reported() {
     let run = mini_kvm_with(
-        Command::new(mini_kvm_binary())
+        mini_kvm_command()
             .args(["run", "hello"])
             .env("MINI_KVM_DEVICE", "/dev/null"),
         b"",
@@ -156,7 +155,7 @@ fn unreadable_file() {
     let image = dir.join("secret.bin");
     fs::write(&image, [0xf4]).unwrap();
     fs::set_permissions(&image, fs::Permissions::from_mode(0o000)).unwrap();
-    let mut command = Command::new(mini_kvm_binary());
+    let mut command = mini_kvm_command();
     command.args(["run", image.to_str().unwrap()]);
     if is_root() {
         // Root reads any file: read it as `nobody`.

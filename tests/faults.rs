@@ -36,25 +36,36 @@ fn triple_fault_is_reported() {
     let run = run_test_guest("triple_fault", &[], b"");
     assert_eq!(run.stdout, b"before\n", "{run:?}");
     let common = [
-        "mini-kvm: guest 'triple_fault.bin' faulted: triple fault (KVM_EXIT_SHUTDOWN)",
-        "  mode: real mode (16-bit)",
-        "  rip=",
+        "mini-kvm: guest 'triple_fault.bin' faulted: triple fault (KVM_EXIT_SHUTDOWN): the CPU \
+         hit an exception it could not deliver, then failed to deliver the double fault, and \
+         shut down\n",
+        "\n  mode: real mode (16-bit)\n",
     ];
     assert_report(&run, 125, &common);
-    if host_kvm_module() == "kvm_amd" {
+    match host_kvm_module() {
         // kvm_amd resets the vCPU at a shutdown: the report says so instead of showing the
-        // faulting registers.
-        assert_report(
+        // faulting registers, which are the reset state (CS:IP f000:fff0, RFLAGS 2).
+        "kvm_amd" => assert_report(
             &run,
             125,
-            &["(kvm_amd resets the vCPU at a triple fault: these are its reset registers"],
-        );
-    } else {
-        assert_report(
+            &[
+                "(kvm_amd resets the vCPU at a triple fault: these are its reset registers",
+                "\n  rip=000000000000fff0 rflags=00000002\n",
+            ],
+        ),
+        // kvm_pvm and kvm_intel keep the faulting state: the `div %cx` by zero with no IDT.
+        "kvm_pvm" | "kvm_intel" => assert_report(
             &run,
             125,
-            &["  idt base=0x200000 limit=0x0", "  at 1000:0013: div %cx"],
-        );
+            &[
+                "\n  rax=0000000000000007 rbx=000000000000001c rcx=0000000000000000 \
+                 rdx=0000000000000500\n",
+                "\n  rip=0000000000000013 rflags=00010046\n",
+                "\n  gdt base=0x0 limit=0xffff  idt base=0x200000 limit=0x0\n",
+                "\n  at 1000:0013: div %cx  [f7 f1]\n",
+            ],
+        ),
+        other => panic!("unknown host KVM module {other}: cannot say what its report holds"),
     }
 }
 
@@ -66,9 +77,11 @@ fn endless_loop_is_stopped_by_the_timeout() {
         &run,
         124,
         &[
-            "mini-kvm: guest 'forever.bin' was still running after 1.0 s (--timeout): stopped",
-            "  mode: real mode (16-bit)",
-            "jmp",
+            "mini-kvm: guest 'forever.bin' was still running after 1.0 s (--timeout): stopped\n",
+            "\n  mode: real mode (16-bit)\n",
+            // The loop is one instruction, so where it stopped is known exactly.
+            "\n  rip=000000000000000d rflags=00000002\n",
+            "\n  at 1000:000d: jmp 0x000D  [eb fe]\n",
         ],
     );
 }
@@ -77,7 +90,7 @@ fn endless_loop_is_stopped_by_the_timeout() {
 fn a_guest_waiting_for_input_is_stopped_by_the_timeout() {
     // `echo` blocks in GETCHAR; its stdin is a pipe that stays open and never delivers a byte.
     require_kvm();
-    let mut child = std::process::Command::new(common::mini_kvm_binary())
+    let mut child = common::mini_kvm_command()
         .args(["run", "--timeout", "0.5", "echo"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -94,10 +107,13 @@ fn a_guest_waiting_for_input_is_stopped_by_the_timeout() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(124), "{stderr}");
     assert!(
-        stderr
-            .contains("mini-kvm: guest 'echo' was still running after 0.5 s (--timeout): stopped"),
+        stderr.starts_with(
+            "mini-kvm: guest 'echo' was still running after 0.5 s (--timeout): stopped\n"
+        ),
         "{stderr}"
     );
+    // No input, so nothing echoed.
+    assert!(output.stdout.is_empty(), "{stderr}");
 }
 
 #[test]
@@ -107,7 +123,7 @@ fn the_timeout_stops_guests_whose_stdout_nobody_reads() {
     // guests share the blocked stdout.
     require_kvm();
     let flood = test_guest("flood");
-    let mut child = std::process::Command::new(common::mini_kvm_binary())
+    let mut child = common::mini_kvm_command()
         .args(["run", "--timeout", "0.5"])
         .args([&flood, &flood, &flood])
         .stdin(std::process::Stdio::null())
@@ -172,8 +188,13 @@ fn access_outside_ram_is_an_unhandled_mmio_exit() {
         127,
         &[
             "mini-kvm: guest 'beyond_ram.bin' faulted: unhandled MMIO (KVM_EXIT_MMIO): a 1-byte \
-             write at guest-physical 0x100000, which is neither RAM nor a device",
-            "  mode: real mode (16-bit)",
+             write at guest-physical 0x100000, which is neither RAM nor a device\n",
+            "\n  mode: real mode (16-bit)\n",
+            "\n  ds=1000 (base 0x10000, limit 0xffff, type 0x3)  es=ffff (base 0xffff0, limit \
+             0xffff, type 0x3)\n",
+            // KVM finishes the `movb` before the exit: RIP is past it, and the report names it.
+            "\n  at 1000:0017: xor %bx,%bx  [31 db]\n",
+            "\n  exit caused by: after movb $0x2A,%es:0x10  [26 c6 06 10 00 2a]\n",
         ],
     );
 }
@@ -243,7 +264,7 @@ fn the_timeout_holds_when_stderr_nobody_reads() {
             std::os::fd::OwnedFd::from_raw_fd(pipe[1]),
         )
     };
-    let mut child = std::process::Command::new(common::mini_kvm_binary())
+    let mut child = common::mini_kvm_command()
         .args(["run", "--verbose", "--timeout", "2"])
         .arg(&flood)
         .stdin(std::process::Stdio::null())

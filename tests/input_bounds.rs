@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use common::{mini_kvm_binary, require_kvm, test_guest};
+use common::{mini_kvm_command, require_kvm, test_guest, wait_watched};
 
 /// Peak resident memory of the waited-for children so far, in KiB.
 fn children_peak_rss_kib() -> i64 {
@@ -27,9 +27,10 @@ fn children_peak_rss_kib() -> i64 {
 }
 
 /// Runs a guest that reads input until `--timeout` with stdin from `source`; returns its
-/// status and stdout byte count.
+/// status and stdout byte count. The regression this file guards against would make mini-kvm
+/// run past its timeout: the wait has a watchdog (common::WATCHDOG), which kills it and fails.
 fn flood(guest: &str, args: &[&str], source: Stdio) -> (i32, usize) {
-    let mut child = Command::new(mini_kvm_binary())
+    let mut child = mini_kvm_command()
         .arg("run")
         .args(args)
         .arg(guest)
@@ -38,17 +39,74 @@ fn flood(guest: &str, args: &[&str], source: Stdio) -> (i32, usize) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start mini-kvm");
-    let mut printed = 0;
     let mut stdout = child.stdout.take().unwrap();
-    let mut chunk = [0u8; 65536];
-    loop {
-        match stdout.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => printed += n,
+    // Read on another thread, so that the watchdog below runs even while nothing comes.
+    let reader = std::thread::spawn(move || {
+        let mut printed = 0;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break printed,
+                Ok(n) => printed += n,
+            }
         }
+    });
+    let status = wait_watched(&mut child, &format!("mini-kvm run {args:?} {guest}"));
+    let printed = reader.join().unwrap();
+    // Killed by a signal: -1, which no assertion below accepts.
+    (status.code().unwrap_or(-1), printed)
+}
+
+/// Like [`flood`] without a short `--timeout`: waits for an event, mini-kvm having printed at
+/// least `bytes`, then stops it with SIGTERM (under the watchdog, in case it never gets there).
+/// Returns the signal that ended it (`None`: it exited by itself) and its stdout byte count.
+fn flood_until(guest: &str, args: &[&str], source: Stdio, bytes: usize) -> (Option<i32>, usize) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = mini_kvm_command()
+        .args(["run", "--timeout", "600"])
+        .args(args)
+        .arg(guest)
+        .stdin(source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mini-kvm");
+    let mut stdout = child.stdout.take().unwrap();
+    let (enough, got_enough) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut printed = 0;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break printed,
+                Ok(n) => {
+                    printed += n;
+                    if printed >= bytes {
+                        let _ = enough.send(());
+                    }
+                }
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    loop {
+        if got_enough.try_recv().is_ok() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > common::WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mini-kvm run {args:?} {guest} printed less than {bytes} bytes in {:?}",
+                common::WATCHDOG
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let status = child.wait().unwrap().code().unwrap_or(-1);
-    (status, printed)
+    // SAFETY: a signal to our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_watched(&mut child, &format!("mini-kvm run {args:?} {guest}"));
+    (status.signal(), reader.join().unwrap())
 }
 
 #[test]
@@ -91,28 +149,34 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
         .spawn()
         .expect("start yes");
     let pipe = yes.stdout.take().unwrap();
-    let (status, printed) = flood("echo", &["--timeout", "2"], pipe.into());
+    // Stopped once it has echoed 16 KiB, four times its input buffer: an event, not a time.
+    let (signal, printed) = flood_until("echo", &[], pipe.into(), 16 << 10);
     let _ = yes.kill();
     let _ = yes.wait();
-    assert_eq!(status, 124);
-    assert!(printed > 0, "echo printed nothing");
+    assert_eq!(
+        signal,
+        Some(libc::SIGTERM),
+        "echo ended before it echoed 16 KiB"
+    );
+    assert!(printed >= 16 << 10, "echo printed {printed} bytes");
 
     // Labelled output (two guests) from a guest that never ends its line: once 1.6 GB in a
-    // second, now cut every 64 KiB.
+    // second, now cut every 64 KiB. Stopped once three cuts' worth is out.
     let endless = test_guest("no_newline");
-    let (status, printed) = flood(
+    let (signal, printed) = flood_until(
         "hello",
-        &["--timeout", "2", endless.to_str().unwrap()],
+        &[endless.to_str().unwrap()],
         Stdio::null(),
+        3 << 16,
     );
-    assert_eq!(status, 124);
-    assert!(printed > 65536, "only {printed} bytes printed");
+    assert_eq!(signal, Some(libc::SIGTERM), "no_newline ended by itself");
+    assert!(printed >= 3 << 16, "only {printed} bytes printed");
 
     // One WRITE hypercall of 1.5 GiB into a stdout nobody reads: once 4.7 GB and 20 s past a
     // 0.5 s --timeout. Now it goes out 64 KiB at a time, the pipe fills, and the timeout stops
     // the guest between chunks.
     let huge_write = test_guest("huge_write");
-    let mut child = Command::new(mini_kvm_binary())
+    let mut child = mini_kvm_command()
         .args([
             "run",
             "--mode",
@@ -129,7 +193,7 @@ fn endless_input_is_read_only_as_fast_as_the_guest_takes_it() {
         .spawn()
         .expect("start mini-kvm");
     let unread_stdout = child.stdout.take();
-    let status = child.wait().unwrap().code();
+    let status = wait_watched(&mut child, "mini-kvm run huge_write").code();
     drop(unread_stdout);
     assert_eq!(status, Some(124));
 

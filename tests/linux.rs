@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_error, host_kvm_module, mini_kvm, mini_kvm_binary, require_kvm, scratch};
+use common::{assert_error, host_kvm_module, mini_kvm, mini_kvm_command, require_kvm, scratch};
 use mini_kvm::loader::initramfs::INIT_MARKER;
 
 /// The bzImage to boot: MINI_KVM_LINUX_KERNEL, or this machine's newest /boot/vmlinuz-*.
@@ -270,7 +270,7 @@ fn boot_kernel_with(
     prepare: impl FnOnce(&mut Command),
     during: impl FnOnce(u32),
 ) -> common::Run {
-    let mut command = Command::new(mini_kvm_binary());
+    let mut command = mini_kvm_command();
     prepare(&mut command);
     let mut child = command
         .args([

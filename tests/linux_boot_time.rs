@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{mini_kvm, mini_kvm_binary, scratch};
+use common::{mini_kvm, mini_kvm_command, scratch};
 use mini_kvm::loader::initramfs::INIT_MARKER;
 
 /// What every boot gets: the same memory, CPUs and command line.
@@ -136,7 +136,7 @@ fn time_boot(label: &str, mut command: Command) -> BootTimes {
 }
 
 fn mini_kvm_boot(kernel: &Path, initrd: &Path) -> Command {
-    let mut command = Command::new(mini_kvm_binary());
+    let mut command = mini_kvm_command();
     command
         .args(["run", "--mem", MEMORY, "--cpus", CPUS, "--cmdline", CMDLINE])
         .arg("--initrd")

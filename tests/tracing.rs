@@ -131,5 +131,8 @@ fn stats_of_a_faulting_guest_are_still_printed() {
     let run = mini_kvm(&["run", "--stats", guest.to_str().unwrap()], b"");
     assert_eq!(run.status, 125, "{run:?}");
     assert!(run.stderr.contains("SHUTDOWN"), "{run:?}");
-    assert!(total_exits(&run.stderr) >= 2, "{run:?}");
+    assert_eq!(run.stdout, b"before\n", "{run:?}");
+    // "before\n" in one WRITE hypercall, then the shutdown.
+    assert_eq!(total_exits(&run.stderr), 2, "{run:?}");
+    assert_eq!(stats_value(&run.stderr, "SHUTDOWN"), 1.0, "{run:?}");
 }

@@ -76,29 +76,39 @@ fn a_fault_shows_in_the_pane_title() {
 }
 
 #[test]
-fn a_closed_terminal_ends_the_view() {
+fn a_closed_terminal_ends_the_view_with_status_129() {
     // The terminal going away mid-run (a closed window): mini-kvm must end, not spin on a
-    // terminal that reads end of file forever (crossterm's event loop did, at 100% of a CPU).
+    // terminal that reads end of file forever (crossterm's event loop did, at 100% of a CPU),
+    // and with the status src/tui/mod.rs promises, 129 (nothing to restore).
+    //
+    // Its shell dies with the terminal (and sends it SIGHUP), so nobody in the session is left
+    // to report how mini-kvm ended: this process becomes the subreaper of its descendants, so
+    // that the orphaned mini-kvm becomes its child and can be waited for.
+    // SAFETY: prctl with an integer argument has no memory effects.
+    let made = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(made, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
     let forever = test_guest("forever");
     let session = start("closed", &[forever.to_str().unwrap()]);
     session.wait_for_screen(&["[1:forever.bin] running"]);
-    let pid = session.mini_kvm_pid();
+    let pid = session.mini_kvm_pid() as libc::pid_t;
     session.close_terminal();
-    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
     let started = std::time::Instant::now();
-    // Gone, or a zombie nobody reaps (its shell went with the terminal).
-    let ended = || {
-        std::fs::read_to_string(proc.join("stat"))
-            .map(|stat| stat.contains(") Z "))
-            .unwrap_or(true)
-    };
-    while !ended() {
+    let status = loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`. ECHILD: its shell has not died yet.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            break status;
+        }
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
-            "mini-kvm (pid {pid}) still runs a minute after its terminal closed"
+            "mini-kvm (pid {pid}) still runs a minute after its terminal closed (watchdog)"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 129,
+        "mini-kvm ended with wait status {status:#x}, not exit status 129"
+    );
 }
 
 #[test]

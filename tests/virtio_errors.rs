@@ -8,10 +8,9 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use common::{
-    assert_error, is_root, mini_kvm, mini_kvm_binary, mini_kvm_with, require_kvm, scratch,
+    assert_error, is_root, mini_kvm, mini_kvm_command, mini_kvm_with, require_kvm, scratch,
 };
 
 const SETUP_ERROR: i32 = 1;
@@ -106,7 +105,7 @@ fn an_image_the_user_cannot_write_needs_ro() {
     let path = image("disk-readonly");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
     let run_as_user = |disk: &str| {
-        let mut command = Command::new(mini_kvm_binary());
+        let mut command = mini_kvm_command();
         command.args(["run", "--disk", disk, "hello"]);
         if is_root() {
             // Root writes any file: open it as `nobody`.
@@ -230,7 +229,7 @@ fn bad_disk_and_net_arguments() {
 /// ways out.
 #[test]
 fn creating_a_tap_device_needs_privilege() {
-    let mut command = Command::new(mini_kvm_binary());
+    let mut command = mini_kvm_command();
     command.args(["run", "--net", "tap=mkvm-nobody", "hello"]);
     if is_root() {
         command.uid(65534).gid(65534);

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// No single mini-kvm run in the tests should take anywhere near this long.
-const WATCHDOG: Duration = Duration::from_secs(120);
+pub const WATCHDOG: Duration = Duration::from_secs(120);
 
 /// What a run printed and how it ended.
 pub struct Run {
@@ -61,29 +61,88 @@ pub fn require_kvm() {
     );
 }
 
-/// The mini-kvm binary under test. `MINI_KVM_BIN` overrides the path cargo built it at (the
-/// hardware-KVM rig copies the binaries elsewhere).
-pub fn mini_kvm_binary() -> String {
-    std::env::var("MINI_KVM_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mini-kvm").to_string())
+/// Set (to `1`) by the hardware-KVM rig's `/init` (tests/hw-kvm/init), and by nothing else:
+/// only then are `MINI_KVM_BIN` and `MINI_KVM_TEST_GUESTS` honoured (docs/testing.md, "The
+/// environment"). Anyone else's copies of those variables are ignored.
+pub const RIG_MARKER: &str = "MINI_KVM_RIG";
+
+/// The variables mini-kvm (or these helpers) read from the environment that a user's shell may
+/// hold: every mini-kvm child starts without them, and a test that wants one sets it itself
+/// (`Command::env` after [`mini_kvm_command`]).
+pub const CALLER_VARIABLES: [&str; 8] = [
+    "NO_COLOR",
+    "KITTY_WINDOW_ID",
+    "TERM_PROGRAM",
+    "MINI_KVM_BIN",
+    "MINI_KVM_TEST_GUESTS",
+    "MINI_KVM_DEVICE",
+    "MINI_KVM_RIG",
+    "XDG_RUNTIME_DIR",
+];
+
+/// Whether the tests run inside the hardware-KVM rig (its `/init` sets [`RIG_MARKER`]). The rig
+/// is kvm_amd under QEMU's nested SVM; a marker on any other host is a mistake, and fails.
+pub fn in_rig() -> bool {
+    let rig = std::env::var_os(RIG_MARKER).is_some_and(|value| value == "1");
+    if rig {
+        assert_eq!(
+            host_kvm_module(),
+            "kvm_amd",
+            "{RIG_MARKER}=1 says this is the hardware-KVM rig (kvm_amd in QEMU), but it is not"
+        );
+    }
+    rig
 }
 
-/// A test-only guest built by build.rs from tests/guests/NAME.S. `MINI_KVM_TEST_GUESTS`
-/// overrides the directory they are in.
-pub fn test_guest(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MINI_KVM_TEST_GUESTS")
+/// A path the rig gives in `variable`: required there, and it must exist.
+fn rig_path(variable: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("OUT_DIR")).join("test-guests"));
-    let path = dir.join(format!("{name}.bin"));
+        .unwrap_or_else(|| panic!("{RIG_MARKER}=1 but {variable} is not set"));
+    assert!(
+        path.exists(),
+        "{variable}={} (the rig's copy) does not exist",
+        path.display()
+    );
+    path
+}
+
+/// The mini-kvm binary under test: the one cargo built, or in the rig `MINI_KVM_BIN` (the rig
+/// copies the binaries elsewhere).
+pub fn mini_kvm_binary() -> String {
+    if in_rig() {
+        return rig_path("MINI_KVM_BIN").to_string_lossy().into_owned();
+    }
+    env!("CARGO_BIN_EXE_mini-kvm").to_string()
+}
+
+/// A command that runs the mini-kvm under test, without the caller's [`CALLER_VARIABLES`].
+pub fn mini_kvm_command() -> Command {
+    let mut command = Command::new(mini_kvm_binary());
+    for variable in CALLER_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Where build.rs's test guests are: its OUT_DIR, or in the rig `MINI_KVM_TEST_GUESTS`.
+fn test_guest_dir() -> PathBuf {
+    if in_rig() {
+        return rig_path("MINI_KVM_TEST_GUESTS");
+    }
+    Path::new(env!("OUT_DIR")).join("test-guests")
+}
+
+/// A test-only guest built by build.rs from tests/guests/NAME.S.
+pub fn test_guest(name: &str) -> PathBuf {
+    let path = test_guest_dir().join(format!("{name}.bin"));
     assert!(path.exists(), "test guest {} was not built", path.display());
     path
 }
 
 /// A test kernel built by build.rs from tests/guests/kernels{32,64}/NAME.S, kept as an ELF file.
 pub fn test_kernel(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MINI_KVM_TEST_GUESTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("OUT_DIR")).join("test-guests"));
-    let path = dir.join(format!("{name}.elf"));
+    let path = test_guest_dir().join(format!("{name}.elf"));
     assert!(
         path.exists(),
         "test kernel {} was not built",
@@ -120,7 +179,7 @@ pub fn assert_error(run: &Run, status: i32, message: &str) {
 
 /// Runs `mini-kvm ARGS` with `stdin` as its standard input.
 pub fn mini_kvm(args: &[&str], stdin: &[u8]) -> Run {
-    mini_kvm_with(Command::new(mini_kvm_binary()).args(args), stdin)
+    mini_kvm_with(mini_kvm_command().args(args), stdin)
 }
 
 /// Runs a prepared command (extra environment, another user...) with `stdin` as input.
@@ -179,6 +238,91 @@ pub fn run_watched(
         stdout: stdout_reader.join().unwrap(),
         stderr: stderr_reader.join().unwrap(),
     }
+}
+
+/// Waits for `child` (started with stdio of the test's own choosing) under the watchdog: a
+/// child still running after [`WATCHDOG`] is killed and the test fails, naming `what`.
+pub fn wait_watched(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        if started.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} hung for {WATCHDOG:?}: killed");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `command` (stdin from /dev/null) until what it printed on stdout satisfies `until`,
+/// then stops it with SIGTERM: a test that waits for an event, not for a short `--timeout`.
+/// Under the watchdog: a run that never gets there, or ends first, fails the test. Returns
+/// stdout, and stderr as text.
+pub fn run_until(command: &mut Command, until: impl Fn(&[u8]) -> bool) -> (Vec<u8>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shared = printed.clone();
+    let stdout_reader = thread::spawn(move || {
+        let mut chunk = [0u8; 65536];
+        while let Ok(n @ 1..) = stdout_pipe.read(&mut chunk) {
+            shared.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    let stderr_reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    // More than any test waits for: a run that prints this much without the event fails.
+    const LIMIT: usize = 64 << 20;
+    let started = Instant::now();
+    loop {
+        let (done, size) = {
+            let bytes = printed.lock().unwrap();
+            (until(&bytes), bytes.len())
+        };
+        if done {
+            break;
+        }
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            stdout_reader.join().unwrap();
+            panic!(
+                "{command:?} ended ({status}) before what the test waits for: {:?}",
+                String::from_utf8_lossy(&printed.lock().unwrap())
+            );
+        }
+        if started.elapsed() > WATCHDOG || size > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not print what the test waits for in {:?} ({size} bytes): killed",
+                started.elapsed()
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: a signal to our own child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = wait_watched(&mut child, &format!("{command:?}"));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "{command:?}: {status}"
+    );
+    stdout_reader.join().unwrap();
+    let stdout = std::mem::take(&mut *printed.lock().unwrap());
+    (stdout, stderr_reader.join().unwrap())
 }
 
 /// The host's KVM module: kvm_pvm (emulated, our CI), kvm_intel or kvm_amd (hardware).

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{mini_kvm_binary, require_kvm, scratch};
+use super::{CALLER_VARIABLES, mini_kvm_binary, require_kvm, scratch};
 
 const WATCHDOG: Duration = Duration::from_secs(60);
 
@@ -63,9 +63,12 @@ impl TerminalSession {
             Output::Files => "",
             Output::Screen => "; echo STATUS=$s; sleep 600",
         };
+        // The caller's environment reaches the tmux server: mini-kvm starts without the
+        // variables it reads, then gets only those the test sets (`env`).
         let script = format!(
-            "cd {dir}; stty -g > before; {run}; s=$?; stty -g > after; echo $s > status.tmp; \
+            "unset {unset}; cd {dir}; stty -g > before; {run}; s=$?; stty -g > after; echo $s > status.tmp; \
              mv status.tmp status{linger}",
+            unset = CALLER_VARIABLES.join(" "),
             dir = dir.display(),
         );
         let session = TerminalSession { name, dir };
