@@ -124,6 +124,25 @@ Hello from long mode, through the alias at 1 GiB!
 ",
         status: 0,
     },
+    Step {
+        name: "step07_smp",
+        chapter: "ch07-smp.md",
+        stdout: "\
+[vmm] in the kernel: PIC, IOAPIC, a local APIC per vCPU (KVM_CREATE_IRQCHIP)
+[vmm] vCPU 0: CR0 = 0x80000011, CR3 = 0x2000, CR4 = 0x20, EFER = 0x500
+[vmm] vCPU 0: CS = 0x08 (64-bit), RIP = 0x10000
+[vmm] vCPU 1: MP state UNINITIALIZED, waits for INIT and STARTUP
+[vmm] guest-physical memory:
+[vmm]   0x000000-0x01ffff  128 KiB  slot 0, RAM: GDT 0x1000, page tables 0x2000, AP 0x8000
+[vmm]   0x020000-0x0fffff  896 KiB  no slot: an access is an MMIO exit
+[vmm]   0x100000-0x100fff    4 KiB  slot 1, RAM: also at virtual 0x40100000
+0
+1
+[vmm] vCPU 0 called EXIT(0) after 3 VM exits
+[vmm] vCPU 1 called EXIT(0) after 3 VM exits
+",
+        status: 0,
+    },
 ];
 
 fn repo() -> &'static Path {
