@@ -5,6 +5,8 @@
 pub mod acpi_pm;
 pub mod bus;
 pub mod display;
+#[cfg(test)]
+mod fuzz;
 pub mod fw_cfg;
 pub mod hypercall;
 pub mod irq;
