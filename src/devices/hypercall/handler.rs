@@ -426,6 +426,96 @@ mod tests {
         assert_eq!(outcome, CallOutcome::Result(-2i64 as u64));
     }
 
+    /// Linear page `i` from 0x100000 on is physical page `(5 * i) % 64` from 0x40000: pages
+    /// out of order, so every page is a piece of its own.
+    struct Scattered;
+    impl PageTables for Scattered {
+        fn translate(&mut self, linear: u64) -> Option<u64> {
+            let page = linear.checked_sub(0x100000)? >> 12;
+            (page < 64).then_some(0x40000 + ((5 * page) % 64) * 4096 + (linear & 0xfff))
+        }
+    }
+
+    fn big_handler() -> (HypercallHandler, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x80000)]).unwrap();
+        // Every byte says where it is: a piece put in the wrong place shows.
+        let bytes: Vec<u8> = (0..0x80000u32)
+            .map(|a| (a ^ (a >> 8) ^ (a >> 16)) as u8)
+            .collect();
+        memory.write_slice(&bytes, GuestAddress(0)).unwrap();
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let output = GuestOutput::to_sink(sink.clone(), None);
+        let handler =
+            HypercallHandler::new(memory, output, GuestInput::none(), Instant::now(), None);
+        (handler, sink)
+    }
+
+    /// A WRITE longer than one 64 KiB chunk, from the middle of a page, through pages in and
+    /// out of order: every byte comes out once, in the guest's order.
+    #[test]
+    fn a_long_write_through_scattered_pages_prints_every_byte_in_order() {
+        let (mut handler, sink) = big_handler();
+        let (start, len) = (0x100800u64, 0x11000u64);
+        let expected: Vec<u8> = (start..start + len)
+            .map(|linear| {
+                let physical = Scattered.translate(linear).unwrap();
+                let mut byte = [0u8];
+                handler
+                    .memory
+                    .read_slice(&mut byte, GuestAddress(physical))
+                    .unwrap();
+                byte[0]
+            })
+            .collect();
+        let outcome = handler.handle(&call(call::WRITE, [start, len, 0]), &mut Scattered);
+        assert_eq!(outcome, CallOutcome::Result(len));
+        assert!(*sink.lock().unwrap() == expected, "bytes out of order");
+        // The same length through contiguous pages: the pieces merge, the bytes are RAM's own.
+        sink.lock().unwrap().clear();
+        let outcome = handler.handle(&call(call::WRITE, [0x800, len, 0]), &mut Identity);
+        assert_eq!(outcome, CallOutcome::Result(len));
+        let mut contiguous = vec![0u8; len as usize];
+        handler
+            .memory
+            .read_slice(&mut contiguous, GuestAddress(0x800))
+            .unwrap();
+        assert!(
+            *sink.lock().unwrap() == contiguous,
+            "contiguous bytes differ"
+        );
+        assert_eq!(
+            handler.pieces,
+            [(0x10800, 0x1000)],
+            "the last chunk's one piece"
+        );
+    }
+
+    /// PUTNUM prints in decimal; a character waits in the line buffer until the handler is
+    /// flushed (the guest's end).
+    #[test]
+    fn putnum_is_decimal_and_flush_writes_out_a_partial_line() {
+        let (mut handler, sink) = handler();
+        for (number, text) in [
+            (0u64, "0"),
+            (7, "7"),
+            (1_234_567_890, "1234567890"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            let outcome = handler.handle(&long_call(call::PUTNUM, [number, 0, 0]), &mut Identity);
+            assert_eq!(outcome, CallOutcome::Result(0));
+            handler.flush();
+            assert_eq!(sink.lock().unwrap().as_slice(), text.as_bytes());
+            sink.lock().unwrap().clear();
+        }
+        handler.handle(&call(call::PUTCHAR, [b'x' as u64, 0, 0]), &mut Identity);
+        assert!(
+            sink.lock().unwrap().is_empty(),
+            "a partial line is buffered"
+        );
+        handler.flush();
+        assert_eq!(sink.lock().unwrap().as_slice(), b"x");
+    }
+
     #[test]
     fn read_at_end_of_input_returns_zero_and_exit_stops() {
         let (mut handler, _) = handler();
