@@ -272,17 +272,7 @@ fn the_timeout_holds_when_stderr_nobody_reads() {
         .stderr(std::process::Stdio::from(write_end))
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed().as_secs() >= 60 {
-            let _ = child.kill();
-            panic!("mini-kvm hung on a stderr nobody reads");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let status = common::wait_watched(&mut child, "mini-kvm with a stderr nobody reads");
     assert_eq!(status.code(), Some(124));
     // The pipe is full of traces: the run wrote until it could not.
     let mut in_the_pipe = Vec::new();

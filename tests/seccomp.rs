@@ -379,17 +379,7 @@ fn sixteen_guests_printing_endless_lines_end_at_their_timeout() {
         let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
         text
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("sixteen guests under --timeout 2 still ran after 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_watched(&mut child, "sixteen guests under --timeout 2");
     let stderr = reader.join().unwrap();
     assert_eq!(status.code(), Some(124), "{stderr}");
     let mut table = String::from("guest                      status  how it ended\n");
