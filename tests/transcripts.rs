@@ -12,7 +12,9 @@
 //! `$ echo $?` and the status, as in a shell: a transcript cannot hide a failure.
 //!
 //! **Commands.** Each block runs in a fresh directory of its own, in which the test guests
-//! (tests/guests/**.S, which `cargo build` assembles) are at hand as `NAME.bin` and `NAME.elf`.
+//! (tests/guests/**.S, which `cargo build` assembles) are at hand as `NAME.bin` and `NAME.elf`,
+//! `guests/` is the repository's (its includes and linker scripts), and each listing of the
+//! document marked `file=NAME` (```` ```asm file=example.S ````) is the file NAME.
 //! A command is one of
 //! * `cargo run --quiet --example NAME`: the example binary cargo has built (the book's steps);
 //! * `cargo run --release -- ARGS`: `mini-kvm ARGS`, as built for the test (cargo's own lines,
@@ -50,7 +52,7 @@ use std::process::{Command, Stdio};
 
 /// The programs a transcript's shell command may run.
 const PROGRAMS: &[&str] = &[
-    "mini-kvm", "printf", "head", "sed", "cut", "cp", "dd", "truncate",
+    "mini-kvm", "printf", "head", "sed", "cut", "cp", "dd", "truncate", "as", "ld", "objcopy",
 ];
 
 /// The transcripts nothing runs, by document and first command (once per block), and why.
@@ -58,8 +60,8 @@ const UNCHECKED: &[(&str, &str, &str)] = &[
     (
         "docs/gdb.md",
         "gdb -ex 'target remote 127.0.0.1:1234'",
-        "a gdb session beside a waiting mini-kvm, typed at gdb's prompt (tests/gdb.rs runs the \
-         same commands in gdb's batch mode, with other output)",
+        "a gdb session beside a waiting mini-kvm, typed at gdb's prompt (tests/gdb.rs drives gdb \
+         through the same steps in batch mode)",
     ),
     (
         "docs/gdb.md",
@@ -69,12 +71,8 @@ const UNCHECKED: &[(&str, &str, &str)] = &[
     (
         "docs/gdb.md",
         "gdb os.elf -ex 'target remote /tmp/mini-kvm-gdb-…/os.sock'",
-        "a gdb session on the OS, typed at gdb's prompt (tests/gdb.rs runs it in batch mode)",
-    ),
-    (
-        "docs/hypercall-abi.md",
-        "printf 'hi\\n' | mini-kvm run ./example.bin",
-        "the example guest is the listing above it, which nothing assembles",
+        "a gdb session on the OS, typed at gdb's prompt (tests/gdb.rs drives gdb through the \
+         same steps in batch mode)",
     ),
     (
         "docs/testing.md",
@@ -381,9 +379,49 @@ fn run_interleaved(mut process: Command, what: &str) -> (String, i32) {
     (String::from_utf8_lossy(&bytes).into_owned(), code)
 }
 
-/// A fresh directory for one transcript, with the test guests in it.
-fn transcript_dir(number: usize) -> PathBuf {
+/// The listings of a Markdown text that its transcripts use as files: each code block whose info
+/// string has `file=NAME` (```` ```asm file=example.S ````), as (NAME, its text).
+fn listed_files(file: &str, text: &str) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut in_block = false;
+    let mut current: Option<usize> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if let Some(info) = trimmed.strip_prefix("```") {
+            if in_block {
+                (in_block, current) = (false, None);
+                continue;
+            }
+            in_block = true;
+            if let Some(name) = info
+                .split([' ', ','])
+                .find_map(|word| word.strip_prefix("file="))
+            {
+                assert!(
+                    !name.is_empty() && !name.contains('/') && !name.starts_with('.'),
+                    "{file}: ```{info}: file= names a file in the transcript's directory"
+                );
+                found.push((name.to_string(), String::new()));
+                current = Some(found.len() - 1);
+            }
+            continue;
+        }
+        if let Some(index) = current {
+            found[index].1.push_str(line);
+            found[index].1.push('\n');
+        }
+    }
+    found
+}
+
+/// A fresh directory for one transcript, with the test guests in it, `guests/` (the guests'
+/// sources and includes, as at the repository's root) and the document's listed files.
+fn transcript_dir(number: usize, files: &[(String, String)]) -> PathBuf {
     let dir = common::scratch(&format!("transcript-{number}"));
+    std::os::unix::fs::symlink(repo().join("guests"), dir.join("guests")).unwrap();
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
     let guests = Path::new(env!("OUT_DIR")).join("test-guests");
     for entry in fs::read_dir(&guests).expect("build.rs's test guests") {
         let path = entry.unwrap().path();
@@ -398,8 +436,8 @@ fn transcript_dir(number: usize) -> PathBuf {
 }
 
 /// Runs every command of `transcript` and compares what it printed with what the document shows.
-fn check(transcript: &Transcript, number: usize) {
-    let dir = transcript_dir(number);
+fn check(transcript: &Transcript, number: usize, files: &[(String, String)]) {
+    let dir = transcript_dir(number, files);
     let mut previous: Option<(usize, i32)> = None;
     for command in &transcript.commands {
         let at = format!("{}:{}", transcript.file, command.line);
@@ -451,7 +489,9 @@ fn every_transcript_is_the_real_output() {
     let mut unchecked_found = Vec::new();
     for path in documents() {
         let file = relative(&path);
-        for transcript in transcripts(&file, &read(&path)) {
+        let text = read(&path);
+        let files = listed_files(&file, &text);
+        for transcript in transcripts(&file, &text) {
             let first = &transcript.commands[0].text;
             match &transcript.kind {
                 Kind::Run => {}
@@ -483,7 +523,7 @@ fn every_transcript_is_the_real_output() {
             }
             run += 1;
             commands += transcript.commands.len();
-            check(&transcript, run);
+            check(&transcript, run, &files);
         }
     }
     // Each unchecked block is listed with its reason, and each listed one is still there.
@@ -600,6 +640,13 @@ fn the_transcript_format_catches_differences() {
         shell_programs("MINI_KVM_DEVICE=/dev/null mini-kvm run hello"),
         Some(vec!["mini-kvm"])
     );
+    assert_eq!(
+        listed_files(
+            "t.md",
+            "```asm file=a.S\nnop\n```\n```console\n$ as a.S\n```\n"
+        ),
+        [("a.S".to_string(), "nop\n".to_string())]
+    );
     assert_eq!(shell_programs("rm -rf x"), None);
     assert_eq!(shell_programs("mini-kvm run hello; rm x"), None);
     assert_eq!(shell_programs("mini-kvm run $(cat x)"), None);
@@ -612,7 +659,7 @@ fn a_failing_status_must_be_shown() {
         let text = text.to_string();
         std::panic::catch_unwind(move || {
             for (number, transcript) in transcripts("t.md", &text).iter().enumerate() {
-                check(transcript, 1000 + number);
+                check(transcript, 1000 + number, &listed_files("t.md", &text));
             }
         })
         .is_ok()
