@@ -58,23 +58,6 @@ const PROGRAMS: &[&str] = &[
 /// The transcripts nothing runs, by document and first command (once per block), and why.
 const UNCHECKED: &[(&str, &str, &str)] = &[
     (
-        "docs/gdb.md",
-        "gdb -ex 'target remote 127.0.0.1:1234'",
-        "a gdb session beside a waiting mini-kvm, typed at gdb's prompt (tests/gdb.rs drives gdb \
-         through the same steps in batch mode)",
-    ),
-    (
-        "docs/gdb.md",
-        "mini-kvm run --gdb os",
-        "waits for gdb in another terminal (tests/gdb.rs checks this line, socket and all)",
-    ),
-    (
-        "docs/gdb.md",
-        "gdb os.elf -ex 'target remote /tmp/mini-kvm-gdb-…/os.sock'",
-        "a gdb session on the OS, typed at gdb's prompt (tests/gdb.rs drives gdb through the \
-         same steps in batch mode)",
-    ),
-    (
         "docs/testing.md",
         "tests/hw-kvm/run",
         "the rig's message on a machine that lacks its packages (this one has them)",
@@ -683,4 +666,152 @@ fn a_failing_status_must_be_shown() {
         "```console\n$ printf 'hi\\n' | mini-kvm run echo\nhi\n$ mini-kvm run ./exit42.bin\n\
          $ echo $?\n42\n```\n"
     ));
+}
+
+/// A mini-kvm run waiting for gdb (`mini-kvm run --gdb ...`), and the first line it printed.
+struct WaitingGuest {
+    child: std::process::Child,
+    banner: String,
+    /// Where gdb connects, from the banner.
+    target: String,
+}
+
+impl WaitingGuest {
+    fn start(args: &str, dir: &Path) -> WaitingGuest {
+        let mut child = common::mini_kvm_command()
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mini-kvm");
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = send.send(line);
+            }
+        });
+        let banner = lines
+            .recv_timeout(common::WATCHDOG)
+            .unwrap_or_else(|_| panic!("`mini-kvm {args}` said nothing on stderr"));
+        let target = banner
+            .split(" waits for gdb on ")
+            .nth(1)
+            .and_then(|rest| rest.split(": gdb").next())
+            .unwrap_or_else(|| panic!("no 'waits for gdb' line: {banner:?}"))
+            .to_string();
+        WaitingGuest {
+            child,
+            banner,
+            target,
+        }
+    }
+}
+
+/// docs/gdb.md's sessions (```console,tested-by=tests/transcripts.rs): `mini-kvm run --gdb ...`
+/// in one terminal, whose first line is compared, and gdb at its prompt in another. The test
+/// replays each gdb session with `gdb -batch`, each `(gdb) COMMAND` line an `-ex COMMAND`, on a
+/// waiting mini-kvm whose socket replaces the page's `…`; gdb must print what the page shows,
+/// but for what its batch mode prints differently: no `Continuing.` (its prompt's), and
+/// `[answered Y; input not from terminal]` where the page shows the `y` typed at a question.
+#[test]
+fn the_gdb_sessions_of_docs_gdb_md_are_real() {
+    common::require_kvm();
+    let found = Command::new("gdb")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(found, "this test drives the real gdb: apt-get install gdb");
+    let file = "docs/gdb.md";
+    let dir = common::scratch("gdb-sessions");
+    // The OS's symbols, which the page writes just before (a transcript of its own).
+    let symbols = common::mini_kvm_with(
+        common::mini_kvm_command()
+            .args(["symbols", "os", "-o", "os.elf"])
+            .current_dir(&dir),
+        b"",
+    );
+    assert_eq!(symbols.status, 0, "{symbols:?}");
+    let mut waiting: Option<WaitingGuest> = None;
+    let mut sessions = 0;
+    let this_test = Kind::TestedBy("tests/transcripts.rs".to_string());
+    for block in transcripts(file, &read(&repo().join(file))) {
+        if block.kind != this_test {
+            continue;
+        }
+        let [command] = &block.commands[..] else {
+            panic!("{file}:{}: one command per session block", block.line)
+        };
+        let at = format!("{file}:{}", command.line);
+        if let Some(args) = command.text.strip_prefix("mini-kvm ") {
+            let guest = WaitingGuest::start(args, &dir);
+            assert!(
+                lines_match(&command.output, &[guest.banner.as_str()]),
+                "{at}: mini-kvm printed\n{}\nbut the page shows\n{}",
+                guest.banner,
+                command.output.join("\n")
+            );
+            waiting = Some(guest);
+            continue;
+        }
+        // gdb [FILE] -ex 'target remote TARGET'
+        let rest = command
+            .text
+            .strip_prefix("gdb ")
+            .unwrap_or_else(|| panic!("{at}: a session runs mini-kvm or gdb"));
+        let (symbols, remote) = match rest.split_once(" -ex ") {
+            Some((symbols, remote)) if !rest.starts_with("-ex ") => (Some(symbols), remote),
+            _ => (None, rest.strip_prefix("-ex ").unwrap()),
+        };
+        let shown_target = remote
+            .strip_prefix("'target remote ")
+            .and_then(|target| target.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{at}: gdb [FILE] -ex 'target remote TARGET'"));
+        let mut guest = waiting
+            .take()
+            .unwrap_or_else(|| panic!("{at}: no mini-kvm waits for this gdb (show it before)"));
+        assert!(
+            line_matches(shown_target, &guest.target),
+            "{at}: mini-kvm listens on {}",
+            guest.target
+        );
+        let mut gdb = Command::new("gdb");
+        gdb.args(["-batch", "-nx"]).current_dir(&dir);
+        gdb.args(symbols);
+        gdb.args(["-ex", &format!("target remote {}", guest.target)]);
+        for line in &command.output {
+            if let Some(gdb_command) = line.strip_prefix("(gdb) ") {
+                gdb.args(["-ex", gdb_command]);
+            }
+        }
+        let (printed, _) = run_interleaved(gdb, &format!("{at}: gdb"));
+        let printed = printed.replace(
+            "(y or n) [answered Y; input not from terminal]",
+            "(y or n) y",
+        );
+        let actual: Vec<&str> = printed.lines().map(str::trim_end).collect();
+        let expected: Vec<String> = command
+            .output
+            .iter()
+            .filter(|line| !line.starts_with("(gdb) ") && *line != "Continuing.")
+            .cloned()
+            .collect();
+        assert!(
+            lines_match(&expected, &actual),
+            "{at}: gdb printed\n{}\nbut the page shows (less its prompts)\n{}",
+            actual.join("\n"),
+            expected.join("\n")
+        );
+        common::wait_watched(&mut guest.child, "mini-kvm after gdb");
+        sessions += 1;
+    }
+    assert_eq!(sessions, 2, "{file} shows two gdb sessions");
+    let _ = fs::remove_dir_all(&dir);
 }
