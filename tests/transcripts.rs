@@ -32,7 +32,8 @@
 //!   `--verbose`'s "after" instructions, an emulation failure): run and compared where /dev/kvm is
 //!   kvm_pvm, and listed as not checked elsewhere;
 //! * `console,tested-by=tests/FILE.rs`: reproduced by a dedicated test in FILE, which names the
-//!   document (for what this test cannot run: output in an order that varies, say);
+//!   document (for what this test cannot run: output in an order that varies, say, or the gdb
+//!   sessions of docs/gdb.md, replayed by [`the_gdb_sessions_of_docs_gdb_md_are_real`] below);
 //! * `console,unchecked`: run by nothing; each is in [`UNCHECKED`], with the reason.
 //!
 //! A `$ ` line in any other block fails the test, so that nothing shown as a transcript goes
