@@ -14,6 +14,8 @@
 //! built. Where the output varies from run to run, the book writes `…` (U+2026): in an expected
 //! line, it stands for any text within that line. Any other command fails the test, and so does
 //! a `$ ` line in any other kind of block, so that nothing shown as a transcript goes unchecked.
+//! The exception is a block marked `console,tested-by=tests/FILE.rs`: a transcript of commands
+//! this test cannot run, which FILE's tests reproduce; here, FILE must exist and name the page.
 //!
 //! Each step's chapter also has the book's shape: the concept, the step, what you should see,
 //! what to read, where mini-kvm does this, and exercises graded easy, medium and hard.
