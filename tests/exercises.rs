@@ -502,6 +502,7 @@ fn check_recipe(doc: &str, label: &str) {
             .any(|command| command.line.contains("mini-kvm run")),
         "{doc}: the recipe never runs the guest"
     );
+    fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -529,6 +530,7 @@ fn exercise(id: &str) {
                 exercise.solution
             );
         }
+        remove_built(&built);
         return;
     }
     let solution = build(Path::new(exercise.solution), &format!("{id}-solution"));
@@ -541,6 +543,15 @@ fn exercise(id: &str) {
         "{id}: the starting point {} passes the check already: it cannot fail",
         exercise.start
     );
+    remove_built(&solution);
+    remove_built(&start);
+}
+
+/// Removes the directory where a guest was built (a VMM example stays where cargo put it).
+fn remove_built(built: &Path) {
+    if built.extension().is_some_and(|ext| ext == "bin") {
+        fs::remove_dir_all(built.parent().unwrap()).unwrap();
+    }
 }
 
 #[test]
