@@ -508,6 +508,14 @@ fn check_recipe(doc: &str, label: &str) {
 #[test]
 fn the_books_recipe_builds_a_guest_that_runs() {
     check_recipe("book/src/exercises.md", "recipe-book");
+    // The page tells the reader that git ignores their work files.
+    let ignored = read(&repo().join(".gitignore"));
+    for pattern in ["/my_*", "/examples/my_*.rs"] {
+        assert!(
+            ignored.lines().any(|line| line == pattern),
+            ".gitignore lacks {pattern}"
+        );
+    }
 }
 
 #[test]
@@ -647,6 +655,15 @@ fn every_exercise_is_in_the_book() {
         assert!(
             entry.contains(&command),
             "exercises.md, {id}: no `{command}`"
+        );
+    }
+    // And every solution belongs to an exercise.
+    for entry in fs::read_dir(repo().join("book/solutions")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let path = format!("book/solutions/{name}");
+        assert!(
+            EXERCISES.iter().any(|exercise| exercise.solution == path),
+            "{path} is the solution of no exercise"
         );
     }
 }
