@@ -688,3 +688,46 @@ fn numbered_items(text: &str) -> Vec<String> {
         .map(|item| item.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
 }
+
+/// The reader's way in: with `EXnn=FILE`, a test checks FILE instead of the solution. Run this
+/// test executable again on one exercise of each kind, with a file that passes (the solution)
+/// and one that does not (the starting point).
+#[test]
+fn a_readers_file_is_checked_instead() {
+    for (test, variable, failing, passing) in [
+        (
+            "ex01_six_plus_seven",
+            "EX01",
+            "examples/step01_first_exit.rs",
+            "book/solutions/ex01_add.rs",
+        ),
+        (
+            "ex02_hello_through_write",
+            "EX02",
+            "guests/real/hello.S",
+            "book/solutions/ex02_hello_write.S",
+        ),
+    ] {
+        let run_with = |file: &str| {
+            let mut command = Command::new(std::env::current_exe().unwrap());
+            command
+                .args(["--exact", test, "--test-threads=1"])
+                .env(variable, file)
+                .current_dir(repo());
+            common::mini_kvm_with(&mut command, b"")
+        };
+        let run = run_with(passing);
+        assert_eq!(run.status, 0, "{variable}={passing}: {run:?}");
+        assert!(
+            run.stdout_text().contains("1 passed"),
+            "{variable}={passing}: {run:?}"
+        );
+        let run = run_with(failing);
+        assert_ne!(run.status, 0, "{variable}={failing}: {run:?}");
+        let verdict = format!("{}: {failing} does not pass yet.", variable.to_lowercase());
+        assert!(
+            run.stdout_text().contains(&verdict) || run.stderr.contains(&verdict),
+            "{variable}={failing} should fail with {verdict:?}: {run:?}"
+        );
+    }
+}
