@@ -14,6 +14,8 @@
 //! built. Where the output varies from run to run, the book writes `…` (U+2026): in an expected
 //! line, it stands for any text within that line. Any other command fails the test, and so does
 //! a `$ ` line in any other kind of block, so that nothing shown as a transcript goes unchecked.
+//! The exception is a block marked `console,tested-by=tests/FILE.rs`: a transcript of commands
+//! this test cannot run, which FILE's tests reproduce; here, FILE must exist and name the page.
 //!
 //! Each step's chapter also has the book's shape: the concept, the step, what you should see,
 //! what to read, where mini-kvm does this, and exercises graded easy, medium and hard.
@@ -238,13 +240,26 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
     let mut found: Vec<Transcript> = Vec::new();
     let mut in_console = false;
     let mut in_other_block = false;
+    let mut tested_elsewhere = false;
     for (index, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") {
             if in_console || in_other_block {
-                (in_console, in_other_block) = (false, false);
+                (in_console, in_other_block, tested_elsewhere) = (false, false, false);
             } else if trimmed == "```console" {
                 in_console = true;
+            } else if let Some(test) = trimmed.strip_prefix("```console,tested-by=") {
+                // A transcript that another test reproduces (one this test cannot run): that
+                // test must exist and name this page.
+                let test_text = fs::read_to_string(repo().join(test))
+                    .unwrap_or_else(|_| panic!("{file}:{}: {test} does not exist", index + 1));
+                assert!(
+                    test_text.contains(&format!("book/src/{file}")),
+                    "{file}:{}: {test} does not name book/src/{file}",
+                    index + 1
+                );
+                in_other_block = true;
+                tested_elsewhere = true;
             } else {
                 in_other_block = true;
             }
@@ -253,7 +268,7 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
         if !in_console {
             // A command with its output outside a console block would go unchecked.
             assert!(
-                !(in_other_block && line.starts_with("$ ")),
+                !(in_other_block && !tested_elsewhere && line.starts_with("$ ")),
                 "{file}:{}: a `$ ` command outside a ```console block",
                 index + 1
             );
