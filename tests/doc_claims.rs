@@ -44,7 +44,9 @@ fn files_that_name_paths() -> Vec<PathBuf> {
         }
     }
     let mut found = vec![repo().join("README.md"), repo().join("build.rs")];
-    for dir in ["docs", "book", "src", "guests", "examples", "tests", "benches"] {
+    for dir in [
+        "docs", "book", "src", "guests", "examples", "tests", "benches",
+    ] {
         walk(&repo().join(dir), &mut found);
     }
     found.sort();
@@ -53,7 +55,13 @@ fn files_that_name_paths() -> Vec<PathBuf> {
 
 /// The top-level directories a path named in the text can start with.
 const ROOTS: [&str; 7] = [
-    "src/", "guests/", "tests/", "examples/", "docs/", "book/", "benches/",
+    "src/",
+    "guests/",
+    "tests/",
+    "examples/",
+    "docs/",
+    "book/",
+    "benches/",
 ];
 
 /// Paths that are not files of the repository but start like them: QEMU's specification of
@@ -112,9 +120,19 @@ fn every_path_named_in_the_docs_and_the_comments_exists() {
             // From the repository's root; or from the teaching OS's, a crate of its own whose
             // files are named from its root (`src/kernel/boot.rs`); or from the file's own
             // directory (book/README.md names `src/SUMMARY.md`).
+            // A guest's image (`guests/real/hello.bin`) is built from its source.
+            let source = path
+                .strip_suffix(".bin")
+                .or_else(|| path.strip_suffix(".elf"))
+                .map(|stem| format!("{stem}.S"));
             let exists = [repo(), &repo().join("guests/os"), file.parent().unwrap()]
                 .iter()
-                .any(|base| base.join(&path).exists());
+                .any(|base| {
+                    base.join(&path).exists()
+                        || source
+                            .as_ref()
+                            .is_some_and(|source| base.join(source).exists())
+                });
             if !exists {
                 missing.push(format!("{name}:{line}: {path}"));
             }
@@ -148,7 +166,10 @@ fn the_path_finder_finds_paths_and_only_paths() {
         ]
     );
     // In a source file there are no fenced blocks.
-    assert_eq!(named_paths("```\nsrc/a.rs\n```", false), [(2, "src/a.rs".into())]);
+    assert_eq!(
+        named_paths("```\nsrc/a.rs\n```", false),
+        [(2, "src/a.rs".into())]
+    );
 }
 
 /// `hello`'s VM exits as `--stats` counts them: (coalesced, with `--no-coalesce`).
