@@ -14,8 +14,8 @@
 //! built. Where the output varies from run to run, the book writes `…` (U+2026): in an expected
 //! line, it stands for any text within that line. Any other command fails the test, and so does
 //! a `$ ` line in any other kind of block, so that nothing shown as a transcript goes unchecked.
-//! The exception is a block marked `console,tested-by=tests/FILE.rs`: a transcript of commands
-//! this test cannot run, which FILE's tests reproduce; here, FILE must exist and name the page.
+//! A block marked `console,tested-by=tests/FILE.rs` is checked by that test instead (gdb and
+//! strace sessions): here, only that the file exists and names the chapter.
 //!
 //! Each step's chapter also has the book's shape: the concept, the step, what you should see,
 //! what to read, where mini-kvm does this, and exercises graded easy, medium and hard.
@@ -244,31 +244,34 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
     for (index, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") {
-            if in_console || in_other_block {
+            if in_console || in_other_block || tested_elsewhere {
                 (in_console, in_other_block, tested_elsewhere) = (false, false, false);
             } else if trimmed == "```console" {
                 in_console = true;
             } else if let Some(test) = trimmed.strip_prefix("```console,tested-by=") {
-                // A transcript that another test reproduces (one this test cannot run): that
-                // test must exist and name this page.
-                let test_text = fs::read_to_string(repo().join(test))
-                    .unwrap_or_else(|_| panic!("{file}:{}: {test} does not exist", index + 1));
+                // A transcript that a test of its own runs again (gdb, strace): that test must
+                // exist and name this chapter.
+                let source = fs::read_to_string(repo().join(test)).unwrap_or_else(|_| {
+                    panic!("{file}:{}: {test}, which does not exist", index + 1)
+                });
                 assert!(
-                    test_text.contains(&format!("book/src/{file}")),
+                    source.contains(&format!("book/src/{file}")),
                     "{file}:{}: {test} does not name book/src/{file}",
                     index + 1
                 );
-                in_other_block = true;
                 tested_elsewhere = true;
             } else {
                 in_other_block = true;
             }
             continue;
         }
+        if tested_elsewhere {
+            continue;
+        }
         if !in_console {
             // A command with its output outside a console block would go unchecked.
             assert!(
-                !(in_other_block && !tested_elsewhere && line.starts_with("$ ")),
+                !(in_other_block && line.starts_with("$ ")),
                 "{file}:{}: a `$ ` command outside a ```console block",
                 index + 1
             );
@@ -291,7 +294,10 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
             current.output.push(line.to_string());
         }
     }
-    assert!(!in_console, "{file}: a console block is not closed");
+    assert!(
+        !in_console && !tested_elsewhere,
+        "{file}: a console block is not closed"
+    );
     found
 }
 
@@ -418,19 +424,22 @@ fn pointers(text: &str) -> Vec<(String, String)> {
 
 #[test]
 fn every_pointer_into_mini_kvm_is_real() {
-    let mut checked = 0;
     for step in STEPS {
         let text = read(&book_src().join(step.chapter));
-        let found = pointers(&text);
         assert!(
-            !found.is_empty(),
+            !pointers(&text).is_empty(),
             "{} has no pointers under \"## Where mini-kvm does this\"",
             step.chapter
         );
-        for (file, function) in found {
-            let source = fs::read_to_string(repo().join(&file)).unwrap_or_else(|_| {
-                panic!("{}: points at {file}, which does not exist", step.chapter)
-            });
+    }
+    let mut checked = 0;
+    // Every chapter's pointers, the steps' and the others' (trace-one-exit.md).
+    for path in chapters() {
+        let chapter = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = read(&path);
+        for (file, function) in pointers(&text) {
+            let source = fs::read_to_string(repo().join(&file))
+                .unwrap_or_else(|_| panic!("{chapter}: points at {file}, which does not exist"));
             // `Type::method`: the file has `impl Type` (or `impl Trait for Type`) and the fn.
             let (owner, name) = match function.rsplit_once("::") {
                 Some((owner, name)) => (Some(owner), name),
@@ -441,16 +450,14 @@ fn every_pointer_into_mini_kvm_is_real() {
             };
             assert!(
                 defines(&format!("fn {name}")),
-                "{}: {file} defines no fn {name}",
-                step.chapter
+                "{chapter}: {file} defines no fn {name}"
             );
             if let Some(owner) = owner {
                 assert!(
                     source.contains(&format!("impl {owner} "))
                         || source.contains(&format!(" for {owner} "))
                         || source.contains(&format!("impl {owner}<")),
-                    "{}: {file} has no impl of {owner}",
-                    step.chapter
+                    "{chapter}: {file} has no impl of {owner}"
                 );
             }
             checked += 1;
