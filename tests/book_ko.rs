@@ -38,7 +38,7 @@ const TRANSLATIONS: &[&str] = &[
 ];
 
 /// The Korean edition's own pages, which translate nothing.
-const KOREAN_ONLY: &[&str] = &["SUMMARY.md", "korean-edition.md"];
+const KOREAN_ONLY: &[&str] = &["SUMMARY.md", "korean-edition.md", "exercises.md"];
 
 /// The translated chapters that teach a step, and the step's example.
 const STEP_CHAPTERS: &[(&str, &str)] = &[
@@ -617,8 +617,8 @@ fn the_skeleton_catches_a_forgotten_update() {
         ("a code span", "`KVM_SET_REGS`", "`KVM_SET_SREGS`"),
         (
             "an exercise",
-            "\n3. *Hard.*",
-            "\n3. *Hard.* One more.\n4. *Hard.*",
+            "\n4. *Hard.*",
+            "\n4. *Hard.* One more.\n5. *Hard.*",
         ),
         (
             "a table row",
