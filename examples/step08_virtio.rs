@@ -73,17 +73,17 @@ const CONSOLE_HANDLER: u64 = 0x10122;
 const INTERRUPT_GATE: u64 = 0x8e;
 
 /// The console's interrupt line: GSI 5, which KVM's default routing wires to pin 5 of the PIC
-/// and of the IOAPIC. On a PC, IRQ 5 belongs to no standard device (mini-kvm's first virtio
-/// device has it too).
+/// and of the IOAPIC. No other device of this VM uses it (mini-kvm's first virtio device has it
+/// too).
 const CONSOLE_GSI: u32 = 5;
 
 /// The virtio-mmio transport, version 2 (virtio 1.2, §4.2.2): 32-bit registers at these
 /// offsets in the device's page (R: the driver reads it, W: writes it), then from 0x100 the
-/// device's own configuration (a console's holds its size; ours offers none).
+/// device's own configuration (a console's holds its size, with a feature bit ours lacks).
 const MAGIC_VALUE: u64 = 0x000; //         R: 0x74726976, "virt" in little-endian ASCII
 const VERSION: u64 = 0x004; //             R: 2, the modern transport (1 was the legacy one)
 const DEVICE_ID: u64 = 0x008; //           R: what the device is: 3, a console
-const VENDOR_ID: u64 = 0x00c; //           R: who made it (0: nobody in particular)
+const VENDOR_ID: u64 = 0x00c; //           R: who made it (this one says 0)
 const DEVICE_FEATURES: u64 = 0x010; //     R: 32 of the device's feature bits...
 const DEVICE_FEATURES_SEL: u64 = 0x014; // W: ...which 32: 0 for bits 0-31, 1 for 32-63
 const DRIVER_FEATURES: u64 = 0x020; //     W: 32 of the bits the driver accepts...
@@ -259,9 +259,10 @@ fn run() -> Result<u8, String> {
     vm.register_irqfd(&interrupt, CONSOLE_GSI)
         .map_err(|e| format!("KVM_IRQFD: {e}"))?;
     println!(
-        "[vmm] virtio console (device ID 3) at {:#x}: QueueNotify = 1 is an ioeventfd, \
-         its interrupt an irqfd on GSI {CONSOLE_GSI}",
-        CONSOLE.0
+        "[vmm] virtio console at {:#x}: an ioeventfd on QueueNotify ({:#x}), an irqfd on GSI {}",
+        CONSOLE.0,
+        CONSOLE.0 + QUEUE_NOTIFY,
+        CONSOLE_GSI
     );
     let mut vcpu = create_vcpu(&vm)?;
     print_memory_map();
@@ -304,7 +305,7 @@ fn serve_console(
         if stop.load(Ordering::Acquire) {
             return Ok(());
         }
-        println!("[vmm] console thread: the ioeventfd woke me (QueueNotify, no VM exit)");
+        println!("[vmm] console thread: the doorbell rang (QueueNotify)");
         let mut console = console
             .lock()
             .map_err(|_| "the console's lock is poisoned")?;
@@ -374,9 +375,9 @@ impl Console {
                 self.driver_features |= u64::from(value) << shift;
             }
             QUEUE_SEL => self.queue_sel = value,
-            // A size that is not a power of two up to 16 is refused by the crate, and the queue
-            // then never becomes valid.
-            QUEUE_NUM => self.with_queue(|q| q.set_size(value as u16)),
+            // The crate refuses a size that is not a power of two up to 16 (or 0, here for
+            // what does not fit in 16 bits): the size stays as it was.
+            QUEUE_NUM => self.with_queue(|q| q.set_size(u16::try_from(value).unwrap_or(0))),
             QUEUE_READY => self.with_queue(|q| q.set_ready(value == 1)),
             QUEUE_DESC_LOW => self.with_queue(|q| q.set_desc_table_address(Some(value), None)),
             QUEUE_DESC_HIGH => self.with_queue(|q| q.set_desc_table_address(None, Some(value))),
@@ -404,9 +405,10 @@ impl Console {
     /// The driver rang transmitq's doorbell: print each buffer on the available ring, give
     /// each back on the used ring, and say how many there were.
     fn transmit(&mut self, memory: &GuestMemoryMmap) -> Result<usize, String> {
-        // The device must not touch a queue before DRIVER_OK and QueueReady.
+        // The device must not touch a queue before DRIVER_OK and QueueReady, nor rings that
+        // are not in guest RAM (or not aligned).
         let queue = &mut self.queues[TRANSMIT_QUEUE];
-        if self.status & DRIVER_OK == 0 || !queue.ready() {
+        if self.status & DRIVER_OK == 0 || !queue.ready() || !queue.is_valid(memory) {
             return Ok(0);
         }
         let mut served = 0;
