@@ -278,7 +278,7 @@ const OS_DEFAULT_MEMORY: u64 = 16 << 20;
 /// (no nightly, no extra target). What makes it fit a kernel is in OS_RUSTFLAGS.
 const OS_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// * no SSE: our hosts' KVM cannot emulate SSE arithmetic (DESIGN.md §1), and LLVM would use
+/// * no SSE: our hosts' KVM cannot emulate SSE arithmetic (docs/testing.md), and LLVM would use
 ///   it for copies and zeroing. rustc 1.95 accepts `-sse,-sse2` on this target with a
 ///   future-incompatibility warning (issue #116344: SSE2 is part of the target's float ABI;
 ///   the OS has no floats). The way out, if it becomes an error: the x86_64-unknown-none target

@@ -1,5 +1,5 @@
-//! The smallest VMM: read this first. `cargo run --example minimal` runs a 15-byte real-mode
-//! guest that prints a line through a UART port; `cargo run --example minimal -- GUEST.bin` runs
+//! The smallest VMM: read this first. `cargo run --example minimal` runs a 42-byte real-mode
+//! guest (15 bytes of code and its text) that prints a line through a UART port; `cargo run --example minimal -- GUEST.bin` runs
 //! a real-mode flat binary of your own (mini-kvm's `hello`, say), loaded at 0x10000.
 //!
 //! A VMM on KVM is five steps, each one ioctl or two:
@@ -38,7 +38,7 @@ const HELLO: &[u8] = &[
     0x74, 0x03, //             jz done              a zero byte ends the text
     0xee, //                   out %al, (%dx)       a VM exit: KVM_EXIT_IO
     0xeb, 0xf8, //             jmp next
-    0xf4, //             done: hlt                  interrupts are off: a VM exit, KVM_EXIT_HLT
+    0xf4, //             done: hlt                  no in-kernel irqchip: a VM exit, KVM_EXIT_HLT
     b'H', b'e', b'l', b'l', b'o', b' ', b'f', b'r', b'o', b'm', b' ', b'a', b' ', b'm', b'i', b'n',
     b'i', b'm', b'a', b'l', b' ', b'V', b'M', b'M', b'!', b'\n', 0,
 ];
@@ -103,7 +103,10 @@ impl MinimalVm {
         let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
         regs.rip = 0;
         regs.rsp = 0;
-        regs.rflags = 0x2; // bit 1 is always set; IF = 0, so `hlt` ends the guest
+        // Bit 1 is always set; IF = 0: interrupts off (this VM has no interrupt controller anyway).
+        // Without an in-kernel irqchip, KVM cannot wait for an interrupt itself, so every `hlt`
+        // returns from KVM_RUN as KVM_EXIT_HLT, whatever IF says, and `run` ends the guest there.
+        regs.rflags = 0x2;
         vcpu.set_regs(&regs)
             .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
 

@@ -198,8 +198,8 @@ exit, 130 stopped from the --tui view).")]
         screenshot: Option<std::path::PathBuf>,
 
         /// Make every write to the UART and the debug console a VM exit of its own, instead of
-        /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --verbose
-        /// hello shows 13 exits instead of 1).
+        /// queueing them on KVM's coalesced-I/O ring (e.g. mini-kvm run --no-coalesce --stats
+        /// hello counts 13 exits instead of 2).
         #[arg(long = "no-coalesce")]
         no_coalesce: bool,
 

@@ -1,5 +1,5 @@
-//! Every built-in real-mode guest: exact output bytes, exit status, and exit counts
-//! (shared/spec/guest-outputs.md), run on the real /dev/kvm.
+//! Every built-in real-mode guest: exact output bytes, exit status, and exit counts (the README's
+//! "Built-in guests" table shows them), run on the real /dev/kvm.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Tests that need hardware KVM (kvm_intel or kvm_amd), which our development and CI machines lack:
-//! their /dev/kvm is kvm_pvm, which runs every guest instruction in KVM's emulator (DESIGN.md §1).
+//! their /dev/kvm is kvm_pvm, which runs every guest instruction in KVM's emulator (docs/testing.md).
 //!
 //! Each test here is `#[ignore = "needs hardware KVM: run in the rig (tests/hw-kvm/run)"]`: a host
 //! `cargo test` lists it as ignored with that reason, and the hardware-KVM rig, which runs every

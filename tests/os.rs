@@ -1,5 +1,5 @@
 //! The teaching OS (`mini-kvm run os`), in scripted sessions through a pipe: the exact output
-//! of every program (spec/guest-outputs.md), the calculator's cases, echo's truncation and
+//! of every program (the original 1K OS's texts, byte for byte), the calculator's cases, echo's truncation and
 //! backspace, unknown options, the empty line, the end of input, a user process killed by a
 //! fault while the shell goes on, and the kernel's fault report.
 

@@ -1,4 +1,4 @@
-//! The teaching OS image contains no instruction our hosts' KVM cannot emulate (DESIGN.md §1):
+//! The teaching OS image contains no instruction our hosts' KVM cannot emulate (docs/testing.md):
 //! every executable section of the kernel and of the user programs is decoded with iced-x86,
 //! and any SSE, x87, MMX, AVX, popcnt, crc32 (SSE4.2), cmpxchg16b or xsave instruction fails
 //! the test, listed with its address.

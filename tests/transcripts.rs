@@ -1,5 +1,6 @@
-//! Every transcript in the documentation is the real output of its command: README.md, docs/,
-//! the book (book/src/) and its translations (book/ko/src/).
+//! Every transcript in the documentation is the real output of its command: README.md, docs/
+//! and the book (book/src/). The Korean edition (book/ko/) shows the English transcripts, which
+//! tests/book_ko.rs checks, so they are not run twice.
 //!
 //! **The format.** A fenced block whose info string starts with `console` is a transcript. A line
 //! that starts with `$ ` is a command; the lines after it, up to the next command or the end of
@@ -12,9 +13,7 @@
 //! `$ echo $?` and the status, as in a shell: a transcript cannot hide a failure.
 //!
 //! **Commands.** Each block runs in a fresh directory of its own, in which the test guests
-//! (tests/guests/**.S, which `cargo build` assembles) are at hand as `NAME.bin` and `NAME.elf`,
-//! `guests/` is the repository's (its includes and linker scripts), and each listing of the
-//! document marked `file=NAME` (```` ```asm file=example.S ````) is the file NAME.
+//! (tests/guests/**.S, which `cargo build` assembles) are at hand as `NAME.bin` and `NAME.elf`.
 //! A command is one of
 //! * `cargo run --quiet --example NAME`: the example binary cargo has built (the book's steps);
 //! * `cargo run --release -- ARGS`: `mini-kvm ARGS`, as built for the test (cargo's own lines,
@@ -37,8 +36,7 @@
 //! * `console,unchecked`: run by nothing; each is in [`UNCHECKED`], with the reason.
 //!
 //! A `$ ` line in any other block fails the test, so that nothing shown as a transcript goes
-//! unchecked. A translation's transcripts must be the same blocks as the English chapter's: they
-//! are compared with those, not run again.
+//! unchecked.
 //!
 //! The book's steps are built by `cargo build --examples`, which a full `cargo test` does on its
 //! way. With `cargo test --test transcripts` alone, build them first: a step older than its source
@@ -53,7 +51,7 @@ use std::process::{Command, Stdio};
 
 /// The programs a transcript's shell command may run.
 const PROGRAMS: &[&str] = &[
-    "mini-kvm", "printf", "head", "sed", "cut", "cp", "dd", "truncate", "as", "ld", "objcopy",
+    "mini-kvm", "printf", "head", "sed", "cut", "cp", "dd", "truncate",
 ];
 
 /// The transcripts nothing runs, by document and first command (once per block), and why.
@@ -363,49 +361,9 @@ fn run_interleaved(mut process: Command, what: &str) -> (String, i32) {
     (String::from_utf8_lossy(&bytes).into_owned(), code)
 }
 
-/// The listings of a Markdown text that its transcripts use as files: each code block whose info
-/// string has `file=NAME` (```` ```asm file=example.S ````), as (NAME, its text).
-fn listed_files(file: &str, text: &str) -> Vec<(String, String)> {
-    let mut found: Vec<(String, String)> = Vec::new();
-    let mut in_block = false;
-    let mut current: Option<usize> = None;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if let Some(info) = trimmed.strip_prefix("```") {
-            if in_block {
-                (in_block, current) = (false, None);
-                continue;
-            }
-            in_block = true;
-            if let Some(name) = info
-                .split([' ', ','])
-                .find_map(|word| word.strip_prefix("file="))
-            {
-                assert!(
-                    !name.is_empty() && !name.contains('/') && !name.starts_with('.'),
-                    "{file}: ```{info}: file= names a file in the transcript's directory"
-                );
-                found.push((name.to_string(), String::new()));
-                current = Some(found.len() - 1);
-            }
-            continue;
-        }
-        if let Some(index) = current {
-            found[index].1.push_str(line);
-            found[index].1.push('\n');
-        }
-    }
-    found
-}
-
-/// A fresh directory for one transcript, with the test guests in it, `guests/` (the guests'
-/// sources and includes, as at the repository's root) and the document's listed files.
-fn transcript_dir(number: usize, files: &[(String, String)]) -> PathBuf {
+/// A fresh directory for one transcript, with the test guests in it.
+fn transcript_dir(number: usize) -> PathBuf {
     let dir = common::scratch(&format!("transcript-{number}"));
-    std::os::unix::fs::symlink(repo().join("guests"), dir.join("guests")).unwrap();
-    for (name, text) in files {
-        fs::write(dir.join(name), text).unwrap();
-    }
     let guests = Path::new(env!("OUT_DIR")).join("test-guests");
     for entry in fs::read_dir(&guests).expect("build.rs's test guests") {
         let path = entry.unwrap().path();
@@ -420,8 +378,8 @@ fn transcript_dir(number: usize, files: &[(String, String)]) -> PathBuf {
 }
 
 /// Runs every command of `transcript` and compares what it printed with what the document shows.
-fn check(transcript: &Transcript, number: usize, files: &[(String, String)]) {
-    let dir = transcript_dir(number, files);
+fn check(transcript: &Transcript, number: usize) {
+    let dir = transcript_dir(number);
     let mut previous: Option<(usize, i32)> = None;
     for command in &transcript.commands {
         let at = format!("{}:{}", transcript.file, command.line);
@@ -473,9 +431,7 @@ fn every_transcript_is_the_real_output() {
     let mut unchecked_found = Vec::new();
     for path in documents() {
         let file = relative(&path);
-        let text = read(&path);
-        let files = listed_files(&file, &text);
-        for transcript in transcripts(&file, &text) {
+        for transcript in transcripts(&file, &read(&path)) {
             let first = &transcript.commands[0].text;
             match &transcript.kind {
                 Kind::Run => {}
@@ -507,7 +463,7 @@ fn every_transcript_is_the_real_output() {
             }
             run += 1;
             commands += transcript.commands.len();
-            check(&transcript, run, &files);
+            check(&transcript, run);
         }
     }
     // Each unchecked block is listed with its reason, and each listed one is still there.
@@ -534,45 +490,6 @@ fn every_transcript_is_the_real_output() {
         }
     );
     assert!(run > 0, "no transcript was run");
-}
-
-/// book/ko/src/X.md is the Korean edition of book/src/X.md: its transcripts are the English ones,
-/// block for block, and are not run a second time.
-#[test]
-fn a_translations_transcripts_are_the_english_ones() {
-    let translations = repo().join("book/ko/src");
-    if !translations.exists() {
-        return; // No translation yet: nothing to compare.
-    }
-    for path in markdown_under(&translations) {
-        let file = relative(&path);
-        let english_path = repo()
-            .join("book/src")
-            .join(path.strip_prefix(&translations).unwrap());
-        let english_file = relative(&english_path);
-        assert!(
-            english_path.exists(),
-            "{file} translates {english_file}, which does not exist"
-        );
-        let shown = |transcripts: Vec<Transcript>| -> Vec<(String, Vec<CommandLine>)> {
-            transcripts
-                .into_iter()
-                .map(|transcript| (transcript.info, transcript.commands))
-                .map(|(info, commands)| {
-                    let commands = commands
-                        .into_iter()
-                        .map(|command| CommandLine { line: 0, ..command })
-                        .collect();
-                    (info, commands)
-                })
-                .collect()
-        };
-        assert_eq!(
-            shown(transcripts(&file, &read(&path))),
-            shown(transcripts(&english_file, &read(&english_path))),
-            "{file}: its console blocks differ from {english_file}'s"
-        );
-    }
 }
 
 #[test]
@@ -624,13 +541,6 @@ fn the_transcript_format_catches_differences() {
         shell_programs("MINI_KVM_DEVICE=/dev/null mini-kvm run hello"),
         Some(vec!["mini-kvm"])
     );
-    assert_eq!(
-        listed_files(
-            "t.md",
-            "```asm file=a.S\nnop\n```\n```console\n$ as a.S\n```\n"
-        ),
-        [("a.S".to_string(), "nop\n".to_string())]
-    );
     assert_eq!(shell_programs("rm -rf x"), None);
     assert_eq!(shell_programs("mini-kvm run hello; rm x"), None);
     assert_eq!(shell_programs("mini-kvm run $(cat x)"), None);
@@ -643,7 +553,7 @@ fn a_failing_status_must_be_shown() {
         let text = text.to_string();
         std::panic::catch_unwind(move || {
             for (number, transcript) in transcripts("t.md", &text).iter().enumerate() {
-                check(transcript, 1000 + number, &listed_files("t.md", &text));
+                check(transcript, 1000 + number);
             }
         })
         .is_ok()

@@ -112,6 +112,45 @@ fn a_closed_terminal_ends_the_view_with_status_129() {
 }
 
 #[test]
+fn a_closed_terminal_ends_the_view_even_when_its_shell_ignores_sighup() {
+    // `trap '' HUP` (or nohup): the shell survives the terminal and passes no SIGHUP on, so
+    // mini-kvm learns of the closed window only from its terminal, which reads end of file for
+    // ever. crossterm spun on that at 100% of a CPU, deaf even to SIGTERM, until the view
+    // polled the terminal itself (src/tui/mod.rs, `wait_for_terminal`).
+    let forever = test_guest("forever");
+    let session = TerminalSession::on_screen_ignoring_hangup(
+        "closed-nohup",
+        &format!("run --tui {}", forever.display()),
+    );
+    session.wait_for_screen(&["[1:forever.bin] running"]);
+    // The shell outlives its terminal (it lingers for the screen to be read): its process
+    // group goes when the test ends, and so would a mini-kvm still spinning if the test failed.
+    let _group = ProcessGroupKiller::of(session.mini_kvm_pid() as libc::pid_t);
+    session.close_terminal();
+    // The shell lives on, so it reports the status (to the file `status`).
+    assert_eq!(session.finish(), 129);
+}
+
+/// Kills a process group with SIGKILL when dropped.
+struct ProcessGroupKiller(libc::pid_t);
+
+impl ProcessGroupKiller {
+    fn of(pid: libc::pid_t) -> Self {
+        // SAFETY: getpgid has no memory effects.
+        let group = unsafe { libc::getpgid(pid) };
+        assert!(group > 0, "getpgid({pid})");
+        ProcessGroupKiller(group)
+    }
+}
+
+impl Drop for ProcessGroupKiller {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory effects; the group is the terminal's, never this test's.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
+#[test]
 fn sigterm_restores_the_terminal() {
     let forever = test_guest("forever");
     let session = start("sigterm", &[forever.to_str().unwrap()]);

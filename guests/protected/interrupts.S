@@ -40,8 +40,8 @@
 # On hardware KVM all of the bracketed forms work as well.
 #
 # The PIC, the PIT and the local APIC are KVM's in-kernel models (mini-kvm creates them for every
-# guest outside real mode); the keyboard controller is mini-kvm's (src/devices/i8042.rs), and its
-# IRQ 1 wakes the `hlt` below. Paging stays off, so this runs on every host, kvm_pvm included.
+# guest outside real mode); the keyboard controller is mini-kvm's
+# (src/devices/legacy/i8042.rs), and its IRQ 1 wakes the `hlt` below. Paging stays off, so this runs on every host, kvm_pvm included.
 
 .include "hypercall.inc"
 

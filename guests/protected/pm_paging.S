@@ -9,8 +9,8 @@
 #
 # With `paging: true`, mini-kvm starts this guest with CR0.PG = 1 and CR3 pointing at a page
 # directory of 4 MiB pages (CR4.PSE) that maps guest RAM twice: at its own address (the identity
-# map, so this code keeps running at 0x10000) and again from 0x80000000 (src/arch/paging.rs). So
-# linear 0x80020000 and linear 0x00020000 are the same physical byte.
+# map, so this code keeps running at 0x10000) and again from 0x80000000
+# (src/arch/x86/paging.rs). So linear 0x80020000 and linear 0x00020000 are the same physical byte.
 #
 # This needs a host KVM that runs 32-bit paging: our development hosts' kvm_pvm does not, and
 # mini-kvm says so instead of starting it. It runs in the hardware-KVM rig (tests/hw-kvm).

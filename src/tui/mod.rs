@@ -11,8 +11,8 @@
 //!
 //! The terminal is restored on every way out: the normal end, an error (ratatui's restore), a
 //! panic (ratatui's panic hook), and SIGTERM / SIGHUP / SIGINT (a handler sets a flag the loop
-//! checks). A terminal that has gone away (SIGHUP with stdin hung up) ends the process at once,
-//! status 129: there is nothing to restore.
+//! checks). A terminal that has gone away (SIGHUP with stdin hung up, or stdin hung up alone when
+//! the shell ignores SIGHUP) ends the process at once, status 129: there is nothing to restore.
 
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
@@ -266,7 +266,13 @@ fn interact(
         if SIGNALLED.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if !event::poll(REFRESH)? {
+        match wait_for_terminal(REFRESH) {
+            TerminalInput::HungUp => end_with_hangup(),
+            // A resize comes through crossterm's own signal pipe, not the terminal: it is
+            // picked up by the poll below at the next refresh.
+            TerminalInput::Idle | TerminalInput::Ready => {}
+        }
+        if !event::poll(Duration::ZERO)? {
             continue;
         }
         let Event::Key(key) = event::read()? else {
@@ -488,16 +494,54 @@ fn send_pictures(
     Ok(())
 }
 
-/// Has the terminal on stdin hung up? (`poll` says so without reading; it is async-signal-safe.)
-fn terminal_hung_up() -> bool {
+/// What the terminal (stdin: `run` checks that it is one) has for the view.
+#[derive(Debug, PartialEq, Eq)]
+enum TerminalInput {
+    Ready,
+    Idle,
+    HungUp,
+}
+
+/// Waits up to `timeout` for a key on the terminal, or for it to hang up.
+///
+/// The view never lets crossterm wait on the terminal itself: crossterm 0.29 reads it in a loop
+/// that ends only on "would block", and a terminal that has gone away reads as end of file for
+/// ever, so crossterm would spin there at 100% of a CPU, deaf to every signal. Closing a window
+/// usually sends SIGHUP first (`install_signal_handlers` ends the process), but not when the
+/// shell that started mini-kvm ignores SIGHUP (`trap '' HUP`, `nohup`) and so never exits and
+/// passes it on: then only `poll` tells (POLLHUP). crossterm is called with a zero timeout after
+/// this, so it reads only what is there; a hang-up in the microseconds between the two calls
+/// would still catch it.
+fn wait_for_terminal(timeout: Duration) -> TerminalInput {
     let mut stdin = libc::pollfd {
         fd: libc::STDIN_FILENO,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, and a zero timeout.
-    let ready = unsafe { libc::poll(&mut stdin, 1, 0) };
-    ready > 0 && stdin.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd. An interrupted poll (a signal: SIGWINCH, SIGTERM) is Idle: the
+    // loop checks the signal flag before it waits again.
+    let ready = unsafe { libc::poll(&mut stdin, 1, millis) };
+    if ready <= 0 {
+        TerminalInput::Idle
+    } else if stdin.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        TerminalInput::HungUp
+    } else {
+        TerminalInput::Ready
+    }
+}
+
+/// Ends mini-kvm when its terminal has gone away: there is no terminal left to restore or to
+/// print on, so it ends at once, with the status SIGHUP's default action would give (129); the
+/// guests' VMs go with the process.
+fn end_with_hangup() -> ! {
+    // SAFETY: _exit is async-signal-safe, and ends the process without running anything else.
+    unsafe { libc::_exit(128 + libc::SIGHUP) }
+}
+
+/// Has the terminal on stdin hung up? (`poll` says so without reading; it is async-signal-safe.)
+fn terminal_hung_up() -> bool {
+    wait_for_terminal(Duration::ZERO) == TerminalInput::HungUp
 }
 
 fn install_signal_handlers() {
@@ -507,8 +551,7 @@ fn install_signal_handlers() {
         // returning to check the flag. There is no terminal left to restore: end at once, as
         // SIGHUP's default action would (the guests' VMs go with the process).
         if signal == libc::SIGHUP && terminal_hung_up() {
-            // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(128 + libc::SIGHUP) };
+            end_with_hangup();
         }
         SIGNALLED.store(true, Ordering::Relaxed);
     }

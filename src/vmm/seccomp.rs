@@ -50,7 +50,7 @@ pub enum Role {
     EventLoop,
     /// With several guests, the thread that started them and waits for them to end.
     Waiter,
-    /// The `--tui` view: draws the panes and reads keys (src/tui.rs).
+    /// The `--tui` view: draws the panes and reads keys (src/tui/).
     Terminal,
     /// A guest's GDB stub, once gdb is connected (src/gdb/): reads and writes its socket.
     Debugger,

@@ -1,5 +1,5 @@
 //! The teaching OS's shell sessions (tests/os.rs, tests/os_disk.rs): its menu and goodbye text
-//! (../shared/spec/guest-outputs.md fixes them byte for byte), whole transcripts, and a
+//! (the original 1K OS's, byte for byte), whole transcripts, and a
 //! comparison that shows where two transcripts part.
 
 use super::Run;

@@ -35,17 +35,30 @@ impl TerminalSession {
     /// Starts `mini-kvm run ARGS` in a new 120x40 terminal, its stdout and stderr going to the
     /// files `out` and `err`.
     pub fn start(test: &str, args: &str) -> TerminalSession {
-        Self::launch(test, args, &[], Output::Files)
+        Self::launch(test, args, &[], Output::Files, "")
     }
 
     /// Starts `mini-kvm ARGS` (the whole command line) with `ENV` set, in a new 120x40 terminal
     /// that shows its stdout and stderr. The terminal stays open after mini-kvm ends, with
     /// `STATUS=n` as its last line, so that `screen()` can read what it printed.
     pub fn on_screen(test: &str, args: &str, env: &[(&str, &str)]) -> TerminalSession {
-        Self::launch(test, args, env, Output::Screen)
+        Self::launch(test, args, env, Output::Screen, "")
     }
 
-    fn launch(test: &str, args: &str, env: &[(&str, &str)], output: Output) -> TerminalSession {
+    /// As `on_screen`, from a shell that ignores SIGHUP (`trap '' HUP`, as `nohup` does): when
+    /// the terminal closes, that shell neither exits nor passes SIGHUP on, so mini-kvm gets no
+    /// signal, only a terminal that reads as end of file.
+    pub fn on_screen_ignoring_hangup(test: &str, args: &str) -> TerminalSession {
+        Self::launch(test, args, &[], Output::Screen, "trap '' HUP; ")
+    }
+
+    fn launch(
+        test: &str,
+        args: &str,
+        env: &[(&str, &str)],
+        output: Output,
+        shell_prelude: &str,
+    ) -> TerminalSession {
         require_kvm();
         assert!(
             Command::new("tmux").arg("-V").output().is_ok(),
@@ -66,7 +79,7 @@ impl TerminalSession {
         // The caller's environment reaches the tmux server: mini-kvm starts without the
         // variables it reads, then gets only those the test sets (`env`).
         let script = format!(
-            "unset {unset}; cd {dir}; stty -g > before; {run}; s=$?; stty -g > after; echo $s > status.tmp; \
+            "{shell_prelude}unset {unset}; cd {dir}; stty -g > before; {run}; s=$?; stty -g > after; echo $s > status.tmp; \
              mv status.tmp status{linger}",
             unset = CALLER_VARIABLES.join(" "),
             dir = dir.display(),

@@ -3,8 +3,8 @@
 # Input: "abc\n". Expected stdout with --irqchip: "abc\n", status 0.
 #
 # The guest enables the UART's "received data available" interrupt and sleeps in `hlt`: it never
-# polls. mini-kvm's UART raises IRQ 4 when input arrives (src/devices/serial.rs), KVM's PIC
-# delivers it at vector 0x24, and the handler drains the receive buffer.
+# polls. mini-kvm's UART raises IRQ 4 when input arrives (src/devices/legacy/serial.rs), KVM's
+# PIC delivers it at vector 0x24, and the handler drains the receive buffer.
 
 .include "hypercall.inc"
 

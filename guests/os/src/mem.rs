@@ -1,6 +1,6 @@
 //! memcpy, memmove, memset, memcmp and bcmp: the compiler calls these for copies, fills and
 //! comparisons, and there is no C library to provide them. `rep movs` and `rep stosb` are one
-//! instruction each, which matters where every guest instruction is emulated (DESIGN.md §1).
+//! instruction each, which matters where every guest instruction is emulated (kvm_pvm: docs/testing.md).
 //! Included by the kernel and the user programs (`#[path]`).
 
 use core::arch::asm;

@@ -1,5 +1,5 @@
 //! Numbers as text, without `core::fmt` (whose precompiled code uses SSE2, which our hosts'
-//! KVM cannot emulate: DESIGN.md §1). Included by the kernel and the user programs (`#[path]`).
+//! KVM cannot emulate: docs/testing.md, "Why there is a rig"). Included by the kernel and the user programs (`#[path]`).
 
 #![allow(dead_code)]
 

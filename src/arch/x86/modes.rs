@@ -172,7 +172,7 @@ fn entry_regs(entry: &EntryRegisters) -> kvm_regs {
 }
 
 /// 32-bit protected mode, flat 4 GiB segments. `page_directory` (CR3) turns on paging with
-/// 4 MiB pages (src/arch/paging.rs); `None` leaves paging off.
+/// 4 MiB pages (src/arch/x86/paging.rs); `None` leaves paging off.
 pub fn setup_protected_mode(
     sregs: &mut kvm_sregs,
     regs: &mut kvm_regs,

@@ -8,7 +8,7 @@
 //! code segment. `kernel_main` (main.rs) replaces the page tables' first 2 MiB with 4 KiB pages
 //! later (paging.rs), to leave page 0 unmapped.
 //!
-//! Our hosts cannot run 32-bit paging (DESIGN.md §1), which is fine: paging goes on in the same
+//! Our hosts cannot run 32-bit paging (docs/testing.md, "Why there is a rig"), which is fine: paging goes on in the same
 //! step as long mode, as x86-64 requires anyway.
 
 core::arch::global_asm!(

@@ -1,4 +1,4 @@
-//! The programs of the menu (their texts are the original 1K OS's: spec/guest-outputs.md), the
+//! The programs of the menu (their texts are the original 1K OS's, byte for byte: tests/os.rs), the
 //! process list, the null-pointer test and the background counter. Each runs as its own
 //! process and returns its exit status.
 
