@@ -127,12 +127,11 @@ struct CommandLine {
     output: Vec<String>,
 }
 
-/// A transcript block: its kind, where it is, its info string and its commands.
+/// A transcript block: its kind, where it is and its commands.
 #[derive(Debug)]
 struct Transcript {
     file: String,
     line: usize,
-    info: String,
     kind: Kind,
     commands: Vec<CommandLine>,
 }
@@ -170,7 +169,6 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
                     found.push(Transcript {
                         file: file.to_string(),
                         line: number,
-                        info: info.to_string(),
                         kind: kind_of(file, number, info),
                         commands: Vec::new(),
                     });
