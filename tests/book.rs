@@ -2,20 +2,10 @@
 //!
 //! * each step (`examples/stepNN_*.rs`) runs on the real `/dev/kvm` and prints exactly what the
 //!   table below says, with the exit status it says;
-//! * each transcript in the book is the real output of its command (the format is below);
+//! * each step's chapter shows it running, in a transcript that tests/transcripts.rs runs;
 //! * each "Where mini-kvm does this" pointer names a file that exists and a function it defines;
 //! * each line count the book prints ("`examples/step01_first_exit.rs`, 114 lines") is true;
 //! * each relative link in the book, and the README's links into it, lead to a file that exists.
-//!
-//! **Transcripts.** A fenced block whose info string is `console` is a transcript. A line that
-//! starts with `$ ` is a command; the lines after it, up to the next command or the end of the
-//! block, are its output (stdout), compared line by line. The one command a transcript may run
-//! is `cargo run --quiet --example NAME`, which the test runs as the example binary cargo has
-//! built. Where the output varies from run to run, the book writes `…` (U+2026): in an expected
-//! line, it stands for any text within that line. Any other command fails the test, and so does
-//! a `$ ` line in any other kind of block, so that nothing shown as a transcript goes unchecked.
-//! A block marked `console,tested-by=tests/FILE.rs` is checked by that test instead (gdb and
-//! strace sessions): here, only that the file exists and names the chapter.
 //!
 //! Each step's chapter also has the book's shape: the concept, the step, what you should see,
 //! what to read, where mini-kvm does this, and exercises graded easy, medium and hard.
@@ -267,172 +257,19 @@ fn the_steps_are_all_in_the_table() {
     );
 }
 
-/// A transcript: a command and the output the book shows for it.
-#[derive(Debug)]
-struct Transcript {
-    file: String,
-    line: usize,
-    command: String,
-    output: Vec<String>,
-}
-
-/// The transcripts of one Markdown text (the format is at the top of this file).
-fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
-    let mut found: Vec<Transcript> = Vec::new();
-    let mut in_console = false;
-    let mut in_other_block = false;
-    let mut tested_elsewhere = false;
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("```") {
-            if in_console || in_other_block || tested_elsewhere {
-                (in_console, in_other_block, tested_elsewhere) = (false, false, false);
-            } else if trimmed == "```console" {
-                in_console = true;
-            } else if let Some(test) = trimmed.strip_prefix("```console,tested-by=") {
-                // A transcript that a test of its own runs again (gdb, strace): that test must
-                // exist and name this chapter.
-                let source = fs::read_to_string(repo().join(test)).unwrap_or_else(|_| {
-                    panic!("{file}:{}: {test}, which does not exist", index + 1)
-                });
-                assert!(
-                    source.contains(&format!("book/src/{file}")),
-                    "{file}:{}: {test} does not name book/src/{file}",
-                    index + 1
-                );
-                tested_elsewhere = true;
-            } else {
-                in_other_block = true;
-            }
-            continue;
-        }
-        if tested_elsewhere {
-            continue;
-        }
-        if !in_console {
-            // A command with its output outside a console block would go unchecked.
-            assert!(
-                !(in_other_block && line.starts_with("$ ")),
-                "{file}:{}: a `$ ` command outside a ```console block",
-                index + 1
-            );
-            continue;
-        }
-        if let Some(command) = line.strip_prefix("$ ") {
-            found.push(Transcript {
-                file: file.to_string(),
-                line: index + 1,
-                command: command.to_string(),
-                output: Vec::new(),
-            });
-        } else {
-            let current = found.last_mut().unwrap_or_else(|| {
-                panic!(
-                    "{file}:{}: a console block must start with a `$ ` command",
-                    index + 1
-                )
-            });
-            current.output.push(line.to_string());
-        }
-    }
-    assert!(
-        !in_console && !tested_elsewhere,
-        "{file}: a console block is not closed"
-    );
-    found
-}
-
-/// Whether `actual` is what the book shows as `expected`, where `…` stands for any text.
-fn line_matches(expected: &str, actual: &str) -> bool {
-    let pieces: Vec<&str> = expected.split('…').collect();
-    let (first, rest) = pieces.split_first().unwrap();
-    let Some(mut remaining) = actual.strip_prefix(first) else {
-        return false;
-    };
-    let Some((last, middle)) = rest.split_last() else {
-        return remaining.is_empty();
-    };
-    for piece in middle {
-        match remaining.find(piece) {
-            Some(at) => remaining = &remaining[at + piece.len()..],
-            None => return false,
-        }
-    }
-    remaining.ends_with(last)
-}
-
-/// The example a transcript's command runs; any other command is an error.
-fn transcript_step(transcript: &Transcript) -> &str {
-    transcript
-        .command
-        .strip_prefix("cargo run --quiet --example ")
-        .filter(|name| !name.contains(' '))
-        .unwrap_or_else(|| {
-            panic!(
-                "{}:{}: `{}`: a transcript may only run `cargo run --quiet --example NAME`",
-                transcript.file, transcript.line, transcript.command
-            )
-        })
-}
-
 #[test]
-fn every_transcript_is_the_real_output() {
-    let mut checked = 0;
-    for path in chapters() {
-        let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        for transcript in transcripts(&file, &read(&path)) {
-            let run = run_step(transcript_step(&transcript));
-            let actual: Vec<String> = run.stdout_text().lines().map(String::from).collect();
-            let same = actual.len() == transcript.output.len()
-                && transcript
-                    .output
-                    .iter()
-                    .zip(&actual)
-                    .all(|(expected, actual)| line_matches(expected, actual));
-            assert!(
-                same,
-                "{}:{}: `{}` printed\n{}\nbut the book shows\n{}",
-                transcript.file,
-                transcript.line,
-                transcript.command,
-                actual.join("\n"),
-                transcript.output.join("\n")
-            );
-            checked += 1;
-        }
-    }
-    // Each step's chapter shows it running.
+fn every_step_chapter_shows_its_step_running() {
+    // The transcript itself is run and compared by tests/transcripts.rs.
     for step in STEPS {
-        let chapter = book_src().join(step.chapter);
-        let shown = transcripts(step.chapter, &read(&chapter))
-            .iter()
-            .any(|transcript| transcript_step(transcript) == step.name);
-        assert!(shown, "{} has no transcript of {}", step.chapter, step.name);
+        let text = read(&book_src().join(step.chapter));
+        let transcript = format!("```console\n$ cargo run --quiet --example {}\n", step.name);
+        assert!(
+            text.contains(&transcript),
+            "{} has no transcript of {}",
+            step.chapter,
+            step.name
+        );
     }
-    assert!(checked >= STEPS.len(), "only {checked} transcripts");
-}
-
-#[test]
-fn the_transcript_format_catches_differences() {
-    let text = "Intro.\n\n```console\n$ cargo run --quiet --example step01_first_exit\n\
-                one\ntwo … three\n```\n\n```sh\ncargo build  # not a transcript\n```\n";
-    let found = transcripts("t.md", text);
-    let hidden = std::panic::catch_unwind(|| transcripts("t.md", "```text\n$ ls\n```\n"));
-    assert!(
-        hidden.is_err(),
-        "a $ command in a text block must be refused"
-    );
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].line, 4);
-    assert_eq!(transcript_step(&found[0]), "step01_first_exit");
-    assert_eq!(found[0].output, ["one", "two … three"]);
-    assert!(line_matches("two … three", "two and three"));
-    assert!(line_matches("two … three", "two  three"));
-    assert!(!line_matches("two … three", "two and four"));
-    assert!(!line_matches("one", "one more"));
-    assert!(!line_matches("one", "on"));
-    assert!(line_matches("a…b…c", "a1b2c"));
-    assert!(!line_matches("a…b…c", "a1c2b"));
 }
 
 /// The pointers of a chapter's "Where mini-kvm does this" section: (file, function) pairs,

@@ -2,8 +2,8 @@
 //! (`book/src/`). Each file of `book/ko/src/` translates the English chapter of the same name,
 //! except the pages only the Korean edition has (its SUMMARY.md and a page about the edition).
 //!
-//! The transcripts are checked once: `tests/book.rs` runs the English ones, and this test checks
-//! that each Korean chapter shows the very same `console` blocks, in the same order. Likewise the
+//! The transcripts are checked once: `tests/transcripts.rs` runs the English ones, and this test
+//! checks that each Korean chapter shows the very same `console` blocks, in the same order. Likewise the
 //! "Where mini-kvm does this" pointers and the steps' line counts must be the English ones (and
 //! the line counts the real ones), and every relative link of the Korean edition must lead to a
 //! file, and to a heading when it names one.

@@ -4,7 +4,9 @@
 //! * every repository path that the docs, the book, the guests' sources and the code's comments
 //!   name (`src/vmm/vcpu.rs`, `guests/real/hello.S`, `tests/gdb.rs`, ...) exists;
 //! * the exit counts of `hello` that the README, `run --help`, `hello.S` and docs/kvm-api.md
-//!   give are the ones a real `--stats` run counts, with and without `--no-coalesce`.
+//!   give are the ones a real `--stats` run counts, with and without `--no-coalesce`;
+//! * docs/README.md lists every page of docs/ once, in its reading order or among the
+//!   maintainers' pages.
 //!
 //! It reads the sources, so the hardware-KVM rig leaves it out (tests/hw-kvm/run, `host_only`).
 
@@ -248,4 +250,42 @@ fn the_exit_counts_of_hello_are_the_real_ones() {
             .join(" ");
         assert!(flat.contains(&claim), "{place} does not say: {claim}");
     }
+}
+
+/// docs/README.md is the way into docs/: every page there is in its reading order or among the
+/// maintainers' pages, once, and nothing else is.
+#[test]
+fn the_docs_index_lists_every_page_once() {
+    let index = read(&repo().join("docs/README.md"));
+    let (order, maintainers) = index
+        .split_once("\n## For maintainers\n")
+        .expect("docs/README.md has a \"For maintainers\" section");
+    let order = order
+        .split_once("\n## Reading order\n")
+        .expect("docs/README.md has a \"Reading order\" section")
+        .1;
+    // "1. [kvm-api.md](kvm-api.md): ..." and "- [testing.md](testing.md): ...".
+    let pages = |section: &str, marker: fn(&str) -> bool| -> Vec<String> {
+        section
+            .lines()
+            .filter(|line| marker(line))
+            .filter_map(|line| line.split_once("](")?.1.split_once(')'))
+            .map(|(target, _)| target.to_string())
+            .collect()
+    };
+    let mut listed = pages(order, |line| {
+        line.split_once(". [")
+            .is_some_and(|(number, _)| number.parse::<u32>().is_ok())
+    });
+    assert!(!listed.is_empty(), "no numbered reading order");
+    listed.extend(pages(maintainers, |line| line.starts_with("- [")));
+    let mut on_disk: Vec<String> = fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".md") && name != "README.md")
+        .collect();
+    on_disk.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, on_disk, "docs/README.md lists {listed:?}");
 }

@@ -50,6 +50,43 @@ fn four_guests_each_print_exactly_their_single_run_output() {
     }
 }
 
+/// README.md's transcript of three guests (```console,tested-by=tests/multi_guest.rs): the
+/// guests' lines come in the order they print them, which varies from run to run, so the lines
+/// are compared as a set; the summary, on stderr, follows them.
+#[test]
+fn the_readmes_three_guests_are_the_real_output() {
+    require_kvm();
+    // Compiled in: the rig, which runs this test too, has no sources.
+    let readme = include_str!("../README.md");
+    let command = "mini-kvm run hello counter fibonacci";
+    let block = format!("```console,tested-by=tests/multi_guest.rs\n$ {command}\n");
+    let start = readme
+        .find(&block)
+        .expect("README.md shows the three guests")
+        + block.len();
+    let shown: Vec<&str> = readme[start..]
+        .split("\n```\n")
+        .next()
+        .unwrap()
+        .lines()
+        .collect();
+    // The guests' lines, then the summary table from its heading on.
+    let heading = shown
+        .iter()
+        .position(|line| line.starts_with("guest "))
+        .expect("the summary table");
+    let (labelled, summary) = shown.split_at(heading);
+    let run = mini_kvm(&["run", "hello", "counter", "fibonacci"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let stdout = run.stdout_text();
+    let mut printed: Vec<&str> = stdout.lines().collect();
+    let mut expected = labelled.to_vec();
+    printed.sort();
+    expected.sort();
+    assert_eq!(printed, expected, "{run:?}");
+    assert_eq!(run.stderr.lines().collect::<Vec<_>>(), summary, "{run:?}");
+}
+
 #[test]
 fn the_same_guest_twice_and_files_mixed_with_names() {
     require_kvm();
