@@ -19,7 +19,7 @@ use mini_kvm::loader::initramfs;
 use mini_kvm::output_file::{OutputFile, OutputFileError};
 use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
-use mini_kvm::vmm::kvm;
+use mini_kvm::vmm::kvm::HostKvm;
 use mini_kvm::vmm::outcome::exit_code;
 use mini_kvm::vmm::seccomp;
 
@@ -572,8 +572,8 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
             }
         }
         if config.stats {
-            let module = kvm::host_kvm_module();
-            let host = format!("{module} ({})", kvm::describe_kvm_module(module));
+            let module = HostKvm::detect();
+            let host = format!("{module} ({})", module.description());
             let _ = write!(
                 mini_kvm::console::stderr::stderr(),
                 "{}",

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::kvm::HostKvm;
 use super::snapshot::CpuSnapshot;
 
 /// Why a guest was stopped by something it did wrong, or by something the VMM cannot handle.
@@ -240,7 +241,7 @@ impl GuestOutcome {
                 // kvm_amd re-initialises the vCPU when it intercepts a shutdown (the VMCB is
                 // undefined afterwards), so the registers KVM then reports are the reset state.
                 let note = if matches!(fault, Fault::TripleFault)
-                    && super::kvm::host_kvm_module() == "kvm_amd"
+                    && HostKvm::detect() == HostKvm::Amd
                 {
                     "\n  (kvm_amd resets the vCPU at a triple fault: these are its reset registers, \
                      not the faulting ones)"
@@ -251,7 +252,7 @@ impl GuestOutcome {
                 // On software KVM, say what to do about it (a distribution's kernel meets this
                 // within a minute: README "Hosts").
                 let hint = if matches!(fault, Fault::EmulationFailure)
-                    && super::kvm::host_kvm_module() == "kvm_pvm"
+                    && HostKvm::detect() == HostKvm::Pvm
                 {
                     format!("\n{KVM_PVM_HINT}")
                 } else {

@@ -486,7 +486,7 @@ pub fn prepare() -> Result<(), SeccompError> {
     install_sigsys_handler();
     // Anything a filtered thread would look up lazily is looked up now (the host's KVM module
     // is read from /sys, which a filtered thread could not open).
-    let _ = super::kvm::host_kvm_module();
+    let _ = super::kvm::HostKvm::detect();
     Ok(())
 }
 

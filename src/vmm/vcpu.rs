@@ -21,6 +21,7 @@ use vm_memory::GuestMemoryMmap;
 use super::coalesced::OutputCoalescing;
 use super::debug::{BP_VECTOR, DebugControl, Resume, StoppedCpu, Unpark};
 use super::exit::{Buses, ExitAction, VmExit, handle_exit};
+use super::kvm::HostKvm;
 use super::memory::read_prefix;
 use super::outcome::Fault;
 use super::snapshot::{CpuSnapshot, ExitCause};
@@ -106,7 +107,7 @@ impl Vcpu {
             coalescing: options.coalescing,
             stats: ExitStats::default(),
             data: Box::new([0; MAX_DATA]),
-            io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
+            io_completed_at_exit: HostKvm::detect() == HostKvm::Pvm,
             live,
             debug: options.debug,
             debug_action: Resume::Continue,

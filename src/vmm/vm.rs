@@ -954,7 +954,7 @@ fn set_entry_registers(
         let actual = vcpu_fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
         if actual.cr0 & CR0_PG == 0 {
             return Err(VmError::NoPagingSupport {
-                module: kvm::host_kvm_module(),
+                module: kvm::HostKvm::detect().module(),
             });
         }
     }
