@@ -5,11 +5,12 @@
 //! - `vcpus.rs`, `vcpu.rs`, `exit.rs`: the vCPU threads, their run loop, and the decision per exit;
 //! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
 //! - `virtio.rs`: the virtio slots, their doorbells (ioeventfd) and interrupts (irqfd);
-//! - `outcome.rs`, `snapshot.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
+//! - `outcome.rs`, `cpu_report.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
 //! - `group.rs`: several guests at once, each its own VM;
 //! - `seccomp.rs`: the system calls each thread may make once the guest runs.
 
 pub mod coalesced;
+pub mod cpu_report;
 pub mod debug;
 pub mod device_manager;
 pub mod event_loop;
@@ -19,7 +20,6 @@ pub mod kvm;
 pub mod memory;
 pub mod outcome;
 pub mod seccomp;
-pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vcpus;

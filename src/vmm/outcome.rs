@@ -1,5 +1,5 @@
 //! How a guest run ended: the faults a guest can hit, the exit statuses mini-kvm uses, and the
-//! report printed for each (what happened in words, then the registers: vmm/snapshot.rs).
+//! report printed for each (what happened in words, then the registers: vmm/cpu_report.rs).
 //!
 //! A guest with several vCPUs ends as a whole: the first vCPU that ends it (an EXIT, a fault)
 //! decides the outcome, and the report names that CPU.
@@ -7,8 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::cpu_report::CpuReport;
 use super::kvm::HostKvm;
-use super::snapshot::CpuSnapshot;
 
 /// Why a guest was stopped by something it did wrong, or by something the VMM cannot handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub const KVM_PVM_HINT: &str = "mini-kvm: this host's KVM is kvm_pvm, which runs
      hardware-KVM rig (tests/hw-kvm/run)";
 
 /// The registers of every vCPU of a guest, in CPU order (CPU 0 first), at one moment.
-pub type AllCpus = Vec<Box<CpuSnapshot>>;
+pub type AllCpus = Vec<Box<CpuReport>>;
 
 /// Formats the registers of every CPU: one CPU as before SMP, several each under a heading.
 fn format_cpus(cpus: &AllCpus) -> String {
@@ -174,7 +174,7 @@ pub enum GuestOutcome {
     /// several.
     Faulted {
         fault: Fault,
-        cpu: Box<CpuSnapshot>,
+        cpu: Box<CpuReport>,
         on_cpu: Option<usize>,
     },
     /// Stopped by the user (quitting the `--tui` view, Ctrl-C) while still running.

@@ -17,8 +17,8 @@ use kvm_bindings::{KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
+use super::cpu_report::CpuReport;
 use super::seccomp::{self, Role};
-use super::snapshot::CpuSnapshot;
 use super::vcpu::{Vcpu, VcpuEnd};
 use crate::arch::x86::modes::RFLAGS_IF;
 
@@ -33,7 +33,7 @@ pub enum ControlRequest {
 /// A paused vCPU, as it left itself.
 #[derive(Clone)]
 pub struct PausedCpu {
-    pub snapshot: CpuSnapshot,
+    pub cpu: CpuReport,
     /// KVM_GET_MP_STATE (KVM_MP_STATE_*), `u32::MAX` if KVM would not say.
     pub mp_state: u32,
 }
@@ -43,7 +43,7 @@ impl PausedCpu {
     /// could wake it, and mini-kvm sends none), or an AP that nobody started.
     pub fn is_idle_for_good(&self) -> bool {
         match self.mp_state {
-            KVM_MP_STATE_HALTED => self.snapshot.regs.rflags & RFLAGS_IF == 0,
+            KVM_MP_STATE_HALTED => self.cpu.regs.rflags & RFLAGS_IF == 0,
             KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => true,
             _ => false,
         }
