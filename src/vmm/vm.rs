@@ -56,7 +56,7 @@ use crate::devices::legacy::serial::{COM1_IRQ, COM1_PORTS, Uart};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::{BusRange, GuestStop, bus};
 use crate::loader::multiboot::VideoMode;
-use crate::loader::{self, Entry, GuestMode, LoadOptions, LoaderError};
+use crate::loader::{self, BootProtocol, Entry, GuestMode, LoadOptions, LoaderError};
 
 #[derive(Debug, Error)]
 pub enum VmError {
@@ -279,11 +279,11 @@ impl Vm {
             cmdline: setup.load.cmdline.map(String::from),
             files: vec![(
                 "etc/e820".into(),
-                e820_file(&e820_map(&memory, entry.linux)),
+                e820_file(&e820_map(&memory, entry.protocol)),
             )],
             graphics: setup.display,
         };
-        attach_devices(&mut devices, &io, &facts, entry.linux)?;
+        attach_devices(&mut devices, &io, &facts, entry.protocol)?;
         let display = match display_memory {
             Some(display_memory) => Some(attach_display(
                 &mut devices,
@@ -296,7 +296,7 @@ impl Vm {
         attach_virtio(&mut devices, &memory, setup.virtio)?;
         // A Linux kernel learns its CPUs, interrupt controllers and devices from ACPI tables,
         // which firmware would write on a PC: here, now that the devices are known.
-        if entry.linux {
+        if entry.protocol.is_linux() {
             let described: Vec<_> = devices
                 .devices()
                 .iter()
@@ -381,7 +381,7 @@ impl Vm {
             input: io.input,
             live,
             seccomp: setup.seccomp,
-            linux_memory: entry.linux.then_some(memory),
+            linux_memory: entry.protocol.is_linux().then_some(memory),
             debugger,
             display,
         })
@@ -602,7 +602,7 @@ fn widest_mode(image: &[u8], entry: &Entry) -> CpuMode {
     const ELF64: &[u8] = b"\x7fELF\x02";
     match entry.mode {
         GuestMode::Long => CpuMode::Long64,
-        _ if entry.linux || image.starts_with(ELF64) => CpuMode::Long64,
+        _ if entry.protocol.is_linux() || image.starts_with(ELF64) => CpuMode::Long64,
         GuestMode::Real => CpuMode::Real,
         GuestMode::Protected { .. } => CpuMode::Protected32,
     }
@@ -860,9 +860,9 @@ fn create_vcpus(
 
 /// The memory map as (address, length, E820 type), for the "etc/e820" fw_cfg file: the one the
 /// kernel was given (Linux's leaves out the legacy hole).
-fn e820_map(memory: &GuestMemoryMmap, linux: bool) -> Vec<(u64, u64, u32)> {
+fn e820_map(memory: &GuestMemoryMmap, protocol: BootProtocol) -> Vec<(u64, u64, u32)> {
     let ram_size = loader::ram_size(memory);
-    let map = if linux {
+    let map = if protocol.is_linux() {
         loader::linux::linux_memory_map(ram_size)
     } else {
         layout::memory_map(ram_size)
@@ -872,7 +872,7 @@ fn e820_map(memory: &GuestMemoryMmap, linux: bool) -> Vec<(u64, u64, u32)> {
         .collect()
 }
 
-/// The devices every guest has, at the ports of a PC. With `linux` (a Linux kernel), stdin is
+/// The devices every guest has, at the ports of a PC. For a Linux kernel, stdin is
 /// the UART's alone: the keyboard gets no input (a kernel probes it at boot, and it would
 /// otherwise take typed bytes as key presses for a console nobody looks at), and the terminal
 /// goes to raw mode at once, as the console is interactive from the start.
@@ -880,7 +880,7 @@ fn attach_devices(
     devices: &mut DeviceManager,
     io: &GuestIo,
     facts: &MachineFacts,
-    linux: bool,
+    protocol: BootProtocol,
 ) -> Result<(), VmError> {
     let com1 = devices.legacy_irq(COM1_IRQ, "uart")?;
     let uart = Uart::new(io.output.clone(), io.input.clone(), com1);
@@ -892,7 +892,7 @@ fn attach_devices(
     // 0x61, between the i8042's two ports, is the PC speaker gate: left unclaimed (with the
     // irqchip, KVM's PIT answers it in the kernel).
     let keyboard_irq = devices.legacy_irq(KEYBOARD_IRQ, "i8042")?;
-    let keyboard_input = if linux {
+    let keyboard_input = if protocol.is_linux() {
         io.input.keyboard_claimed();
         GuestInput::none()
     } else {
