@@ -2,7 +2,8 @@
 //!
 //! - `kvm.rs`: the /dev/kvm handle; `memory.rs`: guest RAM and its memory slots;
 //! - `vm.rs`: building a machine in a short, readable order, and watching it run;
-//! - `vcpus.rs`, `vcpu.rs`, `exit.rs`: the vCPU threads, their run loop, and the decision per exit;
+//! - `vcpus.rs`, `vcpu.rs`, `vcpu_control.rs`, `exit.rs`: the vCPU threads, their run loop, the
+//!   pause/stop requests they share, and the decision per exit;
 //! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
 //! - `virtio.rs`: the virtio slots, their doorbells (ioeventfd) and interrupts (irqfd);
 //! - `outcome.rs`, `cpu_report.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
@@ -22,6 +23,7 @@ pub mod outcome;
 pub mod seccomp;
 pub mod stats;
 pub mod vcpu;
+pub mod vcpu_control;
 pub mod vcpus;
 pub mod virtio;
 pub mod vm;

@@ -7,7 +7,7 @@
 //!
 //! Writes to coalesced ports (coalesced.rs) do not exit at all: KVM appends them to a ring shared
 //! with us, which the loop drains, in order, before it handles the next exit and when the guest
-//! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpus.rs): the vCPU set pauses
+//! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpu_control.rs): the vCPU set pauses
 //! and stops its vCPUs through it.
 
 use std::io::Write;
@@ -26,7 +26,7 @@ use super::kvm::HostKvm;
 use super::memory::read_prefix;
 use super::outcome::Fault;
 use super::stats::{COALESCED, ExitStats, LiveCounters};
-use super::vcpus::{ControlRequest, PausedCpu, VcpuControl};
+use super::vcpu_control::{ControlRequest, PausedCpu, VcpuControl};
 use crate::arch::CpuMode;
 use crate::arch::x86::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::hypercall::{CallOutcome, CallRegisters, HypercallHandler, PageTables};
