@@ -233,11 +233,9 @@ fn run_in_process(
     input: &[u8],
     expected_status: u8,
 ) -> Result<RunReport, BenchError> {
-    let config = RunConfig {
-        memory_size: Some(memory_size),
-        timeout: Some(Duration::from_secs(60)),
-        ..RunConfig::new(vec![guest])
-    };
+    let mut config = RunConfig::new(vec![guest]);
+    config.vm.memory_size = Some(memory_size);
+    config.timeout = Some(Duration::from_secs(60));
     run_many_in_process(&config, input, expected_status).map(|mut reports| reports.remove(0))
 }
 
@@ -531,11 +529,9 @@ fn smp_scaling(effort: &Effort) -> Result<Vec<Row>, BenchError> {
     let group = "SMP scaling (smp guest)";
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let time_with = |cpus: usize| {
-        let config = RunConfig {
-            cpus,
-            timeout: Some(Duration::from_secs(60)),
-            ..RunConfig::new(vec![builtin("smp")])
-        };
+        let mut config = RunConfig::new(vec![builtin("smp")]);
+        config.vm.cpus = cpus;
+        config.timeout = Some(Duration::from_secs(60));
         Sample::repeat(effort.runs, || {
             let started = Instant::now();
             run_many_in_process(&config, b"", 0)?;
@@ -645,11 +641,8 @@ fn exit_counts() -> Vec<Row> {
         .iter()
         .map(|guest| {
             let input: &[u8] = if guest.name == "os" { b"0\n" } else { b"hi\n" };
-            let config = RunConfig {
-                timeout: Some(Duration::from_secs(30)),
-                memory_size: None,
-                ..RunConfig::new(vec![GuestImage::Builtin(guest)])
-            };
+            let mut config = RunConfig::new(vec![GuestImage::Builtin(guest)]);
+            config.timeout = Some(Duration::from_secs(30));
             let figure = match run_many_in_process(&config, input, 0) {
                 Ok(reports) => Ok(Sample::of(vec![reports[0].stats.total_exits() as f64])),
                 // pm_paging on kvm_pvm: mini-kvm refuses 32-bit paging there.

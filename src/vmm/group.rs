@@ -49,31 +49,31 @@ impl Group {
         // Images and flags first: a typo in a path is reported before anything about KVM.
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
-            let memory = config.memory_for(guest);
+            let memory = config.vm.memory_for(guest);
             images.push((
                 guest.bytes(memory, config.timeout)?,
-                config.flat_mode(guest)?,
+                config.vm.flat_mode(guest)?,
             ));
         }
         // The initramfs, read once for all guests, under the same bounds as an image.
-        let initrd = match &config.initrd {
+        let initrd = match &config.vm.initrd {
             Some(path) => Some(read_file(
                 FileRole::Initramfs,
                 path,
-                config.memory_for_initrd(),
+                config.vm.memory_for_initrd(),
                 config.timeout,
             )?),
             None => None,
         };
         // Disk images are opened (and locked) now, for the one guest that may have them.
-        let mut disks = Vec::with_capacity(config.disks.len());
-        for disk in &config.disks {
+        let mut disks = Vec::with_capacity(config.vm.disks.len());
+        for disk in &config.vm.disks {
             disks.push(Block::open(&disk.path, disk.read_only)?);
         }
         let mut disks = Some(disks);
         // And the TAP devices: their errors (no permission) before anything runs.
-        let mut nets = Vec::with_capacity(config.nets.len());
-        for net in &config.nets {
+        let mut nets = Vec::with_capacity(config.vm.nets.len());
+        for net in &config.vm.nets {
             let tap = Tap::open(&net.tap, net::HEADER_SIZE)?;
             nets.push(Net::new(tap, net.mac.unwrap_or_else(net::random_mac)));
         }
@@ -97,7 +97,7 @@ impl Group {
             for net in nets.take().unwrap_or_default() {
                 virtio.push(Box::new(net));
             }
-            if config.rng {
+            if config.vm.rng {
                 virtio.push(Box::new(Rng::new()));
             }
             let debug = debugger(index, &name).map_err(VmError::Debugger)?;
@@ -106,17 +106,17 @@ impl Group {
                 image,
                 load: LoadOptions {
                     flat_mode: *flat_mode,
-                    cmdline: config.cmdline.as_deref(),
+                    cmdline: config.vm.cmdline.as_deref(),
                     initrd: initrd.as_deref(),
                     display: config.display_on(),
                 },
-                memory_size: config.memory_for(guest),
-                cpus: config.cpus,
-                irqchip: config.irqchip,
-                verbose: config.verbose,
+                memory_size: config.vm.memory_for(guest),
+                cpus: config.vm.cpus,
+                irqchip: config.vm.irqchip,
+                verbose: config.vm.verbose,
                 trace_label: &trace_label,
-                coalesce: config.coalesce,
-                seccomp: config.seccomp,
+                coalesce: config.vm.coalesce,
+                seccomp: config.vm.seccomp,
                 virtio,
                 debug,
                 display: config.display_on(),
@@ -125,7 +125,7 @@ impl Group {
         }
         Ok(Group {
             vms,
-            seccomp: config.seccomp,
+            seccomp: config.vm.seccomp,
         })
     }
 
