@@ -426,7 +426,7 @@ pub fn parse_memory_size(text: &str) -> Result<u64, ConfigError> {
     Ok(bytes)
 }
 
-/// Parses `--cpus`: a whole number from 1 (the upper bound depends on the host: vm.rs).
+/// Parses `--cpus`: a whole number from 1 (the upper bound depends on the host: vmm/builder.rs).
 pub fn parse_cpus(text: &str) -> Result<usize, ConfigError> {
     match text.trim().parse::<usize>() {
         Ok(cpus) if cpus >= 1 => Ok(cpus),

@@ -2,7 +2,7 @@
 //! an image at its load address, and the boot information a kernel is handed.
 //!
 //! [`load`] is the one entry point: it tells the format from the content and returns where and in
-//! which CPU mode the guest starts ([`Entry`]); src/vmm/vm.rs turns that into registers.
+//! which CPU mode the guest starts ([`Entry`]); src/vmm/builder.rs turns that into registers.
 
 pub mod builtin;
 pub mod bzimage;

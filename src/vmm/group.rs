@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
+use super::builder::GuestParts;
 use super::debug::DebugStub;
 use super::seccomp::{self, Role};
 use super::stats::LiveCounters;
-use super::vm::{GuestSetup, RunReport, Vm, VmError};
+use super::vm::{RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
 use crate::devices::virtio::VirtioDevice;
@@ -17,7 +18,7 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
-use crate::loader::{FileRole, LoadOptions, read_file};
+use crate::loader::{FileRole, read_file};
 
 /// Makes guest `index`'s debugger front end (named `name`), listening already; `Ok(None)`
 /// without one.
@@ -101,27 +102,18 @@ impl Group {
                 virtio.push(Box::new(Rng::new()));
             }
             let debug = debugger(index, &name).map_err(VmError::Debugger)?;
-            let setup = GuestSetup {
+            let parts = GuestParts {
                 name: &name,
                 image,
-                load: LoadOptions {
-                    flat_mode: *flat_mode,
-                    cmdline: config.vm.cmdline.as_deref(),
-                    initrd: initrd.as_deref(),
-                    display: config.display_on(),
-                },
                 memory_size: config.vm.memory_for(guest),
-                cpus: config.vm.cpus,
-                irqchip: config.vm.irqchip,
-                verbose: config.vm.verbose,
+                flat_mode: *flat_mode,
+                initrd: initrd.as_deref(),
                 trace_label: &trace_label,
-                coalesce: config.vm.coalesce,
-                seccomp: config.vm.seccomp,
                 virtio,
                 debug,
                 display: config.display_on(),
             };
-            vms.push(Vm::create(kvm, setup, io)?);
+            vms.push(Vm::create(kvm, &config.vm, parts, io)?);
         }
         Ok(Group {
             vms,

@@ -1,7 +1,8 @@
 //! The machine: one [`vm::Vm`] per guest, with its memory, its vCPUs and its devices.
 //!
 //! - `kvm.rs`: the /dev/kvm handle; `memory.rs`: guest RAM and its memory slots;
-//! - `vm.rs`: building a machine in a short, readable order, and watching it run;
+//! - `builder.rs`: building a machine in a short, readable order; `vm.rs`: running it and
+//!   deciding how it ended; `event_loop.rs`: the epoll loop that watches it run;
 //! - `vcpus.rs`, `vcpu.rs`, `vcpu_control.rs`, `exit.rs`: the vCPU threads, their run loop, the
 //!   pause/stop requests they share, and the decision per exit;
 //! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
@@ -10,6 +11,7 @@
 //! - `group.rs`: several guests at once, each its own VM;
 //! - `seccomp.rs`: the system calls each thread may make once the guest runs.
 
+pub mod builder;
 pub mod coalesced;
 pub mod cpu_report;
 pub mod debug;
