@@ -6,6 +6,7 @@
 //! - `vcpus.rs`, `vcpu.rs`, `vcpu_control.rs`, `exit.rs`: the vCPU threads, their run loop, the
 //!   pause/stop requests they share, and the decision per exit;
 //! - `device_manager.rs`, `coalesced.rs`: attaching devices, and KVM's coalesced-I/O ring;
+//! - `platform.rs`: the PC's devices every guest has, and the display adapter;
 //! - `virtio.rs`: the virtio slots, their doorbells (ioeventfd) and interrupts (irqfd);
 //! - `outcome.rs`, `cpu_report.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
 //! - `group.rs`: several guests at once, each its own VM;
@@ -22,6 +23,7 @@ pub mod group;
 pub mod kvm;
 pub mod memory;
 pub mod outcome;
+pub mod platform;
 pub mod seccomp;
 pub mod stats;
 pub mod vcpu;

@@ -108,6 +108,11 @@ pub enum VmError {
     Debugger(String),
 }
 
+/// Turns a failed KVM call into a [`VmError`] that names it.
+pub(super) fn ioctl(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Ioctl { call, source }
+}
+
 /// How a run went.
 pub struct RunReport {
     pub outcome: GuestOutcome,
