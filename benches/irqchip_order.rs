@@ -3,7 +3,7 @@
 //! `cargo bench --bench irqchip_order` times `open("/dev/kvm")` → first `KVM_RUN` returned for a
 //! one-instruction guest (`hlt` with interrupts off), with the irqchip and PIT:
 //! - never created (what a real-mode flat binary gets without `--irqchip`),
-//! - created *after* `KVM_SET_USER_MEMORY_REGION` (mini-kvm's order, src/vmm/vm.rs),
+//! - created *after* `KVM_SET_USER_MEMORY_REGION` (mini-kvm's order, src/vmm/builder.rs),
 //! - created *before* it.
 //!
 //! It prints a table (median and min of many runs); nothing is asserted: figures vary by host.

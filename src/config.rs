@@ -213,19 +213,15 @@ pub fn flat_mode(mode: Option<ModeArg>, paging: bool) -> Result<Option<GuestMode
     }
 }
 
-/// One run of one or more guests, each in its own VM.
+/// One run of one or more guests, each in its own VM: what to run, how each VM is built
+/// ([`VmConfig`]), and how the run is shown and bounded.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub guests: Vec<GuestImage>,
-    /// `--mem`: guest RAM in bytes, for each guest. `None`: each guest's default
-    /// ([`RunConfig::memory_for`]).
-    pub memory_size: Option<u64>,
+    /// How each guest's VM is built (the same options for every guest).
+    pub vm: VmConfig,
     /// For each guest.
     pub timeout: Option<Duration>,
-    /// `--cpus`: vCPUs per guest (1 and up; the host's KVM and mini-kvm bound it, vm.rs).
-    pub cpus: usize,
-    /// Trace every VM exit and hypercall on stderr.
-    pub verbose: bool,
     /// Print exit statistics on stderr at the end.
     pub stats: bool,
     pub output: OutputStyle,
@@ -233,6 +229,27 @@ pub struct RunConfig {
     pub colour: bool,
     /// The guest (0-based) that gets stdin; the others see end of input at once.
     pub input_guest: usize,
+    /// `--gdb`: where each guest's GDB stub listens (src/gdb/).
+    pub gdb: Option<GdbAddress>,
+    /// `--display`: show each guest's screen in the terminal view (with `--tui`'s panes).
+    pub display: bool,
+    /// `--screen-dump FILE`: the VGA text screen written there at the end (one guest only).
+    pub screen_dump: Option<PathBuf>,
+    /// `--screenshot FILE`: the graphics screen written there as PNG at the end (one guest
+    /// only).
+    pub screenshot: Option<PathBuf>,
+    /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
+    pub terminal: bool,
+}
+
+/// How a guest's VM is built: its RAM, CPUs, devices and entry, and how its vCPUs are traced
+/// and filtered. The builder (src/vmm/builder.rs) reads it, with the guest's image.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// `--mem`: guest RAM in bytes. `None`: each guest's default ([`VmConfig::memory_for`]).
+    pub memory_size: Option<u64>,
+    /// `--cpus`: vCPUs per guest (1 and up; the host's KVM and mini-kvm bound it, builder.rs).
+    pub cpus: usize,
     /// `--mode`/`--paging`: the mode of a flat binary from disk.
     pub mode: Option<GuestMode>,
     /// `--irqchip`: the in-kernel interrupt controller and PIT for a real-mode guest too.
@@ -247,17 +264,8 @@ pub struct RunConfig {
     pub nets: Vec<NetArg>,
     /// `--rng`: a virtio-rng entropy device.
     pub rng: bool,
-    /// `--gdb`: where each guest's GDB stub listens (src/gdb/).
-    pub gdb: Option<GdbAddress>,
-    /// `--display`: show each guest's screen in the terminal view (with `--tui`'s panes).
-    pub display: bool,
-    /// `--screen-dump FILE`: the VGA text screen written there at the end (one guest only).
-    pub screen_dump: Option<PathBuf>,
-    /// `--screenshot FILE`: the graphics screen written there as PNG at the end (one guest
-    /// only).
-    pub screenshot: Option<PathBuf>,
-    /// stdin is a terminal: put it in raw mode when the guest takes keyboard input.
-    pub terminal: bool,
+    /// Trace every VM exit and hypercall on stderr.
+    pub verbose: bool,
     /// Queue writes to the UART's transmit register and the debug console on KVM's
     /// coalesced-I/O ring instead of exiting for each (`--no-coalesce` turns it off).
     pub coalesce: bool,
@@ -267,18 +275,11 @@ pub struct RunConfig {
     pub seccomp: bool,
 }
 
-impl RunConfig {
-    pub fn new(guests: Vec<GuestImage>) -> RunConfig {
-        RunConfig {
-            guests,
+impl Default for VmConfig {
+    fn default() -> VmConfig {
+        VmConfig {
             memory_size: None,
-            timeout: None,
             cpus: 1,
-            verbose: false,
-            stats: false,
-            output: OutputStyle::Lines,
-            colour: false,
-            input_guest: 0,
             mode: None,
             irqchip: false,
             cmdline: None,
@@ -286,22 +287,14 @@ impl RunConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             rng: false,
-            gdb: None,
-            display: false,
-            screen_dump: None,
-            screenshot: None,
-            terminal: false,
+            verbose: false,
             coalesce: true,
             seccomp: false,
         }
     }
+}
 
-    /// Do the guests get a display adapter? With `--display`, `--screen-dump` or `--screenshot`;
-    /// without them, no run changes (a Linux kernel probing the VGA ports finds nothing).
-    pub fn display_on(&self) -> bool {
-        self.display || self.screen_dump.is_some() || self.screenshot.is_some()
-    }
-
+impl VmConfig {
     /// The mode a flat binary starts in: the built-in guest's own, or `--mode`. A built-in guest
     /// with `--mode` is an error.
     pub fn flat_mode(&self, guest: &GuestImage) -> Result<Option<GuestMode>, ConfigError> {
@@ -331,14 +324,39 @@ impl RunConfig {
     pub fn memory_for_initrd(&self) -> u64 {
         self.memory_size.unwrap_or(DEFAULT_MEMORY_SIZE)
     }
+}
+
+impl RunConfig {
+    pub fn new(guests: Vec<GuestImage>) -> RunConfig {
+        RunConfig {
+            guests,
+            vm: VmConfig::default(),
+            timeout: None,
+            stats: false,
+            output: OutputStyle::Lines,
+            colour: false,
+            input_guest: 0,
+            gdb: None,
+            display: false,
+            screen_dump: None,
+            screenshot: None,
+            terminal: false,
+        }
+    }
+
+    /// Do the guests get a display adapter? With `--display`, `--screen-dump` or `--screenshot`;
+    /// without them, no run changes (a Linux kernel probing the VGA ports finds nothing).
+    pub fn display_on(&self) -> bool {
+        self.display || self.screen_dump.is_some() || self.screenshot.is_some()
+    }
 
     /// Checks what the command line alone cannot: the number of guests and `--input`, and the
     /// virtio devices.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.disks.is_empty() && self.guests.len() > 1 {
+        if !self.vm.disks.is_empty() && self.guests.len() > 1 {
             return Err(ConfigError::DisksWithSeveralGuests(self.guests.len()));
         }
-        if !self.nets.is_empty() && self.guests.len() > 1 {
+        if !self.vm.nets.is_empty() && self.guests.len() > 1 {
             return Err(ConfigError::NetWithSeveralGuests(self.guests.len()));
         }
         for (option, given) in [
@@ -352,7 +370,7 @@ impl RunConfig {
                 });
             }
         }
-        let virtio_devices = self.disks.len() + self.nets.len() + usize::from(self.rng);
+        let virtio_devices = self.vm.disks.len() + self.vm.nets.len() + usize::from(self.vm.rng);
         if virtio_devices > VIRTIO_SLOTS {
             return Err(ConfigError::TooManyVirtioDevices(virtio_devices));
         }
@@ -408,7 +426,7 @@ pub fn parse_memory_size(text: &str) -> Result<u64, ConfigError> {
     Ok(bytes)
 }
 
-/// Parses `--cpus`: a whole number from 1 (the upper bound depends on the host: vm.rs).
+/// Parses `--cpus`: a whole number from 1 (the upper bound depends on the host: vmm/builder.rs).
 pub fn parse_cpus(text: &str) -> Result<usize, ConfigError> {
     match text.trim().parse::<usize>() {
         Ok(cpus) if cpus >= 1 => Ok(cpus),

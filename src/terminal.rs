@@ -94,7 +94,8 @@ pub fn restore() {
     }
 }
 
-/// Set when the user asks to quit (Ctrl-A x): src/vmm/vm.rs stops the guest then.
+/// Set when the user asks to quit (Ctrl-A x): the VM's event loop (src/vmm/event_loop.rs) stops
+/// the guest then.
 pub fn quit_flag() -> &'static AtomicBool {
     &QUIT
 }

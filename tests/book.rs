@@ -273,7 +273,7 @@ fn every_step_chapter_shows_its_step_running() {
 }
 
 /// The pointers of a chapter's "Where mini-kvm does this" section: (file, function) pairs,
-/// written as `` `src/vmm/vm.rs`, `Vm::create` `` (or a plain `` `fn_name` ``).
+/// written as `` `src/vmm/builder.rs`, `Vm::create` `` (or a plain `` `fn_name` ``).
 fn pointers(text: &str) -> Vec<(String, String)> {
     let Some(start) = text.find("\n## Where mini-kvm does this") else {
         return Vec::new();

@@ -227,7 +227,7 @@ fn a_view_follows_the_guest_through_the_dirty_log_alone() {
     require_kvm();
     let guest = test_guest("display_phases");
     let mut config = RunConfig::new(vec![GuestImage::resolve(guest.to_str().unwrap()).unwrap()]);
-    config.mode = Some(GuestMode::Protected { paging: false });
+    config.vm.mode = Some(GuestMode::Protected { paging: false });
     config.display = true;
     config.timeout = Some(Duration::from_secs(120));
     let (input, feeder) = GuestInput::fed();

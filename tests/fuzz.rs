@@ -184,13 +184,11 @@ fn load_only(
 /// Runs `image` as a guest from a file, through the library, under a short timeout.
 fn run_as_guest(path: &Path, image: &[u8], options: LoadOptions, tally: &mut Tally) {
     std::fs::write(path, image).unwrap();
-    let config = RunConfig {
-        memory_size: Some(2 << 20),
-        timeout: Some(Duration::from_millis(200)),
-        mode: options.flat_mode,
-        cmdline: options.cmdline.map(String::from),
-        ..RunConfig::new(vec![GuestImage::File(path.to_path_buf())])
-    };
+    let mut config = RunConfig::new(vec![GuestImage::File(path.to_path_buf())]);
+    config.vm.memory_size = Some(2 << 20);
+    config.vm.mode = options.flat_mode;
+    config.vm.cmdline = options.cmdline.map(String::from);
+    config.timeout = Some(Duration::from_millis(200));
     let consoles = vec![GuestIo {
         output: GuestOutput::to_writer(Box::new(std::io::sink())),
         input: GuestInput::from_memory(std::io::Cursor::new(b"fuzz input\n".to_vec())),

@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::config::{GuestImage, RunConfig};
 use crate::console::{GuestInput, GuestIo, GuestOutput};
 use crate::loader::{builtin_guest, builtin_guests};
-use crate::vmm::kvm::{describe_kvm_module, host_kvm_module};
+use crate::vmm::kvm::HostKvm;
 use crate::vmm::vm::{RunReport, VmError};
 use floor::BareVm;
 use measure::{ProcessRun, Sample, ms, time_process};
@@ -185,7 +185,7 @@ pub fn run(options: &BenchOptions) -> Result<Report, BenchError> {
 }
 
 fn header(options: &BenchOptions, qemu: Option<&Qemu>) -> Vec<String> {
-    let module = host_kvm_module();
+    let module = HostKvm::detect();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -200,10 +200,7 @@ fn header(options: &BenchOptions, qemu: Option<&Qemu>) -> Vec<String> {
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut lines = vec![
-        format!(
-            "host KVM module: {module} ({})",
-            describe_kvm_module(module)
-        ),
+        format!("host KVM module: {module} ({})", module.description()),
         format!("CPU: {cpu}, {cores} cores"),
         format!("mini-kvm {}", env!("CARGO_PKG_VERSION")),
         format!(
@@ -219,7 +216,7 @@ fn header(options: &BenchOptions, qemu: Option<&Qemu>) -> Vec<String> {
             }
         ),
     ];
-    if module == "kvm_pvm" {
+    if module == HostKvm::Pvm {
         lines.push(
             "NOTE: kvm_pvm runs every guest instruction in KVM's instruction emulator: guest \
              compute and exit figures here are emulator figures, not hardware figures"
@@ -236,11 +233,9 @@ fn run_in_process(
     input: &[u8],
     expected_status: u8,
 ) -> Result<RunReport, BenchError> {
-    let config = RunConfig {
-        memory_size: Some(memory_size),
-        timeout: Some(Duration::from_secs(60)),
-        ..RunConfig::new(vec![guest])
-    };
+    let mut config = RunConfig::new(vec![guest]);
+    config.vm.memory_size = Some(memory_size);
+    config.timeout = Some(Duration::from_secs(60));
     run_many_in_process(&config, input, expected_status).map(|mut reports| reports.remove(0))
 }
 
@@ -534,11 +529,9 @@ fn smp_scaling(effort: &Effort) -> Result<Vec<Row>, BenchError> {
     let group = "SMP scaling (smp guest)";
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let time_with = |cpus: usize| {
-        let config = RunConfig {
-            cpus,
-            timeout: Some(Duration::from_secs(60)),
-            ..RunConfig::new(vec![builtin("smp")])
-        };
+        let mut config = RunConfig::new(vec![builtin("smp")]);
+        config.vm.cpus = cpus;
+        config.timeout = Some(Duration::from_secs(60));
         Sample::repeat(effort.runs, || {
             let started = Instant::now();
             run_many_in_process(&config, b"", 0)?;
@@ -648,15 +641,12 @@ fn exit_counts() -> Vec<Row> {
         .iter()
         .map(|guest| {
             let input: &[u8] = if guest.name == "os" { b"0\n" } else { b"hi\n" };
-            let config = RunConfig {
-                timeout: Some(Duration::from_secs(30)),
-                memory_size: None,
-                ..RunConfig::new(vec![GuestImage::Builtin(guest)])
-            };
+            let mut config = RunConfig::new(vec![GuestImage::Builtin(guest)]);
+            config.timeout = Some(Duration::from_secs(30));
             let figure = match run_many_in_process(&config, input, 0) {
                 Ok(reports) => Ok(Sample::of(vec![reports[0].stats.total_exits() as f64])),
                 // pm_paging on kvm_pvm: mini-kvm refuses 32-bit paging there.
-                Err(BenchError::Vm(_)) if host_kvm_module() == "kvm_pvm" => {
+                Err(BenchError::Vm(_)) if HostKvm::detect() == HostKvm::Pvm => {
                     Err("cannot run on kvm_pvm".to_string())
                 }
                 Err(_) => Err("did not run".to_string()),

@@ -133,7 +133,7 @@ pub fn load(
 
     let mut params = boot_params {
         hdr: header,
-        // Where the ACPI tables start (vm.rs writes them once the devices are attached); the
+        // Where the ACPI tables start (vmm/builder.rs writes them once the devices are attached); the
         // kernel would also find the RSDP by searching the BIOS area.
         acpi_rsdp_addr: ACPI_RSDP_ADDRESS,
         ..Default::default()

@@ -2,7 +2,7 @@
 //! an image at its load address, and the boot information a kernel is handed.
 //!
 //! [`load`] is the one entry point: it tells the format from the content and returns where and in
-//! which CPU mode the guest starts ([`Entry`]); src/vmm/vm.rs turns that into registers.
+//! which CPU mode the guest starts ([`Entry`]); src/vmm/builder.rs turns that into registers.
 
 pub mod builtin;
 pub mod bzimage;
@@ -155,16 +155,59 @@ pub struct Entry {
     pub mode: GuestMode,
     /// Ignored in real mode (docs/memory-map.md: CS:IP = 1000:0000).
     pub registers: EntryRegisters,
-    /// How the guest is booted, for `--verbose`: "flat binary", "ELF32", "PVH", "multiboot" ...
-    pub protocol: &'static str,
-    /// A Linux kernel. Its console is the UART (`console=ttyS0`): stdin goes to the UART alone,
-    /// and the keyboard, which Linux probes at boot, must not take it. It gets ACPI tables (the
-    /// loader has told it where the RSDP is). And a warm reset is its panic (`reboot=panic_warm`
-    /// in the default command line: src/vmm/vm.rs).
-    pub linux: bool,
+    /// How the guest is booted.
+    pub protocol: BootProtocol,
     /// A multiboot kernel that asked for a linear framebuffer: the mode the display adapter is
     /// switched to before it starts.
     pub video: Option<multiboot::VideoMode>,
+}
+
+/// How a guest is booted: the format of its image and the hand-over that format defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootProtocol {
+    /// A flat binary, loaded at 0x10000 in the mode `--mode` asks for.
+    Flat,
+    /// A multiboot (version 1) kernel.
+    Multiboot,
+    /// An ELF kernel with a PVH entry note.
+    Pvh,
+    /// An ELF32 file, entered at its entry point in protected mode.
+    Elf32,
+    /// An ELF64 file, entered at its entry point in long mode.
+    Elf64,
+    /// Linux's uncompressed kernel (vmlinux), through its PVH entry.
+    LinuxPvh,
+    /// Linux's bzImage, through the 64-bit boot protocol.
+    LinuxBzImage,
+}
+
+impl BootProtocol {
+    /// The name `--verbose` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootProtocol::Flat => "flat binary",
+            BootProtocol::Multiboot => "multiboot",
+            BootProtocol::Pvh => "PVH",
+            BootProtocol::Elf32 => "ELF32",
+            BootProtocol::Elf64 => "ELF64",
+            BootProtocol::LinuxPvh => "Linux vmlinux (PVH entry)",
+            BootProtocol::LinuxBzImage => "Linux bzImage (64-bit boot protocol)",
+        }
+    }
+
+    /// A Linux kernel. Its console is the UART (`console=ttyS0`): stdin goes to the UART alone,
+    /// and the keyboard, which Linux probes at boot, must not take it. It gets ACPI tables (the
+    /// loader has told it where the RSDP is) and Linux's memory map. And a warm reset is its
+    /// panic (`reboot=panic_warm` in the default command line: src/vmm/vm.rs).
+    pub fn is_linux(self) -> bool {
+        matches!(self, BootProtocol::LinuxPvh | BootProtocol::LinuxBzImage)
+    }
+}
+
+impl std::fmt::Display for BootProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What the command line asked for, as far as loading is concerned.
@@ -213,7 +256,6 @@ pub fn load(
         mode,
         registers,
         protocol,
-        linux: false,
         video: None,
     };
     let protected = GuestMode::Protected { paging: false };
@@ -234,14 +276,14 @@ pub fn load(
                 rbx: 0,
                 rsi: 0,
             };
-            kernel_entry(mode, registers, "flat binary")
+            kernel_entry(mode, registers, BootProtocol::Flat)
         }
         ImageFormat::Multiboot { header } => {
             let (registers, video) =
                 multiboot::load(name, image, header, memory, cmdline, options.display)?;
             Entry {
                 video,
-                ..kernel_entry(protected, registers, "multiboot")
+                ..kernel_entry(protected, registers, BootProtocol::Multiboot)
             }
         }
         ImageFormat::Elf32 | ImageFormat::Elf64 | ImageFormat::ElfOther => {
@@ -284,14 +326,13 @@ pub fn load(
                         None => None,
                     };
                     let registers = pvh::prepare_linux(memory, entry, cmdline, initrd)?;
-                    Entry {
-                        linux: true,
-                        ..kernel_entry(protected, registers, "Linux vmlinux (PVH entry)")
-                    }
+                    kernel_entry(protected, registers, BootProtocol::LinuxPvh)
                 }
-                (_, Some(entry)) => {
-                    kernel_entry(protected, pvh::prepare(memory, entry, cmdline)?, "PVH")
-                }
+                (_, Some(entry)) => kernel_entry(
+                    protected,
+                    pvh::prepare(memory, entry, cmdline)?,
+                    BootProtocol::Pvh,
+                ),
                 (is_64, None) => {
                     let registers = EntryRegisters {
                         entry,
@@ -301,9 +342,9 @@ pub fn load(
                         rsi: 0,
                     };
                     if is_64 {
-                        kernel_entry(GuestMode::Long, registers, "ELF64")
+                        kernel_entry(GuestMode::Long, registers, BootProtocol::Elf64)
                     } else {
-                        kernel_entry(protected, registers, "ELF32")
+                        kernel_entry(protected, registers, BootProtocol::Elf32)
                     }
                 }
             }
@@ -311,14 +352,7 @@ pub fn load(
         ImageFormat::BzImage => {
             let cmdline = options.cmdline.unwrap_or(linux::DEFAULT_CMDLINE);
             let registers = bzimage::load(memory, name, image, cmdline, options.initrd)?;
-            Entry {
-                linux: true,
-                ..kernel_entry(
-                    GuestMode::Long,
-                    registers,
-                    "Linux bzImage (64-bit boot protocol)",
-                )
-            }
+            kernel_entry(GuestMode::Long, registers, BootProtocol::LinuxBzImage)
         }
     };
     Ok(entry)

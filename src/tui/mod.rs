@@ -162,7 +162,7 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
     } else {
         Err("no display".to_string())
     };
-    if config.seccomp
+    if config.vm.seccomp
         && let Ok(directory) = &screenshots
     {
         seccomp::allow_creating_screenshots_in(directory.as_fd())?;
@@ -213,7 +213,7 @@ pub fn run(config: &RunConfig) -> Result<Vec<GuestResult>, VmError> {
     };
     // crossterm sets up its event source (an epoll, a socket pair for SIGWINCH) at the first
     // poll; after that, this thread takes the terminal view's seccomp filter.
-    if config.seccomp {
+    if config.vm.seccomp {
         let ready = event::poll(Duration::ZERO);
         if let Err(error) = ready
             .map_err(VmError::Terminal)

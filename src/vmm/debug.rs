@@ -915,6 +915,7 @@ pub struct DebugTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::kvm::HostKvm;
 
     #[test]
     fn dr7_enables_each_register_with_its_condition_and_length() {
@@ -1079,15 +1080,15 @@ mod tests {
     fn the_probe_sees_what_the_hosts_kvm_does() {
         let kvm = Kvm::new().expect("this test runs on the real /dev/kvm");
         let probed = probe_debug_support(&kvm);
-        println!("{}: {probed:?}", crate::vmm::kvm::host_kvm_module());
+        println!("{}: {probed:?}", HostKvm::detect());
         // What docs/gdb.md says of each host we run on: kvm_pvm here; kvm_amd under QEMU's
         // nested SVM in the hardware-KVM rig, whose /init sets MINI_KVM_RIG=1 (it stops at
         // nothing); hardware KVM outside QEMU (everything). Any other host fails.
         let rig = std::env::var_os("MINI_KVM_RIG").is_some_and(|value| value == "1");
-        match (crate::vmm::kvm::host_kvm_module(), rig) {
-            ("kvm_pvm", false) => assert_eq!(probed, KVM_PVM),
-            ("kvm_amd", true) => assert_eq!(probed, NOTHING, "nested SVM under QEMU's TCG"),
-            ("kvm_amd" | "kvm_intel", false) => assert_eq!(probed, HARDWARE),
+        match (HostKvm::detect(), rig) {
+            (HostKvm::Pvm, false) => assert_eq!(probed, KVM_PVM),
+            (HostKvm::Amd, true) => assert_eq!(probed, NOTHING, "nested SVM under QEMU's TCG"),
+            (HostKvm::Amd | HostKvm::Intel, false) => assert_eq!(probed, HARDWARE),
             (module, rig) => panic!(
                 "a host this test does not know (KVM module {module}, in the rig: {rig}): \
                  say what its KVM does for a debugger"

@@ -5,7 +5,7 @@
 //! newer devices get an MMIO window and an IRQ from the allocators here. Either way the manager
 //! checks that nothing overlaps, wires the IRQ to KVM's interrupt controller with an irqfd, and
 //! remembers what it attached. The coalesced-I/O zones come from the devices themselves
-//! ([`BusDevice::coalesced_offsets`]): no port list lives here or in vm.rs.
+//! ([`BusDevice::coalesced_offsets`]): no port list lives here or in builder.rs.
 //!
 //! A device that should not stop a vCPU for every doorbell write (a virtio queue notify) asks
 //! for an [`DeviceManager::ioeventfd`]: KVM then signals an eventfd instead of exiting, and the

@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
+use super::builder::GuestParts;
 use super::debug::DebugStub;
 use super::seccomp::{self, Role};
 use super::stats::LiveCounters;
-use super::vm::{GuestSetup, RunReport, Vm, VmError};
+use super::vm::{RunReport, Vm, VmError};
 use crate::config::RunConfig;
 use crate::console::GuestIo;
 use crate::devices::virtio::VirtioDevice;
@@ -17,7 +18,7 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::net::{self, Net};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
-use crate::loader::{FileRole, LoadOptions, read_file};
+use crate::loader::{FileRole, read_file};
 
 /// Makes guest `index`'s debugger front end (named `name`), listening already; `Ok(None)`
 /// without one.
@@ -49,31 +50,31 @@ impl Group {
         // Images and flags first: a typo in a path is reported before anything about KVM.
         let mut images = Vec::with_capacity(config.guests.len());
         for guest in &config.guests {
-            let memory = config.memory_for(guest);
+            let memory = config.vm.memory_for(guest);
             images.push((
                 guest.bytes(memory, config.timeout)?,
-                config.flat_mode(guest)?,
+                config.vm.flat_mode(guest)?,
             ));
         }
         // The initramfs, read once for all guests, under the same bounds as an image.
-        let initrd = match &config.initrd {
+        let initrd = match &config.vm.initrd {
             Some(path) => Some(read_file(
                 FileRole::Initramfs,
                 path,
-                config.memory_for_initrd(),
+                config.vm.memory_for_initrd(),
                 config.timeout,
             )?),
             None => None,
         };
         // Disk images are opened (and locked) now, for the one guest that may have them.
-        let mut disks = Vec::with_capacity(config.disks.len());
-        for disk in &config.disks {
+        let mut disks = Vec::with_capacity(config.vm.disks.len());
+        for disk in &config.vm.disks {
             disks.push(Block::open(&disk.path, disk.read_only)?);
         }
         let mut disks = Some(disks);
         // And the TAP devices: their errors (no permission) before anything runs.
-        let mut nets = Vec::with_capacity(config.nets.len());
-        for net in &config.nets {
+        let mut nets = Vec::with_capacity(config.vm.nets.len());
+        for net in &config.vm.nets {
             let tap = Tap::open(&net.tap, net::HEADER_SIZE)?;
             nets.push(Net::new(tap, net.mac.unwrap_or_else(net::random_mac)));
         }
@@ -97,35 +98,26 @@ impl Group {
             for net in nets.take().unwrap_or_default() {
                 virtio.push(Box::new(net));
             }
-            if config.rng {
+            if config.vm.rng {
                 virtio.push(Box::new(Rng::new()));
             }
             let debug = debugger(index, &name).map_err(VmError::Debugger)?;
-            let setup = GuestSetup {
+            let parts = GuestParts {
                 name: &name,
                 image,
-                load: LoadOptions {
-                    flat_mode: *flat_mode,
-                    cmdline: config.cmdline.as_deref(),
-                    initrd: initrd.as_deref(),
-                    display: config.display_on(),
-                },
-                memory_size: config.memory_for(guest),
-                cpus: config.cpus,
-                irqchip: config.irqchip,
-                verbose: config.verbose,
+                memory_size: config.vm.memory_for(guest),
+                flat_mode: *flat_mode,
+                initrd: initrd.as_deref(),
                 trace_label: &trace_label,
-                coalesce: config.coalesce,
-                seccomp: config.seccomp,
                 virtio,
                 debug,
                 display: config.display_on(),
             };
-            vms.push(Vm::create(kvm, setup, io)?);
+            vms.push(Vm::create(kvm, &config.vm, parts, io)?);
         }
         Ok(Group {
             vms,
-            seccomp: config.seccomp,
+            seccomp: config.vm.seccomp,
         })
     }
 

@@ -92,27 +92,77 @@ pub fn shared_kvm() -> Result<&'static Kvm, KvmError> {
     Ok(KVM.get_or_init(|| kvm))
 }
 
-/// The host's KVM vendor module, read from /sys/module once: `kvm_intel`, `kvm_amd`,
-/// `kvm_pvm`, or `unknown`. kvm_pvm runs guests through KVM's instruction emulator
-/// (docs/testing.md).
-pub fn host_kvm_module() -> &'static str {
-    static MODULE: OnceLock<&'static str> = OnceLock::new();
-    MODULE.get_or_init(|| host_kvm_module_in(Path::new("/sys/module")))
+/// The host's KVM: which vendor module runs the guests. Some KVM behaviour differs by module
+/// (kvm_pvm runs every instruction in KVM's instruction emulator: docs/testing.md), and the
+/// places that care match on this rather than on the module's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKvm {
+    /// `kvm_pvm`: a software KVM, without VT-x or AMD-V.
+    Pvm,
+    /// `kvm_intel`: hardware virtualization, Intel VT-x.
+    Intel,
+    /// `kvm_amd`: hardware virtualization, AMD-V.
+    Amd,
+    /// No module we know of is loaded.
+    Unknown,
 }
 
-/// What the host KVM module means for guests, in a few words.
-pub fn describe_kvm_module(module: &str) -> &'static str {
-    match module {
-        "kvm_pvm" => "software KVM: every guest instruction runs in KVM's instruction emulator",
-        "kvm_intel" => "hardware virtualization (Intel VT-x)",
-        "kvm_amd" => "hardware virtualization (AMD-V)",
-        _ => "unknown KVM module",
+impl HostKvm {
+    /// The host's KVM, read from /sys/module once.
+    pub fn detect() -> HostKvm {
+        static HOST: OnceLock<HostKvm> = OnceLock::new();
+        *HOST.get_or_init(|| HostKvm::detect_in(Path::new("/sys/module")))
+    }
+
+    fn detect_in(sys_module: &Path) -> HostKvm {
+        [HostKvm::Pvm, HostKvm::Intel, HostKvm::Amd]
+            .into_iter()
+            .find(|host| sys_module.join(host.module()).exists())
+            .unwrap_or(HostKvm::Unknown)
+    }
+
+    /// The module's name: `kvm_pvm`, `kvm_intel`, `kvm_amd`, or `unknown`.
+    pub fn module(self) -> &'static str {
+        match self {
+            HostKvm::Pvm => "kvm_pvm",
+            HostKvm::Intel => "kvm_intel",
+            HostKvm::Amd => "kvm_amd",
+            HostKvm::Unknown => "unknown",
+        }
+    }
+
+    /// What the module means for guests, in a few words.
+    pub fn description(self) -> &'static str {
+        match self {
+            HostKvm::Pvm => {
+                "software KVM: every guest instruction runs in KVM's instruction emulator"
+            }
+            HostKvm::Intel => "hardware virtualization (Intel VT-x)",
+            HostKvm::Amd => "hardware virtualization (AMD-V)",
+            HostKvm::Unknown => "unknown KVM module",
+        }
     }
 }
 
-fn host_kvm_module_in(sys_module: &Path) -> &'static str {
-    ["kvm_pvm", "kvm_intel", "kvm_amd"]
-        .into_iter()
-        .find(|module| sys_module.join(module).exists())
-        .unwrap_or("unknown")
+impl std::fmt::Display for HostKvm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.module())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_is_the_module_loaded_under_sys_module() {
+        let sys_module = std::env::temp_dir().join(format!("mini-kvm-sys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&sys_module);
+        std::fs::create_dir_all(&sys_module).unwrap();
+        assert_eq!(HostKvm::detect_in(&sys_module), HostKvm::Unknown);
+        std::fs::create_dir(sys_module.join("kvm_amd")).unwrap();
+        assert_eq!(HostKvm::detect_in(&sys_module), HostKvm::Amd);
+        assert_eq!(HostKvm::Amd.to_string(), "kvm_amd");
+        std::fs::remove_dir_all(&sys_module).unwrap();
+    }
 }

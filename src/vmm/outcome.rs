@@ -1,5 +1,5 @@
 //! How a guest run ended: the faults a guest can hit, the exit statuses mini-kvm uses, and the
-//! report printed for each (what happened in words, then the registers: vmm/snapshot.rs).
+//! report printed for each (what happened in words, then the registers: vmm/cpu_report.rs).
 //!
 //! A guest with several vCPUs ends as a whole: the first vCPU that ends it (an EXIT, a fault)
 //! decides the outcome, and the report names that CPU.
@@ -7,7 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::snapshot::CpuSnapshot;
+use super::cpu_report::CpuReport;
+use super::kvm::HostKvm;
 
 /// Why a guest was stopped by something it did wrong, or by something the VMM cannot handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +137,7 @@ pub const KVM_PVM_HINT: &str = "mini-kvm: this host's KVM is kvm_pvm, which runs
      hardware-KVM rig (tests/hw-kvm/run)";
 
 /// The registers of every vCPU of a guest, in CPU order (CPU 0 first), at one moment.
-pub type AllCpus = Vec<Box<CpuSnapshot>>;
+pub type AllCpus = Vec<Box<CpuReport>>;
 
 /// Formats the registers of every CPU: one CPU as before SMP, several each under a heading.
 fn format_cpus(cpus: &AllCpus) -> String {
@@ -173,7 +174,7 @@ pub enum GuestOutcome {
     /// several.
     Faulted {
         fault: Fault,
-        cpu: Box<CpuSnapshot>,
+        cpu: Box<CpuReport>,
         on_cpu: Option<usize>,
     },
     /// Stopped by the user (quitting the `--tui` view, Ctrl-C) while still running.
@@ -240,7 +241,7 @@ impl GuestOutcome {
                 // kvm_amd re-initialises the vCPU when it intercepts a shutdown (the VMCB is
                 // undefined afterwards), so the registers KVM then reports are the reset state.
                 let note = if matches!(fault, Fault::TripleFault)
-                    && super::kvm::host_kvm_module() == "kvm_amd"
+                    && HostKvm::detect() == HostKvm::Amd
                 {
                     "\n  (kvm_amd resets the vCPU at a triple fault: these are its reset registers, \
                      not the faulting ones)"
@@ -251,7 +252,7 @@ impl GuestOutcome {
                 // On software KVM, say what to do about it (a distribution's kernel meets this
                 // within a minute: README "Hosts").
                 let hint = if matches!(fault, Fault::EmulationFailure)
-                    && super::kvm::host_kvm_module() == "kvm_pvm"
+                    && HostKvm::detect() == HostKvm::Pvm
                 {
                     format!("\n{KVM_PVM_HINT}")
                 } else {

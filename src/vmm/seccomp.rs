@@ -26,7 +26,7 @@
 //! process with status 159 (128 + SIGSYS, as a shell shows a process that SIGSYS killed).
 //! That is always a bug in mini-kvm: `--no-seccomp` runs without the filters, to debug it.
 //!
-//! The library leaves the filters off unless its caller asks (`RunConfig::seccomp`): vCPU 0
+//! The library leaves the filters off unless its caller asks (`VmConfig::seccomp`): vCPU 0
 //! runs on the caller's thread, and a filter cannot be taken off a thread again.
 
 use std::cell::Cell;
@@ -486,7 +486,7 @@ pub fn prepare() -> Result<(), SeccompError> {
     install_sigsys_handler();
     // Anything a filtered thread would look up lazily is looked up now (the host's KVM module
     // is read from /sys, which a filtered thread could not open).
-    let _ = super::kvm::host_kvm_module();
+    let _ = super::kvm::HostKvm::detect();
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Writes to coalesced ports (coalesced.rs) do not exit at all: KVM appends them to a ring shared
 //! with us, which the loop drains, in order, before it handles the next exit and when the guest
-//! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpus.rs): the vCPU set pauses
+//! ends. Between exits, the loop looks at its [`VcpuControl`] (vcpu_control.rs): the vCPU set pauses
 //! and stops its vCPUs through it.
 
 use std::io::Write;
@@ -19,13 +19,14 @@ use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use vm_memory::GuestMemoryMmap;
 
 use super::coalesced::OutputCoalescing;
+use super::cpu_report::{CpuReport, ExitCause};
 use super::debug::{BP_VECTOR, DebugControl, Resume, StoppedCpu, Unpark};
 use super::exit::{Buses, ExitAction, VmExit, handle_exit};
+use super::kvm::HostKvm;
 use super::memory::read_prefix;
 use super::outcome::Fault;
-use super::snapshot::{CpuSnapshot, ExitCause};
 use super::stats::{COALESCED, ExitStats, LiveCounters};
-use super::vcpus::{ControlRequest, PausedCpu, VcpuControl};
+use super::vcpu_control::{ControlRequest, PausedCpu, VcpuControl};
 use crate::arch::CpuMode;
 use crate::arch::x86::modes::{CR0_PG, RFLAGS_IF};
 use crate::devices::hypercall::{CallOutcome, CallRegisters, HypercallHandler, PageTables};
@@ -40,10 +41,10 @@ pub enum VcpuEnd {
     Stopped(GuestStop),
     /// `hlt` with interrupts off, without an in-kernel irqchip.
     Halted,
-    Faulted(Fault, Box<CpuSnapshot>),
+    Faulted(Fault, Box<CpuReport>),
     /// The vCPU set asked the loop to stop (`--timeout`, the end of the guest on another CPU);
     /// where the vCPU was.
-    Interrupted(Box<CpuSnapshot>),
+    Interrupted(Box<CpuReport>),
     /// The debugger killed the guest (gdb's `kill`).
     Killed,
 }
@@ -106,7 +107,7 @@ impl Vcpu {
             coalescing: options.coalescing,
             stats: ExitStats::default(),
             data: Box::new([0; MAX_DATA]),
-            io_completed_at_exit: super::kvm::host_kvm_module() == "kvm_pvm",
+            io_completed_at_exit: HostKvm::detect() == HostKvm::Pvm,
             live,
             debug: options.debug,
             debug_action: Resume::Continue,
@@ -214,21 +215,21 @@ impl Vcpu {
                 ExitAction::Halt => {
                     // With interrupts off nothing can wake this CPU: the guest has ended. The
                     // sync_regs area KVM filled at this exit tells, without an ioctl; the full
-                    // snapshot is only for the report.
+                    // register report is only for the report.
                     if self.fd.sync_regs().regs.rflags & RFLAGS_IF == 0 {
                         return VcpuEnd::Halted;
                     }
-                    let mut snapshot = self.snapshot();
-                    snapshot.caused_by = Some(snapshot.exit_instruction(ExitCause::Halt, true));
-                    return VcpuEnd::Faulted(Fault::HaltedForever, Box::new(snapshot));
+                    let mut report = self.report();
+                    report.caused_by = Some(report.exit_instruction(ExitCause::Halt, true));
+                    return VcpuEnd::Faulted(Fault::HaltedForever, Box::new(report));
                 }
                 ExitAction::Fault(fault) => {
-                    let mut snapshot = self.snapshot();
+                    let mut report = self.report();
                     if matches!(exit, VmExit::MmioWrite { .. }) {
-                        snapshot.caused_by =
-                            Some(snapshot.exit_instruction(ExitCause::MemoryWrite, true));
+                        report.caused_by =
+                            Some(report.exit_instruction(ExitCause::MemoryWrite, true));
                     }
-                    return VcpuEnd::Faulted(fault, Box::new(snapshot));
+                    return VcpuEnd::Faulted(fault, Box::new(report));
                 }
             }
             if let (VmExit::IoOut { port, .. }, Some(coalescing)) = (&exit, &self.coalescing) {
@@ -250,9 +251,9 @@ impl Vcpu {
 
     /// Where the loop ends when the vCPU set stops it: where the vCPU was.
     fn interrupted(&mut self) -> VcpuEnd {
-        let mut snapshot = self.snapshot();
-        snapshot.never_started = self.waits_for_sipi();
-        VcpuEnd::Interrupted(Box::new(snapshot))
+        let mut report = self.report();
+        report.never_started = self.waits_for_sipi();
+        VcpuEnd::Interrupted(Box::new(report))
     }
 
     /// Parks this vCPU for the debugger until it resumes it, then applies the debugger's
@@ -454,13 +455,13 @@ impl Vcpu {
     fn paused_state(&mut self) -> PausedCpu {
         let mp_state = self.fd.get_mp_state().map_or(u32::MAX, |s| s.mp_state);
         PausedCpu {
-            snapshot: self.snapshot(),
+            cpu: self.report(),
             mp_state,
         }
     }
 
     /// The registers (as KVM stored them at the last exit) and the code bytes at RIP.
-    pub fn snapshot(&mut self) -> CpuSnapshot {
+    pub fn report(&mut self) -> CpuReport {
         let sync = self.fd.sync_regs();
         let (mut regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
             (Ok(regs), Ok(sregs)) => (regs, sregs),
@@ -470,13 +471,13 @@ impl Vcpu {
         if self.fd.get_kvm_run().kvm_dirty_regs & u64::from(kvm_bindings::KVM_SYNC_X86_REGS) != 0 {
             regs = sync.regs;
         }
-        snapshot_of(&self.fd, &self.memory, regs, sregs)
+        report_of(&self.fd, &self.memory, regs, sregs)
     }
 
     /// The `--verbose` line for one exit.
     fn trace_exit(&mut self, number: u64, exit: &VmExit) {
         let sync = self.fd.sync_regs();
-        let cpu = snapshot_of(&self.fd, &self.memory, sync.regs, sync.sregs);
+        let cpu = report_of(&self.fd, &self.memory, sync.regs, sync.sregs);
         let data = &self.data[..exit.data_len().min(MAX_DATA)];
         let detail = match exit {
             VmExit::IoIn { port, len } | VmExit::IoOut { port, len } => format!(
@@ -568,13 +569,8 @@ fn hex_value(value: u64, len: usize) -> String {
     }
 }
 
-/// Builds a snapshot, reading the code at CS.base + RIP through the guest's page tables.
-fn snapshot_of(
-    fd: &VcpuFd,
-    memory: &GuestMemoryMmap,
-    regs: kvm_regs,
-    sregs: kvm_sregs,
-) -> CpuSnapshot {
+/// Builds a register report, reading the code at CS.base + RIP through the guest's page tables.
+fn report_of(fd: &VcpuFd, memory: &GuestMemoryMmap, regs: kvm_regs, sregs: kvm_sregs) -> CpuReport {
     let linear = if CpuMode::of(&sregs) == CpuMode::Long64 {
         regs.rip
     } else {
@@ -599,7 +595,7 @@ fn snapshot_of(
         }
         None => (0, 0),
     };
-    CpuSnapshot {
+    CpuReport {
         regs,
         sregs,
         code,

@@ -2,113 +2,23 @@
 //! all and read every CPU's registers (what `--timeout`, Ctrl-A x, the idle check and a
 //! debugger need).
 //!
-//! A vCPU thread looks at the shared [`VcpuControl`] between two `KVM_RUN`s. To reach a thread
+//! A vCPU thread looks at the shared [`VcpuControl`] (vcpu_control.rs) between two `KVM_RUN`s. To reach a thread
 //! that is inside `KVM_RUN` (running guest code, or waiting in the kernel: `hlt`, an AP waiting
 //! for its INIT/SIPI), the set sends it a signal; KVM_RUN then returns EINTR (docs/kvm-api.md,
 //! "Stopping"). A paused vCPU leaves its registers and its MP state with the control and waits.
 
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_UNINITIALIZED};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use super::seccomp::{self, Role};
-use super::snapshot::CpuSnapshot;
 use super::vcpu::{Vcpu, VcpuEnd};
-use crate::arch::x86::modes::RFLAGS_IF;
-
-/// What the vCPU threads are asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlRequest {
-    Run,
-    Pause,
-    Stop,
-}
-
-/// A paused vCPU, as it left itself.
-#[derive(Clone)]
-pub struct PausedCpu {
-    pub snapshot: CpuSnapshot,
-    /// KVM_GET_MP_STATE (KVM_MP_STATE_*), `u32::MAX` if KVM would not say.
-    pub mp_state: u32,
-}
-
-impl PausedCpu {
-    /// Can this CPU never run again by itself? Halted with interrupts off (nothing but an NMI
-    /// could wake it, and mini-kvm sends none), or an AP that nobody started.
-    pub fn is_idle_for_good(&self) -> bool {
-        match self.mp_state {
-            KVM_MP_STATE_HALTED => self.snapshot.regs.rflags & RFLAGS_IF == 0,
-            KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => true,
-            _ => false,
-        }
-    }
-}
-
-/// Shared between the vCPU threads and the set that drives them.
-pub struct VcpuControl {
-    request: AtomicU8,
-    /// Each paused vCPU's state, by index.
-    parked: Mutex<Vec<Option<PausedCpu>>>,
-    changed: Condvar,
-}
-
-impl VcpuControl {
-    fn new(count: usize) -> VcpuControl {
-        VcpuControl {
-            request: AtomicU8::new(ControlRequest::Run as u8),
-            parked: Mutex::new(vec![None; count]),
-            changed: Condvar::new(),
-        }
-    }
-
-    /// A shared control for `count` vCPUs, for `Vcpu::new`.
-    pub fn shared(count: usize) -> Arc<VcpuControl> {
-        Arc::new(VcpuControl::new(count))
-    }
-
-    /// What the vCPUs are asked to do now (one atomic load: the run loop asks at every exit).
-    pub fn request(&self) -> ControlRequest {
-        match self.request.load(Ordering::Acquire) {
-            0 => ControlRequest::Run,
-            1 => ControlRequest::Pause,
-            _ => ControlRequest::Stop,
-        }
-    }
-
-    fn set(&self, request: ControlRequest) {
-        self.request.store(request as u8, Ordering::Release);
-        // Wake the parked threads so they see it.
-        let _parked = self.lock();
-        self.changed.notify_all();
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<Option<PausedCpu>>> {
-        self.parked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Called by vCPU `index` when it sees a pause request: leaves its state and waits until the
-    /// request changes.
-    pub fn park(&self, index: usize, state: PausedCpu) {
-        let mut parked = self.lock();
-        parked[index] = Some(state);
-        self.changed.notify_all();
-        while self.request() == ControlRequest::Pause {
-            parked = self
-                .changed
-                .wait(parked)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        parked[index] = None;
-    }
-}
+use super::vcpu_control::{ControlRequest, PausedCpu, VcpuControl};
 
 /// Where a vCPU runs.
 enum CpuThread {

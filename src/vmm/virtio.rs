@@ -143,7 +143,7 @@ impl EventHandler for QueueNotifier {
             .notify(self.queue);
         if notified == Notified::MorePending {
             // Come back on the next turn of the loop, after the other descriptors and the
-            // loop's check of its deadline (vm.rs, Watcher::watch), which a doorbell that keeps
+            // loop's check of its deadline (event_loop.rs, Watcher::watch), which a doorbell that keeps
             // ringing itself cannot skip: each wait returns at most one turn per descriptor.
             let _ = self.event.write(1);
         }

@@ -1,4 +1,4 @@
-//! A vCPU's registers at one moment, with the instruction at RIP decoded (iced-x86, AT&T syntax
+//! A vCPU's register report: its registers at one moment, with the instruction at RIP decoded (iced-x86, AT&T syntax
 //! like our guest sources): what fault reports, timeouts and `--verbose` show.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use crate::arch::CpuMode;
 
 /// The registers of a vCPU at one moment, and the code bytes at its RIP.
 #[derive(Clone)]
-pub struct CpuSnapshot {
+pub struct CpuReport {
     pub regs: kvm_regs,
     pub sregs: kvm_sregs,
     /// Up to 15 bytes (the longest x86 instruction) read at CS.base + RIP; fewer when RIP is
@@ -28,7 +28,7 @@ pub struct CpuSnapshot {
     pub never_started: bool,
 }
 
-impl CpuSnapshot {
+impl CpuReport {
     pub fn mode(&self) -> CpuMode {
         CpuMode::of(&self.sregs)
     }
@@ -145,7 +145,7 @@ fn segment(name: &str, s: &kvm_segment) -> String {
     )
 }
 
-impl fmt::Display for CpuSnapshot {
+impl fmt::Display for CpuReport {
     /// A register dump for reports.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.never_started {
