@@ -98,7 +98,8 @@ fn named_paths(text: &str, markdown: bool) -> Vec<(usize, String)> {
                 let placeholder = rest[end..].starts_with(['*', '{'])
                     || path.contains("NAME")
                     || path.contains("NN")
-                    || path.contains("FILE");
+                    || path.contains("FILE")
+                    || path.contains("PATH");
                 if !placeholder && path.len() > root.len() && !ELSEWHERE.contains(&path) {
                     found.push((index + 1, path.to_string()));
                 }
