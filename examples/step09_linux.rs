@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvm_bindings::kvm_userspace_memory_region;
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_pit_config, kvm_segment};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, kvm_pit_config, kvm_segment, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::KernelLoader;
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
@@ -384,7 +385,7 @@ fn create_uart(vm: &VmFd) -> Result<Uart, String> {
     ))))
 }
 
-/// Moves what arrives on stdin into the UART's receive FIFO (16 bytes... vm-superio's holds 64),
+/// Moves what arrives on stdin into the UART's receive FIFO (64 bytes in vm-superio's model),
 /// which raises IRQ 4 when the guest's driver has enabled that interrupt. When the FIFO is full,
 /// the rest waits here until the guest has read some: nothing typed is dropped.
 fn forward_stdin(uart: &Uart) {

@@ -34,6 +34,11 @@ struct Step {
     chapter: &'static str,
     stdout: &'static str,
     status: i32,
+    /// For a step that needs hardware KVM (booting Linux): the test that runs it in the rig
+    /// (tests/hw-kvm/run), which the chapter's transcript names
+    /// (```` ```console,tested-by=tests/FILE.rs ````). Its `stdout` and `status` are that
+    /// test's to check; here its chapter is checked like the others.
+    rig_only: Option<&'static str>,
 }
 
 const STEPS: &[Step] = &[
@@ -45,6 +50,7 @@ const STEPS: &[Step] = &[
 [vmm] the guest left AX = 42
 ",
         status: 0,
+        rig_only: None,
     },
     Step {
         name: "step02_port_io",
@@ -55,6 +61,7 @@ Hello from port I/O!
 [vmm] the guest called EXIT(0) after 45 VM exits
 ",
         status: 0,
+        rig_only: None,
     },
     Step {
         name: "step03_guest_memory",
@@ -71,6 +78,7 @@ Hello from slot 1!
 [vmm] the guest called EXIT(0) after 6 VM exits
 ",
         status: 0,
+        rig_only: None,
     },
     Step {
         name: "step04_protected_mode",
@@ -86,6 +94,7 @@ Hello from protected mode, at 1 MiB!
 [vmm] the guest called EXIT(0) after 4 VM exits
 ",
         status: 0,
+        rig_only: None,
     },
     Step {
         name: "step05_long_mode",
@@ -103,6 +112,7 @@ Hello from long mode, through the alias at 1 GiB!
 [vmm] the guest called EXIT(0) after 4 VM exits
 ",
         status: 0,
+        rig_only: None,
     },
     Step {
         name: "step06_interrupts",
@@ -123,6 +133,7 @@ Hello from long mode, through the alias at 1 GiB!
 [vmm] the guest called EXIT(0) after 11 VM exits
 ",
         status: 0,
+        rig_only: None,
     },
     Step {
         name: "step07_smp",
@@ -142,6 +153,14 @@ Hello from long mode, through the alias at 1 GiB!
 [vmm] vCPU 1 called EXIT(0) after 3 VM exits
 ",
         status: 0,
+        rig_only: None,
+    },
+    Step {
+        name: "step09_linux",
+        chapter: "ch09-linux.md",
+        stdout: "",
+        status: 0,
+        rig_only: Some("tests/book_linux.rs"),
     },
 ];
 
@@ -198,7 +217,7 @@ fn run_step(name: &str) -> common::Run {
 
 #[test]
 fn every_step_prints_exactly_its_output() {
-    for step in STEPS {
+    for step in STEPS.iter().filter(|step| step.rig_only.is_none()) {
         let run = run_step(step.name);
         assert_eq!(run.stdout_text(), step.stdout, "{}: {run:?}", step.name);
         assert_eq!(run.status, step.status, "{}: {run:?}", step.name);
@@ -231,6 +250,8 @@ struct Transcript {
     line: usize,
     command: String,
     output: Vec<String>,
+    /// `console,tested-by=tests/FILE.rs`: the test that runs this one (in the rig).
+    tested_by: Option<String>,
 }
 
 /// The transcripts of one Markdown text (the format is at the top of this file).
@@ -238,6 +259,7 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
     let mut found: Vec<Transcript> = Vec::new();
     let mut in_console = false;
     let mut in_other_block = false;
+    let mut tested_by: Option<String> = None;
     for (index, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") {
@@ -245,6 +267,10 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
                 (in_console, in_other_block) = (false, false);
             } else if trimmed == "```console" {
                 in_console = true;
+                tested_by = None;
+            } else if let Some(test) = trimmed.strip_prefix("```console,tested-by=") {
+                in_console = true;
+                tested_by = Some(test.to_string());
             } else {
                 in_other_block = true;
             }
@@ -265,6 +291,7 @@ fn transcripts(file: &str, text: &str) -> Vec<Transcript> {
                 line: index + 1,
                 command: command.to_string(),
                 output: Vec::new(),
+                tested_by: tested_by.clone(),
             });
         } else {
             let current = found.last_mut().unwrap_or_else(|| {
@@ -299,10 +326,14 @@ fn line_matches(expected: &str, actual: &str) -> bool {
     remaining.ends_with(last)
 }
 
-/// The example a transcript's command runs; any other command is an error.
+/// The example a transcript's command runs; any other command is an error. A transcript that
+/// its own test runs may give the example arguments (`-- ARGS`).
 fn transcript_step(transcript: &Transcript) -> &str {
-    transcript
-        .command
+    let command = match &transcript.tested_by {
+        Some(_) => transcript.command.split(" -- ").next().unwrap(),
+        None => &transcript.command,
+    };
+    command
         .strip_prefix("cargo run --quiet --example ")
         .filter(|name| !name.contains(' '))
         .unwrap_or_else(|| {
@@ -319,6 +350,23 @@ fn every_transcript_is_the_real_output() {
     for path in chapters() {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
         for transcript in transcripts(&file, &read(&path)) {
+            if let Some(test) = &transcript.tested_by {
+                // Its test runs it and compares the lines: that test must exist and read this
+                // chapter.
+                let source = fs::read_to_string(repo().join(test)).unwrap_or_else(|_| {
+                    panic!(
+                        "{file}:{}: tested by {test}, which does not exist",
+                        transcript.line
+                    )
+                });
+                assert!(
+                    source.contains(&format!("book/src/{file}")),
+                    "{file}:{}: {test} does not name book/src/{file}",
+                    transcript.line
+                );
+                transcript_step(&transcript);
+                continue;
+            }
             let run = run_step(transcript_step(&transcript));
             let actual: Vec<String> = run.stdout_text().lines().map(String::from).collect();
             let same = actual.len() == transcript.output.len()
@@ -339,15 +387,19 @@ fn every_transcript_is_the_real_output() {
             checked += 1;
         }
     }
-    // Each step's chapter shows it running.
+    // Each step's chapter shows it running (a rig-only step, in a transcript its test runs).
     for step in STEPS {
         let chapter = book_src().join(step.chapter);
         let shown = transcripts(step.chapter, &read(&chapter))
             .iter()
-            .any(|transcript| transcript_step(transcript) == step.name);
+            .any(|transcript| {
+                transcript_step(transcript) == step.name
+                    && transcript.tested_by.as_deref() == step.rig_only
+            });
         assert!(shown, "{} has no transcript of {}", step.chapter, step.name);
     }
-    assert!(checked >= STEPS.len(), "only {checked} transcripts");
+    let here = STEPS.iter().filter(|step| step.rig_only.is_none()).count();
+    assert!(checked >= here, "only {checked} transcripts");
 }
 
 #[test]
@@ -371,6 +423,10 @@ fn the_transcript_format_catches_differences() {
     assert!(!line_matches("one", "on"));
     assert!(line_matches("a…b…c", "a1b2c"));
     assert!(!line_matches("a…b…c", "a1c2b"));
+    let rig = "```console,tested-by=tests/x.rs\n$ cargo run --quiet --example s -- a b\nout\n```\n";
+    let found = transcripts("t.md", rig);
+    assert_eq!(found[0].tested_by.as_deref(), Some("tests/x.rs"));
+    assert_eq!(transcript_step(&found[0]), "s");
 }
 
 /// The pointers of a chapter's "Where mini-kvm does this" section: (file, function) pairs,

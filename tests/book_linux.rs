@@ -55,12 +55,19 @@ fn step09() -> PathBuf {
     }
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_mini-kvm")).parent().unwrap();
     let binary = bin_dir.join("examples/step09_linux");
-    assert!(
-        binary.exists(),
-        "{} is not built: run `cargo build --examples`",
-        binary.display()
-    );
-    binary
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/step09_linux.rs");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (modified(&binary), modified(&source)) {
+        (Some(built), Some(written)) if built >= written => binary,
+        (Some(_), _) => panic!(
+            "{} is older than its source: run `cargo build --examples` first",
+            binary.display()
+        ),
+        (None, _) => panic!(
+            "{} is not built: run `cargo build --examples` (a full `cargo test` does)",
+            binary.display()
+        ),
+    }
 }
 
 /// The bzImage: MINI_KVM_LINUX_KERNEL (the rig's), or this machine's newest /boot/vmlinuz-*.
