@@ -373,3 +373,69 @@ fn step09_boots_linux_to_a_shell() {
         shown.join("\n")
     );
 }
+
+/// On hardware KVM: a kernel that panics (here: no /init to run, `rdinit=` names a file the
+/// initramfs lacks) resets the machine at once (`panic=-1`) with the warm-reset flag set
+/// (`reboot=k,panic_warm`), and the step says so and exits 1.
+#[test]
+#[ignore = "needs hardware KVM: run in the rig (tests/hw-kvm/run)"]
+fn step09_reports_a_kernel_panic() {
+    common::require_kvm();
+    let dir = common::scratch("step09-panic");
+    let initrd = make_initramfs(&dir);
+    let cmdline = format!("{DEFAULT_CMDLINE} rdinit=/no/such/init");
+    let mut child = Command::new(step09())
+        .arg(linux_kernel())
+        .arg(&initrd)
+        .arg(&cmdline)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start step09_linux");
+    let (mut stdout_pipe, mut stderr_pipe) =
+        (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = thread::spawn(move || {
+        let mut printed = String::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout_pipe.read(&mut chunk) {
+            let text = String::from_utf8_lossy(&chunk[..n]);
+            eprint!("{text}");
+            printed.push_str(&text);
+        }
+        printed
+    });
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > BOOT_BOUND {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("step09_linux still running after {BOOT_BOUND:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = reader.join().unwrap().replace('\r', "");
+    let stderr = errors.join().unwrap();
+    assert_eq!(status, Some(1), "stderr: {stderr}\nstdout: {stdout}");
+    assert_eq!(stderr, "", "{stdout}");
+    assert!(
+        stdout.contains(&format!("[vmm] command line at 0x20000: {cmdline}\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Kernel panic - not syncing: "), "{stdout}");
+    assert!(!stdout.contains(MARKER), "{stdout}");
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with("[vmm] the kernel panicked and reset the machine, after ")
+            && last.ends_with(" VM exits"),
+        "{stdout}"
+    );
+}
