@@ -14,6 +14,10 @@
 //! built. Where the output varies from run to run, the book writes `…` (U+2026): in an expected
 //! line, it stands for any text within that line. Any other command fails the test, and so does
 //! a `$ ` line in any other kind of block, so that nothing shown as a transcript goes unchecked.
+//! A step that needs hardware KVM (Step 9 boots Linux) runs in the rig instead: its chapter's
+//! block is ```` ```console,tested-by=tests/FILE.rs ````, whose command may give the example
+//! arguments; here FILE must exist and name the chapter, and FILE's test runs the command and
+//! compares the lines.
 //!
 //! Each step's chapter also has the book's shape: the concept, the step, what you should see,
 //! what to read, where mini-kvm does this, and exercises graded easy, medium and hard.

@@ -374,8 +374,8 @@ fn step09_boots_linux_to_a_shell() {
     );
 }
 
-/// On hardware KVM: a kernel that panics (here: no /init to run, `rdinit=` names a file the
-/// initramfs lacks) resets the machine at once (`panic=-1`) with the warm-reset flag set
+/// On hardware KVM: a kernel that panics (here: `rdinit=` names a file the initramfs lacks, so
+/// the kernel looks for a root file system, finds none, and panics) resets the machine at once (`panic=-1`) with the warm-reset flag set
 /// (`reboot=k,panic_warm`), and the step says so and exits 1.
 #[test]
 #[ignore = "needs hardware KVM: run in the rig (tests/hw-kvm/run)"]
