@@ -154,10 +154,8 @@ fn parse_arguments() -> Result<Arguments, Failure> {
 
 fn run() -> Result<u8, Failure> {
     let args = parse_arguments()?;
-    let kernel = std::fs::read(&args.kernel)
-        .map_err(|e| format!("cannot read the kernel {}: {e}", args.kernel))?;
-    let initramfs = std::fs::read(&args.initramfs)
-        .map_err(|e| format!("cannot read the initramfs {}: {e}", args.initramfs))?;
+    let kernel = read_file("the kernel", &args.kernel)?;
+    let initramfs = read_file("the initramfs", &args.initramfs)?;
 
     // Guest RAM first, so that it is dropped last: KVM points into it while the VM exists.
     let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM_SIZE as usize)])
@@ -185,6 +183,22 @@ fn run() -> Result<u8, Failure> {
     let input = Arc::clone(&uart);
     std::thread::spawn(move || forward_stdin(&input));
     run_loop(&mut vcpu, &memory, &uart)
+}
+
+/// Reads a file that must fit in guest RAM: no more than that is read (/dev/zero would never
+/// end).
+fn read_file(what: &str, path: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(RAM_SIZE + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {what} {path}: {e}"))?;
+    if bytes.len() as u64 > RAM_SIZE {
+        return Err(format!(
+            "{what} {path} is larger than the guest's {} MiB of RAM",
+            RAM_SIZE >> 20
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Loads the bzImage, the command line and the initramfs, and writes the zero page.

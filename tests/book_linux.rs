@@ -239,6 +239,11 @@ fn the_step_names_what_it_cannot_boot() {
             [kernel, empty],
             format!("step09: the initramfs {empty} is empty\n"),
         ),
+        (
+            [kernel, "/dev/zero"],
+            "step09: the initramfs /dev/zero is larger than the guest's 256 MiB of RAM\n"
+                .to_string(),
+        ),
     ];
     for (args, stderr) in cases {
         let run = run_step(&args);
