@@ -51,7 +51,13 @@ fn step09() -> PathBuf {
     if common::in_rig() {
         let dir =
             std::env::var_os("MINI_KVM_EXAMPLES").expect("MINI_KVM_RIG=1 but no MINI_KVM_EXAMPLES");
-        return Path::new(&dir).join("step09_linux");
+        let binary = Path::new(&dir).join("step09_linux");
+        assert!(
+            binary.exists(),
+            "MINI_KVM_EXAMPLES: no {}",
+            binary.display()
+        );
+        return binary;
     }
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_mini-kvm")).parent().unwrap();
     let binary = bin_dir.join("examples/step09_linux");
