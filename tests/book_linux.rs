@@ -60,7 +60,7 @@ fn step09() -> PathBuf {
         return binary;
     }
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_mini-kvm")).parent().unwrap();
-    let binary = bin_dir.join("examples/step09_linux");
+    let binary = bin_dir.join("examples").join("step09_linux");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/step09_linux.rs");
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     match (modified(&binary), modified(&source)) {
