@@ -14,6 +14,7 @@ use mini_kvm::config::{
     VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb, parse_memory_size, parse_mode,
     parse_net, parse_timeout, use_colour,
 };
+use mini_kvm::loader::builtin::builtin_guest;
 use mini_kvm::terminal;
 
 #[derive(Parser)]
@@ -256,6 +257,23 @@ impl RunArgs {
     /// The run configuration these options ask for, checked: each option goes to its place
     /// in `RunConfig` or its `VmConfig` here, and nowhere else.
     pub fn into_config(self) -> Result<RunConfig, ConfigError> {
+        // `--gdb VALUE`, with a space, leaves --gdb bare (its value needs '=') and makes VALUE
+        // the first guest: when no guest or file has that name, say what was probably meant
+        // instead of "unknown guest" or "cannot read guest image".
+        if let (Some(GdbAddress::Private), Some(first)) = (&self.gdb, self.guests.first())
+            && builtin_guest(first).is_none()
+            && !std::path::Path::new(first).exists()
+        {
+            let meant = if first.bytes().all(|b| b.is_ascii_digit()) {
+                format!("--gdb=tcp:{first} for that TCP port")
+            } else {
+                format!("--gdb={first} for a socket at that path")
+            };
+            return Err(ConfigError::GdbValueWithoutEquals {
+                value: first.clone(),
+                meant,
+            });
+        }
         let guests = self
             .guests
             .iter()

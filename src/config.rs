@@ -38,6 +38,16 @@ pub enum ConfigError {
         list = builtin_names()
     )]
     UnknownGuest { name: String },
+    #[error(
+        "'{value}' came after --gdb with a space, so it was read as a guest, and there is no \
+         guest or file of that name: --gdb takes its value after '=' ({meant}; --gdb alone \
+         makes a private socket)"
+    )]
+    GdbValueWithoutEquals {
+        value: String,
+        /// What the value would mean with '=': a TCP port for a number, else a socket's path.
+        meant: String,
+    },
     #[error("'{0}' is not a CPU count: give a whole number from 1 (e.g. --cpus 2)")]
     BadCpuCount(String),
     #[error("'{0}' is not a CPU mode: give real, protected or long")]

@@ -734,6 +734,26 @@ fn bad_gdb_addresses_are_clear_errors() {
         ),
         "{run:?}"
     );
+    // `--gdb VALUE` with a space: --gdb is bare (its value needs '='), and VALUE was read as
+    // the first guest. Once this said "unknown guest '1234'" or "cannot read guest image".
+    for (value, meant) in [
+        ("1234", "--gdb=tcp:1234 for that TCP port"),
+        (
+            "/tmp/no-such-dir/gdb.sock",
+            "--gdb=/tmp/no-such-dir/gdb.sock for a socket at that path",
+        ),
+    ] {
+        let run = mini_kvm(&["run", "--gdb", value, "hello"], b"");
+        common::assert_error(
+            &run,
+            1,
+            &format!(
+                "mini-kvm: error: '{value}' came after --gdb with a space, so it was read as a \
+                 guest, and there is no guest or file of that name: --gdb takes its value after \
+                 '=' ({meant}; --gdb alone makes a private socket)"
+            ),
+        );
+    }
     // A port another program has.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
