@@ -55,7 +55,9 @@ fn table() -> Vec<Vec<String>> {
     );
     assert_eq!(rows[0], HEADER, "{SECTION}: the table's header");
     assert!(
-        rows[1].iter().all(|cell| cell.trim_matches([':', '-']).is_empty()),
+        rows[1]
+            .iter()
+            .all(|cell| cell.trim_matches([':', '-']).is_empty()),
         "{SECTION}: the row after the header separates it: {:?}",
         rows[1]
     );
@@ -102,7 +104,10 @@ fn measured_row(guest: &str, module: &str) -> Vec<String> {
     let total = common::total_exits(stats);
     let host = format!("  host KVM: {module} (");
     assert!(
-        stats.lines().nth(1).is_some_and(|line| line.starts_with(&host)),
+        stats
+            .lines()
+            .nth(1)
+            .is_some_and(|line| line.starts_with(&host)),
         "{guest}: the second line of --stats should name {module}:\n{stats}"
     );
     let mut row = vec![format!("`{guest}`"), module.to_string(), total.to_string()];
