@@ -110,6 +110,14 @@ const EXERCISES: &[Exercise] = &[
         solution: "book/solutions/ex09_third_cpu.rs",
         check: check_ex09,
     },
+    Exercise {
+        id: "ex10",
+        chapter: "ch08-virtio.md",
+        grade: "*Hard.*",
+        start: "examples/step08_virtio.rs",
+        solution: "book/solutions/ex10_entropy.rs",
+        check: check_ex10,
+    },
 ];
 
 // ---- The checks: each gets what to run (a VMM binary, or a flat guest image) ----
@@ -267,6 +275,30 @@ fn check_ex09(vmm: &Path) -> Result<(), String> {
          [vmm] vCPU 2 called EXIT(0) after 3 VM exits\n",
         0,
     )
+}
+
+/// Step 8 with an entropy device too: the guest prints through the console as before, asks the
+/// entropy device for 16 bytes and exits with the length the device put in the used ring. The
+/// bytes are random, and the VMM's lines about the devices are the reader's to word: the check
+/// compares the guest's line, the last line (22 exits more than Step 8's 23: the entropy
+/// device's handshake and its handler) and the status.
+fn check_ex10(vmm: &Path) -> Result<(), String> {
+    let run = run_program(vmm);
+    let stdout = run.stdout_text();
+    let guest_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| !line.starts_with("[vmm]"))
+        .collect();
+    let last = stdout.lines().last().unwrap_or("");
+    let wanted_last = "[vmm] the guest called EXIT(16) after 45 VM exits";
+    if guest_lines != ["Hello from virtio!"] || last != wanted_last || run.status != 16 {
+        return Err(format!(
+            "expected the guest's line \"Hello from virtio!\", then {wanted_last:?} and status \
+             16; got status {}:\n{stdout}(stderr: {})",
+            run.status, run.stderr
+        ));
+    }
+    Ok(())
 }
 
 // ---- Running what the reader (or the solution) made ----
@@ -605,6 +637,11 @@ fn ex08_a_divide_error_handler() {
 #[test]
 fn ex09_a_third_vcpu() {
     exercise("ex09");
+}
+
+#[test]
+fn ex10_an_entropy_device() {
+    exercise("ex10");
 }
 
 /// Every exercise has a test above, is named in its chapter's exercises at its grade, and is
