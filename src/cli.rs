@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use mini_kvm::config::{
     ConfigError, DiskArg, GdbAddress, GuestImage, ModeArg, NetArg, OutputStyle, RunConfig,
-    VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb, parse_memory_size, parse_mode,
-    parse_net, parse_timeout, use_colour,
+    SnapshotRequest, VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb, parse_memory_size,
+    parse_mode, parse_net, parse_timeout, use_colour,
 };
 use mini_kvm::terminal;
 
@@ -55,6 +55,10 @@ The exit status is the guest's EXIT status (with several guests: the first non-z
 the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
 exit, 130 stopped from the --tui view).")]
     Run(RunArgs),
+    /// Go on with a guest saved by mini-kvm run --snapshot-on-output TEXT --snapshot DIR, in
+    /// this new process, exactly where it stopped, with stdin as its input (e.g. mini-kvm
+    /// restore snap). The exit status is the guest's, as with run.
+    Restore(RestoreArgs),
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
     /// Write an initramfs for Linux guests: a static busybox and an /init that starts a shell on
@@ -246,10 +250,54 @@ pub struct RunArgs {
     #[arg(long = "no-coalesce")]
     no_coalesce: bool,
 
+    /// Save the guest to a snapshot (the directory --snapshot names) at the first VM exit after
+    /// its output has shown TEXT, and stop there with status 0; mini-kvm restore DIR goes on
+    /// from that point. One guest with one vCPU and no virtio devices, display or gdb
+    /// (docs/snapshot.md) (e.g. mini-kvm run --snapshot-on-output 'Result: 100' --snapshot snap
+    /// os).
+    #[arg(long, value_name = "TEXT", requires = "snapshot")]
+    snapshot_on_output: Option<String>,
+
+    /// The directory --snapshot-on-output saves the snapshot to, created if needed; its
+    /// state.json and ram are replaced.
+    #[arg(long, value_name = "DIR", requires = "snapshot_on_output")]
+    snapshot: Option<std::path::PathBuf>,
+
     /// Run without the seccomp filters that limit each thread to the system calls it needs
     /// once the guest runs (docs/security.md); for debugging mini-kvm itself.
     #[arg(long = "no-seccomp")]
     no_seccomp: bool,
+}
+
+// `mini-kvm restore`'s options.
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The snapshot's directory (its state.json and ram).
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+
+    /// Stop the guest still running after SECONDS, as with run (e.g. --timeout 5).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Trace every VM exit on stderr, as with run.
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Run without the seccomp filters, as with run.
+    #[arg(long = "no-seccomp")]
+    no_seccomp: bool,
+}
+
+impl RestoreArgs {
+    /// The machine options a restored guest runs with; the machine itself is the snapshot's.
+    pub fn vm_config(&self) -> VmConfig {
+        VmConfig {
+            verbose: self.verbose,
+            seccomp: !self.no_seccomp,
+            ..VmConfig::default()
+        }
+    }
 }
 
 impl RunArgs {
@@ -282,7 +330,13 @@ impl RunArgs {
                 rng: self.rng,
                 verbose: self.verbose,
                 coalesce: !self.no_coalesce,
-                seccomp: !self.no_seccomp,
+                // The vCPU that saves a snapshot creates and writes files, which its filter
+                // forbids: a snapshotting run goes without the filters.
+                seccomp: !self.no_seccomp && self.snapshot.is_none(),
+                snapshot: self
+                    .snapshot_on_output
+                    .zip(self.snapshot)
+                    .map(|(on_output, dir)| SnapshotRequest { on_output, dir }),
             },
             timeout: self.timeout,
             stats: self.stats,

@@ -87,6 +87,13 @@ pub enum ConfigError {
     #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
     PagingWithoutProtected,
     #[error(
+        "--snapshot-on-output: this version of snapshots cannot save {0} yet (docs/snapshot.md \
+         lists what it saves)"
+    )]
+    SnapshotCannotSave(&'static str),
+    #[error("--snapshot-on-output needs a text to wait for (e.g. --snapshot-on-output '> ')")]
+    SnapshotEmptyText,
+    #[error(
         "'{name}' is a built-in guest that starts in {mode}: --mode and --paging apply to flat \
          binaries from disk"
     )]
@@ -273,6 +280,16 @@ pub struct VmConfig {
     /// command line turns it on (`--no-seccomp` off); a library caller chooses, since vCPU 0
     /// runs on the caller's thread and a filter stays on a thread for good.
     pub seccomp: bool,
+    /// `--snapshot-on-output TEXT --snapshot DIR`.
+    pub snapshot: Option<SnapshotRequest>,
+}
+
+/// `--snapshot-on-output TEXT --snapshot DIR`: save the guest to DIR once its output has shown
+/// TEXT (docs/snapshot.md), and stop it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub on_output: String,
+    pub dir: PathBuf,
 }
 
 impl Default for VmConfig {
@@ -290,6 +307,7 @@ impl Default for VmConfig {
             verbose: false,
             coalesce: true,
             seccomp: false,
+            snapshot: None,
         }
     }
 }
@@ -374,6 +392,9 @@ impl RunConfig {
         if virtio_devices > VIRTIO_SLOTS {
             return Err(ConfigError::TooManyVirtioDevices(virtio_devices));
         }
+        if let Some(request) = &self.vm.snapshot {
+            self.check_snapshot(request)?;
+        }
         if self.guests.len() > MAX_GUESTS {
             return Err(ConfigError::TooManyGuests(self.guests.len()));
         }
@@ -384,6 +405,30 @@ impl RunConfig {
             });
         }
         Ok(())
+    }
+
+    /// What a snapshot of this version cannot save yet is refused before the guest runs.
+    fn check_snapshot(&self, request: &SnapshotRequest) -> Result<(), ConfigError> {
+        if request.on_output.is_empty() {
+            return Err(ConfigError::SnapshotEmptyText);
+        }
+        let unsaved = [
+            (self.guests.len() > 1, "several guests"),
+            (self.vm.cpus > 1, "several vCPUs (--cpus)"),
+            (!self.vm.disks.is_empty(), "a virtio disk (--disk)"),
+            (!self.vm.nets.is_empty(), "a network card (--net)"),
+            (self.vm.rng, "the virtio entropy device (--rng)"),
+            (
+                self.display_on(),
+                "the display (--display, --screen-dump, --screenshot)",
+            ),
+            (self.gdb.is_some(), "a debugger's state (--gdb)"),
+            (self.output == OutputStyle::Tui, "the --tui view's guests"),
+        ];
+        match unsaved.iter().find(|(present, _)| *present) {
+            Some((_, what)) => Err(ConfigError::SnapshotCannotSave(what)),
+            None => Ok(()),
+        }
     }
 
     /// Are lines labelled with their guest? Only when several guests share stdout.

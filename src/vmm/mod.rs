@@ -25,6 +25,7 @@ pub mod memory;
 pub mod outcome;
 pub mod platform;
 pub mod seccomp;
+pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vcpu_control;
