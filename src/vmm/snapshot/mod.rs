@@ -268,8 +268,8 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
         Some(found) => return Err(SnapshotError::OtherVersion { path, found }),
         None => return Err(bad("it has no version number".into())),
     }
-    let snapshot: Snapshot =
-        serde_json::from_value(value).map_err(|error| bad(error.to_string()))?;
+    // Parsed again from the text, not the value: an error then says where in the file it is.
+    let snapshot: Snapshot = serde_json::from_str(&text).map_err(|error| bad(error.to_string()))?;
     let here = Host::this_one();
     if snapshot.host != here {
         return Err(SnapshotError::OtherHost {
