@@ -121,7 +121,7 @@ fn the_os_restored_in_the_middle_of_a_shell_session_finishes_it_exactly() {
     require_kvm();
     let dir = scratch("os-session").join("snap");
     let whole = mini_kvm(
-        &["run", "--timeout", "120", "os"],
+        &["run", "--timeout", "60", "os"],
         format!("{FIRST_PART}{SECOND_PART}").as_bytes(),
     );
     let intro = "\n=== Simple Calculator ===\nEnter two numbers and operator (+, -, *, /)\n\
@@ -164,7 +164,7 @@ fn the_os_restored_in_the_middle_of_a_shell_session_finishes_it_exactly() {
     assert!(before.ends_with("Result: 100\n"), "{saved:?}");
 
     let restored = mini_kvm(
-        &["restore", "--timeout", "120", path_text(&dir)],
+        &["restore", "--timeout", "60", path_text(&dir)],
         SECOND_PART.as_bytes(),
     );
     assert_eq!(restored.stderr, "", "{restored:?}");

@@ -221,7 +221,7 @@ impl Vm {
                     irqchip,
                     linux: entry.protocol.is_linux(),
                     cmdline: config.cmdline.clone(),
-                    e820,
+                    e820: Machine::e820_entries(&e820),
                 },
                 capabilities: vcpu_capabilities(kvm, irqchip)?,
             }),
@@ -351,7 +351,7 @@ impl Vm {
             ram_size: loader::ram_size(&memory),
             cpus: 1,
             cmdline: machine.cmdline.clone(),
-            files: vec![("etc/e820".into(), e820_file(&machine.e820))],
+            files: vec![("etc/e820".into(), e820_file(&machine.e820_map()))],
             graphics: false,
         };
         attach_devices(&mut devices, &io, &facts, machine.linux)?;

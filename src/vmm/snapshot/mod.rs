@@ -131,8 +131,41 @@ pub struct Machine {
     pub linux: bool,
     /// `--cmdline`, which fw_cfg hands out.
     pub cmdline: Option<String>,
-    /// The memory map fw_cfg hands out: (address, length, E820 type).
-    pub e820: Vec<(u64, u64, u32)>,
+    /// The memory map fw_cfg hands out.
+    pub e820: Vec<E820Entry>,
+}
+
+/// One range of the memory map.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct E820Entry {
+    #[serde(with = "hex::u64_text")]
+    pub address: u64,
+    #[serde(with = "hex::u64_text")]
+    pub length: u64,
+    /// 1 RAM, 2 reserved, 3 ACPI tables.
+    #[serde(rename = "type")]
+    pub type_: u32,
+}
+
+impl Machine {
+    /// The memory map as (address, length, type), as fw_cfg takes it.
+    pub fn e820_map(&self) -> Vec<(u64, u64, u32)> {
+        self.e820
+            .iter()
+            .map(|entry| (entry.address, entry.length, entry.type_))
+            .collect()
+    }
+
+    /// A memory map as the snapshot keeps it.
+    pub fn e820_entries(map: &[(u64, u64, u32)]) -> Vec<E820Entry> {
+        map.iter()
+            .map(|&(address, length, type_)| E820Entry {
+                address,
+                length,
+                type_,
+            })
+            .collect()
+    }
 }
 
 /// Everything in `state.json`.
