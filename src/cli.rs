@@ -54,7 +54,7 @@ Examples:
 The exit status is the guest's EXIT status (with several guests: the first non-zero one); see
 the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
 exit, 130 stopped from the --tui view).")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Go on with a guest saved by mini-kvm run --snapshot-on-output TEXT --snapshot DIR, in
     /// this new process, exactly where it stopped, with stdin as its input (e.g. mini-kvm
     /// restore snap). The exit status is the guest's, as with run.

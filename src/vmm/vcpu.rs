@@ -274,7 +274,12 @@ impl Vcpu {
         self.fd.set_kvm_immediate_exit(0);
         let clock = self.hypercalls.clock_ns();
         let taken = taker
-            .take(&self.fd, &self.memory, &self.buses, clock)
+            .take(
+                &self.fd,
+                &self.memory,
+                [&self.buses.pio, &self.buses.mmio],
+                clock,
+            )
             .map_err(|error| error.to_string());
         VcpuEnd::Snapshotted(taken)
     }

@@ -28,9 +28,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
-use super::exit::Buses;
 use super::kvm::HostKvm;
-use crate::devices::DeviceState;
+use crate::devices::{Bus, DeviceState};
 use ram::RamRegion;
 use vcpu_state::{VcpuCapabilities, VcpuState};
 use vm_state::VmState;
@@ -211,12 +210,12 @@ impl SnapshotTaker {
     }
 
     /// Saves the guest. `vcpu` is out of KVM_RUN with its last access completed; no other
-    /// thread runs guest code (one vCPU).
+    /// thread runs guest code (one vCPU). `buses`: port I/O and MMIO, with every device.
     pub fn take(
         &self,
         vcpu: &VcpuFd,
         memory: &GuestMemoryMmap,
-        buses: &Buses,
+        buses: [&Bus; 2],
         hypercall_clock_ns: u64,
     ) -> Result<Taken, SnapshotError> {
         let vcpus = vec![vcpu_state::capture(vcpu, &self.capabilities)?];
@@ -226,7 +225,7 @@ impl SnapshotTaker {
             None
         };
         let mut devices = BTreeMap::new();
-        for (name, device) in buses.pio.devices().into_iter().chain(buses.mmio.devices()) {
+        for (name, device) in buses.iter().flat_map(|bus| bus.devices()) {
             let state = device
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
