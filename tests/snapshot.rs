@@ -401,6 +401,8 @@ fn what_this_version_cannot_save_is_refused_before_the_guest_runs() {
             "the display (--display, --screen-dump, --screenshot)",
         ),
         (&["hello", "counter"][..], "several guests"),
+        (&["--gdb", "hello"][..], "a debugger's state (--gdb)"),
+        (&["--disk", "/dev/null", "os"][..], "a virtio disk (--disk)"),
     ] {
         let mut args = vec!["run", "--snapshot-on-output", "x", "--snapshot", dir];
         args.extend_from_slice(options);
@@ -415,6 +417,45 @@ fn what_this_version_cannot_save_is_refused_before_the_guest_runs() {
         );
     }
     assert!(!Path::new(dir).exists());
+
+    let run = mini_kvm(
+        &[
+            "run",
+            "--snapshot-on-output",
+            "",
+            "--snapshot",
+            dir,
+            "hello",
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        "--snapshot-on-output needs a text to wait for (e.g. --snapshot-on-output '> ')",
+    );
+    // A directory that cannot be made is an error before the guest runs.
+    let file = scratch("refused-file").join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let run = mini_kvm(
+        &[
+            "run",
+            "--snapshot-on-output",
+            "x",
+            "--snapshot",
+            path_text(&file),
+            "hello",
+        ],
+        b"",
+    );
+    assert_error(
+        &run,
+        1,
+        &format!(
+            "cannot create the snapshot directory {}: File exists (os error 17)",
+            file.display()
+        ),
+    );
 }
 
 /// Prints how long a restore takes against a cold start, and what the snapshot takes on disk

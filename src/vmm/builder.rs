@@ -92,6 +92,9 @@ impl Vm {
         if config.seccomp {
             seccomp::prepare()?;
         }
+        if let Some(request) = &config.snapshot {
+            super::snapshot::prepare_dir(&request.dir)?;
+        }
 
         // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
         let vm_fd = Arc::new(kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?);

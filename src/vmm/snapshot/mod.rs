@@ -252,7 +252,7 @@ impl SnapshotTaker {
             let path = path.to_path_buf();
             move |source| SnapshotError::Io { what, path, source }
         };
-        fs::create_dir_all(&self.dir).map_err(io("create the snapshot directory", &self.dir))?;
+        prepare_dir(&self.dir)?;
         let ram_path = self.dir.join(RAM_FILE);
         let ram_written = ram::write(memory, &ram_path)?;
         // The state last, and whole (written aside, then renamed): a directory with a state
@@ -270,6 +270,16 @@ impl SnapshotTaker {
             ram_written,
         })
     }
+}
+
+/// Makes the snapshot's directory, if it does not exist: before the guest runs, so that a
+/// directory that cannot be made is an error before anything else happens.
+pub fn prepare_dir(dir: &Path) -> Result<(), SnapshotError> {
+    fs::create_dir_all(dir).map_err(|source| SnapshotError::Io {
+        what: "create the snapshot directory",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads and checks `dir`'s state file: its format, version and host, before anything else is
