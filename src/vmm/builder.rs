@@ -347,6 +347,7 @@ impl Vm {
             }
         }
         let vcpu_fds = create_vcpus(kvm, &vm_fd, 1, machine.irqchip)?;
+        vcpu_state::restore_cpuid(&vcpu_fds[0], &saved.vcpus[0])?;
         vcpu_state::restore(&vcpu_fds[0], &saved.vcpus[0])?;
 
         let mut devices = DeviceManager::new(Arc::clone(&vm_fd), machine.irqchip);

@@ -4,7 +4,8 @@
 //! KVM's larger binary structures (the local APIC page, pending events) as hex.
 
 use kvm_bindings::{
-    Msrs, kvm_dtable, kvm_fpu, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs,
+    CpuId, KVM_MAX_CPUID_ENTRIES, Msrs, kvm_cpuid_entry2, kvm_dtable, kvm_fpu, kvm_mp_state,
+    kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs,
 };
 use kvm_ioctls::VcpuFd;
 use serde::{Deserialize, Serialize};
@@ -349,15 +350,71 @@ fn fill_registers<const N: usize>(
 /// One model-specific register.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Msr {
-    /// Its number, e.g. 0x10 (the TSC).
-    pub index: u32,
+    /// Its number, e.g. 0x10 (the TSC), 0xc0000080 (EFER).
+    #[serde(with = "u64_text")]
+    pub index: u64,
     #[serde(with = "u64_text")]
     pub value: u64,
+}
+
+/// One CPUID leaf as the guest sees it: what `cpuid` returns for EAX = `function` (and
+/// ECX = `index`, for the leaves that have sub-leaves).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CpuidLeaf {
+    #[serde(with = "u64_text")]
+    pub function: u64,
+    pub index: u32,
+    /// KVM_CPUID_FLAG_*: bit 0, the leaf has sub-leaves.
+    pub flags: u32,
+    #[serde(with = "u64_text")]
+    pub eax: u64,
+    #[serde(with = "u64_text")]
+    pub ebx: u64,
+    #[serde(with = "u64_text")]
+    pub ecx: u64,
+    #[serde(with = "u64_text")]
+    pub edx: u64,
+}
+
+impl From<&kvm_cpuid_entry2> for CpuidLeaf {
+    fn from(e: &kvm_cpuid_entry2) -> CpuidLeaf {
+        CpuidLeaf {
+            function: e.function.into(),
+            index: e.index,
+            flags: e.flags,
+            eax: e.eax.into(),
+            ebx: e.ebx.into(),
+            ecx: e.ecx.into(),
+            edx: e.edx.into(),
+        }
+    }
+}
+
+impl CpuidLeaf {
+    fn to_kvm(&self) -> Result<kvm_cpuid_entry2, String> {
+        let word = |value: u64, name: &str| {
+            u32::try_from(value).map_err(|_| format!("cpuid {name} {value:#x} is over 32 bits"))
+        };
+        Ok(kvm_cpuid_entry2 {
+            function: word(self.function, "function")?,
+            index: self.index,
+            flags: self.flags,
+            eax: word(self.eax, "eax")?,
+            ebx: word(self.ebx, "ebx")?,
+            ecx: word(self.ecx, "ecx")?,
+            edx: word(self.edx, "edx")?,
+            ..Default::default()
+        })
+    }
 }
 
 /// Everything of one vCPU.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VcpuState {
+    /// The CPUID table the vCPU was given (KVM_GET_CPUID2): what the guest learnt of its CPU,
+    /// which must not change under it. Absent for a guest without the irqchip, which gets
+    /// KVM's default.
+    pub cpuid: Option<Vec<CpuidLeaf>>,
     pub registers: Registers,
     pub special_registers: SpecialRegisters,
     pub fpu: Fpu,
@@ -407,7 +464,16 @@ pub fn capture(fd: &VcpuFd, capabilities: &VcpuCapabilities) -> Result<VcpuState
     } else {
         None
     };
+    let cpuid = if capabilities.lapic {
+        let table = fd
+            .get_cpuid2(KVM_MAX_CPUID_ENTRIES)
+            .map_err(call("KVM_GET_CPUID2"))?;
+        Some(table.as_slice().iter().map(CpuidLeaf::from).collect())
+    } else {
+        None
+    };
     Ok(VcpuState {
+        cpuid,
         registers: (&fd.get_regs().map_err(call("KVM_GET_REGS"))?).into(),
         special_registers: (&fd.get_sregs().map_err(call("KVM_GET_SREGS"))?).into(),
         fpu: (&fd.get_fpu().map_err(call("KVM_GET_FPU"))?).into(),
@@ -444,7 +510,7 @@ fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<Msr>, SnapshotError> {
             .map_err(|_| SnapshotError::Invalid("too many MSRs in one call".into()))?;
         let read = fd.get_msrs(&mut msrs).map_err(call("KVM_GET_MSRS"))?;
         saved.extend(msrs.as_slice()[..read].iter().map(|entry| Msr {
-            index: entry.index,
+            index: entry.index.into(),
             value: entry.data,
         }));
         // Past what was read, and past the MSR that stopped it.
@@ -453,7 +519,23 @@ fn read_msrs(fd: &VcpuFd, indices: &[u32]) -> Result<Vec<Msr>, SnapshotError> {
     Ok(saved)
 }
 
-/// Puts a saved state into a new vCPU, created with the same CPUID. The order matters: the
+/// Gives a new vCPU, not yet run, the CPUID table it had.
+pub fn restore_cpuid(fd: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotError> {
+    let Some(leaves) = &state.cpuid else {
+        return Ok(());
+    };
+    let entries = leaves
+        .iter()
+        .map(CpuidLeaf::to_kvm)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SnapshotError::Invalid)?;
+    let table = CpuId::from_entries(&entries).map_err(|_| {
+        SnapshotError::Invalid(format!("{} CPUID leaves is too many", entries.len()))
+    })?;
+    fd.set_cpuid2(&table).map_err(call("KVM_SET_CPUID2"))
+}
+
+/// Puts a saved state into a new vCPU, given its CPUID first. The order matters: the
 /// special registers (the APIC base among them) before the local APIC, the local APIC before
 /// the MSRs (the TSC deadline is relative to the TSC, which goes first), and the pending events
 /// last, on a CPU that is otherwise complete.
@@ -493,6 +575,12 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotError> {
     Ok(())
 }
 
+/// An MSR's number, which is 32 bits.
+fn msr_number(msr: &Msr) -> Result<u32, SnapshotError> {
+    u32::try_from(msr.index)
+        .map_err(|_| SnapshotError::Invalid(format!("MSR {:#x} is over 32 bits", msr.index)))
+}
+
 /// The TSC's MSR: written first, so that what depends on it (the TSC deadline) follows.
 const MSR_IA32_TSC: u32 = 0x10;
 
@@ -501,25 +589,29 @@ const MSR_IA32_TSC: u32 = 0x10;
 /// paravirtual MSRs when the guest's CPUID does not offer them, even of the value they hold);
 /// any other refusal is an error that names the MSR.
 fn write_msrs(fd: &VcpuFd, msrs: &[Msr]) -> Result<(), SnapshotError> {
-    let mut ordered: Vec<&Msr> = msrs.iter().filter(|m| m.index == MSR_IA32_TSC).collect();
-    ordered.extend(msrs.iter().filter(|m| m.index != MSR_IA32_TSC));
+    let is_tsc = |msr: &&Msr| msr.index == u64::from(MSR_IA32_TSC);
+    let mut ordered: Vec<&Msr> = msrs.iter().filter(is_tsc).collect();
+    ordered.extend(msrs.iter().filter(|msr| !is_tsc(msr)));
     let mut rest = &ordered[..];
     while !rest.is_empty() {
         let batch = &rest[..rest.len().min(MSR_BATCH)];
-        let entries: Vec<kvm_msr_entry> = batch
+        let entries = batch
             .iter()
-            .map(|msr| kvm_msr_entry {
-                index: msr.index,
-                data: msr.value,
-                ..Default::default()
+            .map(|msr| {
+                Ok(kvm_msr_entry {
+                    index: msr_number(msr)?,
+                    data: msr.value,
+                    ..Default::default()
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
         let list = Msrs::from_entries(&entries)
             .map_err(|_| SnapshotError::Invalid("too many MSRs in one call".into()))?;
         let written = fd.set_msrs(&list).map_err(call("KVM_SET_MSRS"))?;
         if written < batch.len() {
             let refused = batch[written];
-            if read_msrs(fd, &[refused.index])?.first().map(|m| m.value) != Some(refused.value) {
+            let now = read_msrs(fd, &[msr_number(refused)?])?;
+            if now.first().map(|m| m.value) != Some(refused.value) {
                 return Err(SnapshotError::Invalid(format!(
                     "KVM refused MSR {:#x} (value {:#x})",
                     refused.index, refused.value
