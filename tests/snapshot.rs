@@ -175,6 +175,63 @@ fn the_os_restored_in_the_middle_of_a_shell_session_finishes_it_exactly() {
     );
 }
 
+#[test]
+fn input_typed_ahead_of_the_guest_goes_with_the_snapshot() {
+    require_kvm();
+    // `echo` takes its input a byte at a time (GETCHAR): at the snapshot, "def\n" has arrived
+    // and waits in mini-kvm's input buffer, not yet in the guest.
+    let dir = scratch("typed-ahead").join("snap");
+    let saved = mini_kvm(
+        &[
+            "run",
+            "--timeout",
+            "60",
+            "--snapshot-on-output",
+            "abc\n",
+            "--snapshot",
+            path_text(&dir),
+            "echo",
+        ],
+        b"abc\ndef\n",
+    );
+    assert_eq!(saved.status, 0, "{saved:?}");
+    assert_eq!(saved.stdout_text(), "abc\n", "{saved:?}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["input"], serde_json::json!(b"def\n"));
+    // The restored guest reads it first, then its own stdin (empty: the end of input, on which
+    // `echo` exits with 0).
+    let restored = mini_kvm(&["restore", "--timeout", "60", path_text(&dir)], b"");
+    assert_eq!(restored.stdout_text(), "def\n", "{restored:?}");
+    assert_eq!(restored.status, 0, "{restored:?}");
+
+    // The teaching OS takes typed-ahead keys at once, into its own line buffer in guest RAM:
+    // with all of a session's input given to the first process, the restored one needs none.
+    let dir = scratch("typed-ahead-os").join("snap");
+    let input = format!("{FIRST_PART}{SECOND_PART}");
+    let whole = mini_kvm(&["run", "--timeout", "60", "os"], input.as_bytes());
+    let saved = mini_kvm(
+        &[
+            "run",
+            "--timeout",
+            "60",
+            "--snapshot-on-output",
+            "Result: 100\n",
+            "--snapshot",
+            path_text(&dir),
+            "os",
+        ],
+        input.as_bytes(),
+    );
+    assert_eq!(saved.status, 0, "{saved:?}");
+    let restored = mini_kvm(&["restore", "--timeout", "60", path_text(&dir)], b"");
+    assert_eq!(restored.status, whole.status, "{restored:?}");
+    assert_eq!(
+        format!("{}{}", saved.stdout_text(), restored.stdout_text()),
+        whole.stdout_text()
+    );
+}
+
 /// A good snapshot of `fibonacci` (real mode, no irqchip: quick), taken once per test.
 fn fibonacci_snapshot(test: &str) -> PathBuf {
     require_kvm();

@@ -227,6 +227,7 @@ impl Vm {
                     e820: Machine::e820_entries(&e820),
                 },
                 capabilities: vcpu_capabilities(kvm, irqchip)?,
+                input: io.input.clone(),
             }),
             None => None,
         };
@@ -358,6 +359,8 @@ impl Vm {
             files: vec![("etc/e820".into(), e820_file(&machine.e820_map()))],
             graphics: false,
         };
+        // Input typed ahead of the guest goes first; checked at load (at most INPUT_BUFFER).
+        io.input.put_back(&saved.input);
         attach_devices(&mut devices, &io, &facts, machine.linux)?;
         // The virtio slots, all empty (a snapshot has no virtio device yet).
         attach_virtio(&mut devices, &memory, Vec::new())?;

@@ -29,6 +29,7 @@ use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
 use super::kvm::HostKvm;
+use crate::console::{GuestInput, INPUT_BUFFER};
 use crate::devices::{Bus, DeviceState};
 use ram::RamRegion;
 use vcpu_state::{VcpuCapabilities, VcpuState};
@@ -181,6 +182,9 @@ pub struct Snapshot {
     pub devices: BTreeMap<String, serde_json::Value>,
     /// The CLOCK hypercall's nanoseconds since the guest started.
     pub hypercall_clock_ns: u64,
+    /// Input that had arrived (typed ahead) and that no device had taken yet: the restored
+    /// guest gets it before its new stdin.
+    pub input: Vec<u8>,
 }
 
 /// `--snapshot-on-output TEXT --snapshot DIR`: what the vCPU needs to save the guest when the
@@ -192,6 +196,8 @@ pub struct SnapshotTaker {
     pub vm_fd: Arc<VmFd>,
     pub machine: Machine,
     pub capabilities: VcpuCapabilities,
+    /// The guest's input, for the bytes typed ahead.
+    pub input: GuestInput,
 }
 
 /// What a snapshot took.
@@ -247,6 +253,7 @@ impl SnapshotTaker {
             vm,
             devices,
             hypercall_clock_ns,
+            input: self.input.waiting(),
         };
         let io = |what, path: &Path| {
             let path = path.to_path_buf();
@@ -318,6 +325,12 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
             saved: snapshot.host.describe(),
             here: here.describe(),
         });
+    }
+    if snapshot.input.len() > INPUT_BUFFER {
+        return Err(bad(format!(
+            "{} bytes of input, more than the {INPUT_BUFFER} a guest's input holds",
+            snapshot.input.len()
+        )));
     }
     if snapshot.vcpus.len() != 1 {
         return Err(bad(format!(
