@@ -18,7 +18,7 @@ use mini_kvm::output_file::{OutputFile, OutputFileError};
 use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm::HostKvm;
-use mini_kvm::vmm::outcome::exit_code;
+use mini_kvm::vmm::outcome::{GuestOutcome, exit_code};
 use mini_kvm::vmm::seccomp;
 
 fn main() -> ExitCode {
@@ -293,6 +293,19 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
         };
         if let Some(message) = report.outcome.report(&result.name) {
             let _ = writeln!(mini_kvm::console::stderr::stderr(), "{message}");
+        }
+        if let Some(request) = &config.vm.snapshot
+            && !matches!(
+                report.outcome,
+                GuestOutcome::Snapshotted(_) | GuestOutcome::SnapshotFailed(_)
+            )
+        {
+            let _ = writeln!(
+                mini_kvm::console::stderr::stderr(),
+                "mini-kvm: guest '{}' ended before its output showed {:?}: no snapshot was taken",
+                result.name,
+                request.on_output
+            );
         }
         if config.vm.verbose {
             for (direction, accesses) in [("reads", "in"), ("writes", "out")] {

@@ -435,6 +435,26 @@ fn a_ram_file_of_the_wrong_size_is_refused() {
             ram.display()
         ),
     );
+    // RAM regions where mini-kvm would not put them (over the devices' windows).
+    edit_state(&dir, |text| {
+        text.replacen(
+            "\"guest_address\": \"0x0\"",
+            "\"guest_address\": \"0xd0000000\"",
+            1,
+        )
+    });
+    assert_refused(
+        &dir,
+        "the snapshot's state is not valid: its RAM regions are not where mini-kvm puts 1048576 \
+         bytes of RAM",
+    );
+    edit_state(&dir, |text| {
+        text.replacen(
+            "\"guest_address\": \"0xd0000000\"",
+            "\"guest_address\": \"0x0\"",
+            1,
+        )
+    });
     std::fs::remove_file(&ram).unwrap();
     assert_refused(
         &dir,
@@ -491,6 +511,27 @@ fn what_this_version_cannot_save_is_refused_before_the_guest_runs() {
         1,
         "--snapshot-on-output needs a text to wait for (e.g. --snapshot-on-output '> ')",
     );
+    // A guest that ends before the text: its own end, and a note that nothing was saved.
+    let run = mini_kvm(
+        &[
+            "run",
+            "--snapshot-on-output",
+            "never printed",
+            "--snapshot",
+            dir,
+            "hello",
+        ],
+        b"",
+    );
+    assert_eq!(run.stdout_text(), "Hello, KVM!\n", "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "mini-kvm: guest 'hello' ended before its output showed \"never printed\": no snapshot \
+         was taken\n"
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(!Path::new(dir).join("state.json").exists());
+
     // A directory that cannot be made is an error before the guest runs.
     let file = scratch("refused-file").join("a-file");
     std::fs::write(&file, b"").unwrap();

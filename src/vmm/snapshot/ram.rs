@@ -16,6 +16,7 @@ use vm_memory::{
 };
 
 use super::SnapshotError;
+use crate::arch::x86::layout::{self, MAX_MEMORY_SIZE, MIN_MEMORY_SIZE};
 
 const PAGE: usize = 4096;
 
@@ -82,6 +83,20 @@ pub fn map(path: &Path, regions: &[RamRegion]) -> Result<GuestMemoryMmap, Snapsh
         path: path.to_path_buf(),
         source,
     };
+    let total: u64 = regions.iter().map(|region| region.size).sum();
+    let layout: Vec<RamRegion> = layout::ram_regions(total)
+        .into_iter()
+        .map(|(guest_address, size)| RamRegion {
+            guest_address,
+            size,
+        })
+        .collect();
+    // Only where mini-kvm puts RAM: elsewhere it would cover the devices' windows.
+    if regions != layout.as_slice() || !(MIN_MEMORY_SIZE..=MAX_MEMORY_SIZE).contains(&total) {
+        return Err(SnapshotError::Invalid(format!(
+            "its RAM regions are not where mini-kvm puts {total} bytes of RAM"
+        )));
+    }
     let file = File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     let expected: u64 = regions.iter().map(|region| region.size).sum();
