@@ -224,6 +224,10 @@ impl SnapshotTaker {
         buses: [&Bus; 2],
         hypercall_clock_ns: u64,
     ) -> Result<Taken, SnapshotError> {
+        // The guest stops here for this process: no more input is handed to its devices (the
+        // event loop would otherwise move bytes from the input into the UART or the keyboard
+        // while they are saved, and they would be in neither part, or in both).
+        self.input.cancel();
         let vcpus = vec![vcpu_state::capture(vcpu, &self.capabilities)?];
         let vm = if self.machine.irqchip {
             Some(vm_state::capture(&self.vm_fd)?)
