@@ -397,11 +397,14 @@ mod tests {
         assert!(!seen.load(std::sync::atomic::Ordering::Acquire));
         output.write_bytes(b" ");
         assert!(seen.load(std::sync::atomic::Ordering::Acquire));
+        // Byte by byte, with a near miss first: seen only once the whole text has come.
         let output = super::GuestOutput::to_writer(Box::new(std::io::sink()));
         let seen = output.watch_for(b"Result: 100");
-        for byte in b"Result: 10\nResult: 1000" {
+        for byte in b"Result: 10\nResult: 10" {
             output.write_bytes(&[*byte]);
         }
+        assert!(!seen.load(std::sync::atomic::Ordering::Acquire));
+        output.write_bytes(b"0");
         assert!(seen.load(std::sync::atomic::Ordering::Acquire));
     }
 

@@ -622,3 +622,96 @@ fn write_msrs(fd: &VcpuFd, msrs: &[Msr]) -> Result<(), SnapshotError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_registers_round_trip_through_json() {
+        let regs = kvm_regs {
+            rax: 0x1234,
+            r15: u64::MAX,
+            rip: 0x10_0000,
+            rflags: 0x246,
+            ..Default::default()
+        };
+        let segment = kvm_segment {
+            base: 0xffff_0000,
+            limit: 0xffff,
+            selector: 0xf000,
+            type_: 11,
+            present: 1,
+            s: 1,
+            ..Default::default()
+        };
+        let sregs = kvm_sregs {
+            cs: segment,
+            tr: kvm_segment {
+                type_: 11,
+                ..segment
+            },
+            gdt: kvm_dtable {
+                base: 0x1000,
+                limit: 55,
+                padding: [0; 3],
+            },
+            cr0: 0x8000_0011,
+            efer: 0x500,
+            apic_base: 0xfee0_0900,
+            interrupt_bitmap: [1, 0, 0, 1 << 63],
+            ..Default::default()
+        };
+        let mut fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        fpu.xmm[15][0] = 0xab;
+        fpu.fpr[7][9] = 0xcd;
+
+        let text = serde_json::to_string(&Registers::from(&regs)).unwrap();
+        assert!(text.contains("\"rip\":\"0x100000\""), "{text}");
+        let back: Registers = serde_json::from_str(&text).unwrap();
+        assert_eq!(kvm_regs::from(&back), regs);
+
+        let text = serde_json::to_string(&SpecialRegisters::from(&sregs)).unwrap();
+        let back: SpecialRegisters = serde_json::from_str(&text).unwrap();
+        assert_eq!(kvm_sregs::from(&back), sregs);
+
+        let text = serde_json::to_string(&Fpu::from(&fpu)).unwrap();
+        let back: Fpu = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_kvm().unwrap(), fpu);
+
+        let mut short = Fpu::from(&fpu);
+        short.xmm.pop();
+        assert_eq!(
+            short.to_kvm(),
+            Err("xmm: 15 registers where 16 were expected".to_string())
+        );
+    }
+
+    #[test]
+    fn cpuid_leaves_round_trip_and_stay_32_bits() {
+        let entry = kvm_cpuid_entry2 {
+            function: 0x8000_0001,
+            index: 0,
+            flags: 0,
+            eax: 0xa00f11,
+            ebx: 0x4000_0000,
+            ecx: 0x40_0393,
+            edx: 0x23d3_fbff,
+            ..Default::default()
+        };
+        let leaf = CpuidLeaf::from(&entry);
+        assert_eq!(leaf.to_kvm(), Ok(entry));
+        let wide = CpuidLeaf {
+            eax: 1 << 32,
+            ..leaf
+        };
+        assert_eq!(
+            wide.to_kvm(),
+            Err("cpuid eax 0x100000000 is over 32 bits".to_string())
+        );
+    }
+}
