@@ -16,7 +16,7 @@ use std::thread;
 use std::time::Instant;
 
 use common::os::{MENU, transcript};
-use common::{Run, assert_error, mini_kvm, mini_kvm_command, require_kvm, scratch};
+use common::{Run, assert_error, mini_kvm, mini_kvm_command, require_kvm, scratch, test_guest};
 
 fn path_text(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -110,6 +110,42 @@ fn a_guest_restored_between_two_lines_prints_the_rest_exactly() {
     // written.
     let again = mini_kvm(&["restore", "--timeout", "60", path_text(&dir)], b"");
     assert_eq!(again.stdout, restored.stdout, "{again:?}");
+}
+
+#[test]
+fn bytes_in_the_uart_fifo_and_its_interrupt_go_on_after_a_restore() {
+    require_kvm();
+    // tests/guests/uart_irq.S sleeps in `hlt` and echoes what IRQ 4 brings: saved after its
+    // first echo, the rest of the line waits in the UART's receive FIFO, and its interrupt
+    // (the PIC's state, the UART's interrupt enable) must bring it after the restore.
+    let guest = test_guest("uart_irq");
+    let dir = scratch("uart-fifo").join("snap");
+    let saved = mini_kvm(
+        &[
+            "run",
+            "--irqchip",
+            "--timeout",
+            "60",
+            "--snapshot-on-output",
+            "a",
+            "--snapshot",
+            path_text(&dir),
+            path_text(&guest),
+        ],
+        b"abc\n",
+    );
+    assert_eq!(saved.stdout_text(), "a", "{saved:?}");
+    assert_eq!(saved.status, 0, "{saved:?}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(
+        state["devices"]["uart"]["receive_fifo"],
+        serde_json::json!(b"bc\n")
+    );
+    assert_eq!(state["devices"]["uart"]["interrupt_enable"], 1);
+    let restored = mini_kvm(&["restore", "--timeout", "60", path_text(&dir)], b"");
+    assert_eq!(restored.stdout_text(), "bc\n", "{restored:?}");
+    assert_eq!(restored.status, 0, "{restored:?}");
 }
 
 /// The calculator's session, cut after its first result.
