@@ -113,6 +113,46 @@ fn a_guest_restored_between_two_lines_prints_the_rest_exactly() {
 }
 
 #[test]
+fn a_kernel_saved_while_its_timer_ticks_counts_on_after_a_restore() {
+    require_kvm();
+    // `interrupts`, a protected-mode kernel, counts ten PIT ticks right after printing this
+    // line, then reads a line from the keyboard: saved there, the PIT's channel 0, the PIC and
+    // the kernel's tick count must all go on from where they were.
+    let dir = scratch("ticking").join("snap");
+    let whole = mini_kvm(&["run", "--timeout", "60", "interrupts"], b"hello\n");
+    assert_eq!(whole.status, 0, "{whole:?}");
+    let saved = mini_kvm(
+        &[
+            "run",
+            "--timeout",
+            "60",
+            "--snapshot-on-output",
+            "interrupts on\n",
+            "--snapshot",
+            path_text(&dir),
+            "interrupts",
+        ],
+        b"",
+    );
+    assert_eq!(saved.status, 0, "{saved:?}");
+    assert!(
+        saved
+            .stdout_text()
+            .ends_with("PIT: channel 0 at 100 Hz; interrupts on\n")
+    );
+    let restored = mini_kvm(&["restore", "--timeout", "60", path_text(&dir)], b"hello\n");
+    assert_eq!(restored.status, whole.status, "{restored:?}");
+    assert!(
+        restored.stdout_text().starts_with("timer: 10 ticks\n"),
+        "{restored:?}"
+    );
+    assert_eq!(
+        format!("{}{}", saved.stdout_text(), restored.stdout_text()),
+        whole.stdout_text()
+    );
+}
+
+#[test]
 fn bytes_in_the_uart_fifo_and_its_interrupt_go_on_after_a_restore() {
     require_kvm();
     // tests/guests/uart_irq.S sleeps in `hlt` and echoes what IRQ 4 brings: saved after its
