@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use mini_kvm::config::{
     ConfigError, DiskArg, GdbAddress, GuestImage, ModeArg, NetArg, OutputStyle, RunConfig,
-    SnapshotRequest, VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb, parse_memory_size,
-    parse_mode, parse_net, parse_timeout, use_colour,
+    SnapshotMoment, SnapshotRequest, VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb,
+    parse_memory_size, parse_mode, parse_net, parse_timeout, use_colour,
 };
 use mini_kvm::terminal;
 
@@ -55,7 +55,7 @@ The exit status is the guest's EXIT status (with several guests: the first non-z
 the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
 exit, 130 stopped from the --tui view).")]
     Run(Box<RunArgs>),
-    /// Go on with a guest saved by mini-kvm run --snapshot-on-output TEXT --snapshot DIR, in
+    /// Go on with a guest saved by mini-kvm run --snapshot DIR (and its moment), in
     /// this new process, exactly where it stopped, with stdin as its input (e.g. mini-kvm
     /// restore snap). The exit status is the guest's, as with run.
     Restore(RestoreArgs),
@@ -258,9 +258,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT", requires = "snapshot")]
     snapshot_on_output: Option<String>,
 
-    /// The directory --snapshot-on-output saves the snapshot to, created if needed; its
-    /// state.json and ram are replaced.
-    #[arg(long, value_name = "DIR", requires = "snapshot_on_output")]
+    /// Save the guest to a snapshot at its Nth VM exit instead, and stop there with status 0
+    /// (e.g. mini-kvm run --snapshot-after-exits 100 --snapshot snap multiplication).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "snapshot",
+        conflicts_with = "snapshot_on_output",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    snapshot_after_exits: Option<u64>,
+
+    /// The directory a snapshot is saved to (with --snapshot-on-output or
+    /// --snapshot-after-exits), created if needed; its state.json and ram are replaced.
+    #[arg(long, value_name = "DIR")]
     snapshot: Option<std::path::PathBuf>,
 
     /// Run without the seccomp filters that limit each thread to the system calls it needs
@@ -315,6 +326,17 @@ impl RunArgs {
             (true, false) => OutputStyle::Raw,
             (false, false) => OutputStyle::Lines,
         };
+        let moment = match (self.snapshot_on_output, self.snapshot_after_exits) {
+            (Some(text), _) => Some(SnapshotMoment::Output(text)),
+            (None, Some(count)) => Some(SnapshotMoment::Exits(count)),
+            (None, None) => None,
+        };
+        let snapshot = match (moment, self.snapshot) {
+            (Some(moment), Some(dir)) => Some(SnapshotRequest { moment, dir }),
+            (None, Some(_)) => return Err(ConfigError::SnapshotWithoutMoment),
+            // clap requires --snapshot with a moment.
+            (_, None) => None,
+        };
         let no_color_env = std::env::var("NO_COLOR").ok();
         let config = RunConfig {
             guests,
@@ -332,11 +354,8 @@ impl RunArgs {
                 coalesce: !self.no_coalesce,
                 // The vCPU that saves a snapshot creates and writes files, which its filter
                 // forbids: a snapshotting run goes without the filters.
-                seccomp: !self.no_seccomp && self.snapshot.is_none(),
-                snapshot: self
-                    .snapshot_on_output
-                    .zip(self.snapshot)
-                    .map(|(on_output, dir)| SnapshotRequest { on_output, dir }),
+                seccomp: !self.no_seccomp && snapshot.is_none(),
+                snapshot,
             },
             timeout: self.timeout,
             stats: self.stats,

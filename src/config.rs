@@ -87,12 +87,16 @@ pub enum ConfigError {
     #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
     PagingWithoutProtected,
     #[error(
-        "--snapshot-on-output: this version of snapshots cannot save {0} yet (docs/snapshot.md \
+        "--snapshot: this version of snapshots cannot save {0} yet (docs/snapshot.md \
          lists what it saves)"
     )]
     SnapshotCannotSave(&'static str),
     #[error("--snapshot-on-output needs a text to wait for (e.g. --snapshot-on-output '> ')")]
     SnapshotEmptyText,
+    #[error(
+        "--snapshot DIR needs its moment: --snapshot-on-output TEXT or --snapshot-after-exits N"
+    )]
+    SnapshotWithoutMoment,
     #[error(
         "'{name}' is a built-in guest that starts in {mode}: --mode and --paging apply to flat \
          binaries from disk"
@@ -280,16 +284,35 @@ pub struct VmConfig {
     /// command line turns it on (`--no-seccomp` off); a library caller chooses, since vCPU 0
     /// runs on the caller's thread and a filter stays on a thread for good.
     pub seccomp: bool,
-    /// `--snapshot-on-output TEXT --snapshot DIR`.
+    /// `--snapshot DIR` with `--snapshot-on-output TEXT` or `--snapshot-after-exits N`.
     pub snapshot: Option<SnapshotRequest>,
 }
 
-/// `--snapshot-on-output TEXT --snapshot DIR`: save the guest to DIR once its output has shown
-/// TEXT (docs/snapshot.md), and stop it there.
+/// `--snapshot DIR` with its moment: save the guest to DIR then (docs/snapshot.md), and stop it
+/// there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRequest {
-    pub on_output: String,
+    pub moment: SnapshotMoment,
     pub dir: PathBuf,
+}
+
+/// When a snapshot is taken: at the first VM exit after...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotMoment {
+    /// `--snapshot-on-output TEXT`: ...the guest's output has shown TEXT.
+    Output(String),
+    /// `--snapshot-after-exits N`: ...the guest's Nth VM exit.
+    Exits(u64),
+}
+
+impl SnapshotMoment {
+    /// The moment, in a sentence: "ended before {this}".
+    pub fn describe(&self) -> String {
+        match self {
+            SnapshotMoment::Output(text) => format!("its output showed {text:?}"),
+            SnapshotMoment::Exits(count) => format!("{count} VM exits"),
+        }
+    }
 }
 
 impl Default for VmConfig {
@@ -409,7 +432,7 @@ impl RunConfig {
 
     /// What a snapshot of this version cannot save yet is refused before the guest runs.
     fn check_snapshot(&self, request: &SnapshotRequest) -> Result<(), ConfigError> {
-        if request.on_output.is_empty() {
+        if request.moment == SnapshotMoment::Output(String::new()) {
             return Err(ConfigError::SnapshotEmptyText);
         }
         let unsaved = [

@@ -302,9 +302,9 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
         {
             let _ = writeln!(
                 mini_kvm::console::stderr::stderr(),
-                "mini-kvm: guest '{}' ended before its output showed {:?}: no snapshot was taken",
+                "mini-kvm: guest '{}' ended before {}: no snapshot was taken",
                 result.name,
-                request.on_output
+                request.moment.describe()
             );
         }
         if config.vm.verbose {

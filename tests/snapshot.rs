@@ -113,6 +113,80 @@ fn a_guest_restored_between_two_lines_prints_the_rest_exactly() {
 }
 
 #[test]
+fn a_guest_saved_after_a_number_of_exits_goes_on_exactly() {
+    require_kvm();
+    // `multiplication` makes one exit per hypercall (PUTNUM, PUTCHAR...): a few hundred.
+    let dir = scratch("after-exits").join("snap");
+    let whole = mini_kvm(&["run", "--timeout", "60", "multiplication"], b"");
+    let saved = mini_kvm(
+        &[
+            "run",
+            "--timeout",
+            "60",
+            "--snapshot-after-exits",
+            "100",
+            "--snapshot",
+            path_text(&dir),
+            "multiplication",
+        ],
+        b"",
+    );
+    assert_eq!(saved.status, 0, "{saved:?}");
+    let before = saved.stdout_text();
+    assert!(
+        !before.is_empty() && before.len() < whole.stdout.len(),
+        "{saved:?}"
+    );
+    let restored = mini_kvm(&["restore", "--timeout", "60", path_text(&dir)], b"");
+    assert_eq!(restored.status, whole.status, "{restored:?}");
+    assert_eq!(
+        format!("{before}{}", restored.stdout_text()),
+        whole.stdout_text()
+    );
+
+    // More exits than the guest makes: it ends first.
+    let run = mini_kvm(
+        &[
+            "run",
+            "--snapshot-after-exits",
+            "1000000",
+            "--snapshot",
+            path_text(&dir),
+            "hello",
+        ],
+        b"",
+    );
+    assert_eq!(
+        run.stderr,
+        "mini-kvm: guest 'hello' ended before 1000000 VM exits: no snapshot was taken\n"
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+
+    // --snapshot needs its moment; the two moments exclude each other.
+    let run = mini_kvm(&["run", "--snapshot", path_text(&dir), "hello"], b"");
+    assert_error(
+        &run,
+        1,
+        "--snapshot DIR needs its moment: --snapshot-on-output TEXT or --snapshot-after-exits N",
+    );
+    let run = mini_kvm(
+        &[
+            "run",
+            "--snapshot-after-exits",
+            "5",
+            "--snapshot-on-output",
+            "x",
+            "--snapshot",
+            path_text(&dir),
+            "hello",
+        ],
+        b"",
+    );
+    assert_eq!(run.status, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot be used with"), "{run:?}");
+}
+
+#[test]
 fn a_kernel_saved_while_its_timer_ticks_counts_on_after_a_restore() {
     require_kvm();
     // `interrupts`, a protected-mode kernel, counts ten PIT ticks right after printing this
@@ -564,7 +638,7 @@ fn what_this_version_cannot_save_is_refused_before_the_guest_runs() {
             &run,
             1,
             &format!(
-                "--snapshot-on-output: this version of snapshots cannot save {what} yet \
+                "--snapshot: this version of snapshots cannot save {what} yet \
                  (docs/snapshot.md lists what it saves)"
             ),
         );

@@ -32,7 +32,7 @@ use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
 };
 use crate::arch::x86::{cpuid, gdt, mptable, paging};
-use crate::config::VmConfig;
+use crate::config::{SnapshotMoment, VmConfig};
 use crate::console::GuestIo;
 use crate::devices::acpi_pm::POWER_PORTS;
 use crate::devices::fw_cfg::{MachineFacts, e820_file};
@@ -212,11 +212,18 @@ impl Vm {
             };
             (stub, target)
         });
-        // `--snapshot-on-output`: vCPU 0 (the only one) saves the guest when the text appears.
+        // `--snapshot DIR`: vCPU 0 (the only one) saves the guest when the moment comes.
         let mut snapshot = match &config.snapshot {
             Some(request) => Some(SnapshotTaker {
                 dir: request.dir.clone(),
-                seen: io.output.watch_for(request.on_output.as_bytes()),
+                seen: match &request.moment {
+                    SnapshotMoment::Output(text) => Some(io.output.watch_for(text.as_bytes())),
+                    SnapshotMoment::Exits(_) => None,
+                },
+                after_exits: match request.moment {
+                    SnapshotMoment::Exits(count) => Some(count),
+                    SnapshotMoment::Output(_) => None,
+                },
                 vm_fd: Arc::clone(&vm_fd),
                 machine: Machine {
                     guest: guest.name.to_string(),

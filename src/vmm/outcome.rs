@@ -180,9 +180,9 @@ pub enum GuestOutcome {
     },
     /// Stopped by the user (quitting the `--tui` view, Ctrl-C) while still running.
     Cancelled { cpus: AllCpus },
-    /// `--snapshot-on-output`: the guest was saved to a snapshot and stopped there.
+    /// `--snapshot`: the guest was saved to a snapshot and stopped there.
     Snapshotted(Taken),
-    /// `--snapshot-on-output`: the moment came, and saving failed (the message says why).
+    /// `--snapshot`: the moment came, and saving failed (the message says why).
     SnapshotFailed(String),
 }
 

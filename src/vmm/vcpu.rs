@@ -48,7 +48,7 @@ pub enum VcpuEnd {
     Interrupted(Box<CpuReport>),
     /// The debugger killed the guest (gdb's `kill`).
     Killed,
-    /// `--snapshot-on-output`: the guest was saved (or saving it failed) and stops here.
+    /// `--snapshot`: the guest was saved (or saving it failed) and stops here.
     Snapshotted(Result<Taken, String>),
 }
 
@@ -61,7 +61,7 @@ pub struct VcpuOptions {
     pub coalescing: Option<Arc<OutputCoalescing>>,
     /// `--gdb`: the debugger's controls (vmm/debug.rs).
     pub debug: Option<Arc<DebugControl>>,
-    /// `--snapshot-on-output`: save the guest when its output has shown the text.
+    /// `--snapshot`: save the guest when its moment comes.
     pub snapshot: Option<SnapshotTaker>,
 }
 
@@ -165,7 +165,11 @@ impl Vcpu {
             }
             // Between two exits, with the last one handled and the coalesced writes before it
             // drained: the guest's output up to here is all out.
-            if self.snapshot.as_ref().is_some_and(SnapshotTaker::due) {
+            if self
+                .snapshot
+                .as_ref()
+                .is_some_and(|taker| taker.due(exit_number))
+            {
                 return self.take_snapshot();
             }
             if let Some(debug) = self.debug.clone()

@@ -187,12 +187,14 @@ pub struct Snapshot {
     pub input: Vec<u8>,
 }
 
-/// `--snapshot-on-output TEXT --snapshot DIR`: what the vCPU needs to save the guest when the
-/// text has appeared.
+/// `--snapshot DIR`: what the vCPU needs to save the guest when the moment comes.
 pub struct SnapshotTaker {
     pub dir: PathBuf,
-    /// Set by the guest's output when it has printed the text (console/mod.rs).
-    pub seen: Arc<AtomicBool>,
+    /// `--snapshot-on-output`: set by the guest's output when it has printed the text
+    /// (console/mod.rs).
+    pub seen: Option<Arc<AtomicBool>>,
+    /// `--snapshot-after-exits`.
+    pub after_exits: Option<u64>,
     pub vm_fd: Arc<VmFd>,
     pub machine: Machine,
     pub capabilities: VcpuCapabilities,
@@ -210,9 +212,12 @@ pub struct Taken {
 }
 
 impl SnapshotTaker {
-    /// Has the moment come?
-    pub fn due(&self) -> bool {
-        self.seen.load(Ordering::Acquire)
+    /// Has the moment come, after `exits` VM exits?
+    pub fn due(&self, exits: u64) -> bool {
+        self.seen
+            .as_ref()
+            .is_some_and(|seen| seen.load(Ordering::Acquire))
+            || self.after_exits.is_some_and(|count| exits >= count)
     }
 
     /// Saves the guest. `vcpu` is out of KVM_RUN with its last access completed; no other
