@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use mini_kvm::config::{
     ConfigError, DiskArg, GdbAddress, GuestImage, ModeArg, NetArg, OutputStyle, RunConfig,
-    VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb, parse_memory_size, parse_mode,
-    parse_net, parse_timeout, use_colour,
+    SnapshotMoment, SnapshotRequest, VmConfig, flat_mode, parse_cpus, parse_disk, parse_gdb,
+    parse_memory_size, parse_mode, parse_net, parse_timeout, use_colour,
 };
 use mini_kvm::loader::builtin::builtin_guest;
 use mini_kvm::terminal;
@@ -55,7 +55,11 @@ Examples:
 The exit status is the guest's EXIT status (with several guests: the first non-zero one); see
 the README for the others (124 timeout, 125 triple fault, 126 KVM internal error, 127 unhandled
 exit, 130 stopped from the --tui view).")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Go on with a guest saved by mini-kvm run --snapshot DIR (and its moment), in
+    /// this new process, exactly where it stopped, with stdin as its input (e.g. mini-kvm
+    /// restore snap). The exit status is the guest's, as with run.
+    Restore(RestoreArgs),
     /// List the built-in guests and what each demonstrates (e.g. mini-kvm list).
     List,
     /// Write an initramfs for Linux guests: a static busybox and an /init that starts a shell on
@@ -247,10 +251,65 @@ pub struct RunArgs {
     #[arg(long = "no-coalesce")]
     no_coalesce: bool,
 
+    /// Save the guest to a snapshot (the directory --snapshot names) at the first VM exit after
+    /// its output has shown TEXT, and stop there with status 0; mini-kvm restore DIR goes on
+    /// from that point. One guest with one vCPU and no virtio devices, display or gdb
+    /// (docs/snapshot.md) (e.g. mini-kvm run --snapshot-on-output 'Result: 100' --snapshot snap
+    /// os).
+    #[arg(long, value_name = "TEXT", requires = "snapshot")]
+    snapshot_on_output: Option<String>,
+
+    /// Save the guest to a snapshot at its Nth VM exit instead, and stop there with status 0
+    /// (e.g. mini-kvm run --snapshot-after-exits 100 --snapshot snap multiplication).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "snapshot",
+        conflicts_with = "snapshot_on_output",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    snapshot_after_exits: Option<u64>,
+
+    /// The directory a snapshot is saved to (with --snapshot-on-output or
+    /// --snapshot-after-exits), created if needed; its state.json and ram are replaced.
+    #[arg(long, value_name = "DIR")]
+    snapshot: Option<std::path::PathBuf>,
+
     /// Run without the seccomp filters that limit each thread to the system calls it needs
     /// once the guest runs (docs/security.md); for debugging mini-kvm itself.
     #[arg(long = "no-seccomp")]
     no_seccomp: bool,
+}
+
+// `mini-kvm restore`'s options.
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The snapshot's directory (its state.json and ram).
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+
+    /// Stop the guest still running after SECONDS, as with run (e.g. --timeout 5).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Trace every VM exit on stderr, as with run.
+    #[arg(short, long)]
+    verbose: bool,
+
+    /// Run without the seccomp filters, as with run.
+    #[arg(long = "no-seccomp")]
+    no_seccomp: bool,
+}
+
+impl RestoreArgs {
+    /// The machine options a restored guest runs with; the machine itself is the snapshot's.
+    pub fn vm_config(&self) -> VmConfig {
+        VmConfig {
+            verbose: self.verbose,
+            seccomp: !self.no_seccomp,
+            ..VmConfig::default()
+        }
+    }
 }
 
 impl RunArgs {
@@ -285,6 +344,17 @@ impl RunArgs {
             (true, false) => OutputStyle::Raw,
             (false, false) => OutputStyle::Lines,
         };
+        let moment = match (self.snapshot_on_output, self.snapshot_after_exits) {
+            (Some(text), _) => Some(SnapshotMoment::Output(text)),
+            (None, Some(count)) => Some(SnapshotMoment::Exits(count)),
+            (None, None) => None,
+        };
+        let snapshot = match (moment, self.snapshot) {
+            (Some(moment), Some(dir)) => Some(SnapshotRequest { moment, dir }),
+            (None, Some(_)) => return Err(ConfigError::SnapshotWithoutMoment),
+            // clap requires --snapshot with a moment.
+            (_, None) => None,
+        };
         let no_color_env = std::env::var("NO_COLOR").ok();
         let config = RunConfig {
             guests,
@@ -300,7 +370,10 @@ impl RunArgs {
                 rng: self.rng,
                 verbose: self.verbose,
                 coalesce: !self.no_coalesce,
-                seccomp: !self.no_seccomp,
+                // The vCPU that saves a snapshot creates and writes files, which its filter
+                // forbids: a snapshotting run goes without the filters.
+                seccomp: !self.no_seccomp && snapshot.is_none(),
+                snapshot,
             },
             timeout: self.timeout,
             stats: self.stats,

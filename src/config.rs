@@ -97,6 +97,17 @@ pub enum ConfigError {
     #[error("--paging needs --mode protected (long mode always has paging; real mode has none)")]
     PagingWithoutProtected,
     #[error(
+        "--snapshot: this version of snapshots cannot save {0} yet (docs/snapshot.md \
+         lists what it saves)"
+    )]
+    SnapshotCannotSave(&'static str),
+    #[error("--snapshot-on-output needs a text to wait for (e.g. --snapshot-on-output '> ')")]
+    SnapshotEmptyText,
+    #[error(
+        "--snapshot DIR needs its moment: --snapshot-on-output TEXT or --snapshot-after-exits N"
+    )]
+    SnapshotWithoutMoment,
+    #[error(
         "'{name}' is a built-in guest that starts in {mode}: --mode and --paging apply to flat \
          binaries from disk"
     )]
@@ -283,6 +294,35 @@ pub struct VmConfig {
     /// command line turns it on (`--no-seccomp` off); a library caller chooses, since vCPU 0
     /// runs on the caller's thread and a filter stays on a thread for good.
     pub seccomp: bool,
+    /// `--snapshot DIR` with `--snapshot-on-output TEXT` or `--snapshot-after-exits N`.
+    pub snapshot: Option<SnapshotRequest>,
+}
+
+/// `--snapshot DIR` with its moment: save the guest to DIR then (docs/snapshot.md), and stop it
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub moment: SnapshotMoment,
+    pub dir: PathBuf,
+}
+
+/// When a snapshot is taken: at the first VM exit after...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotMoment {
+    /// `--snapshot-on-output TEXT`: ...the guest's output has shown TEXT.
+    Output(String),
+    /// `--snapshot-after-exits N`: ...the guest's Nth VM exit.
+    Exits(u64),
+}
+
+impl SnapshotMoment {
+    /// The moment, in a sentence: "ended before {this}".
+    pub fn describe(&self) -> String {
+        match self {
+            SnapshotMoment::Output(text) => format!("its output showed {text:?}"),
+            SnapshotMoment::Exits(count) => format!("{count} VM exits"),
+        }
+    }
 }
 
 impl Default for VmConfig {
@@ -300,6 +340,7 @@ impl Default for VmConfig {
             verbose: false,
             coalesce: true,
             seccomp: false,
+            snapshot: None,
         }
     }
 }
@@ -384,6 +425,9 @@ impl RunConfig {
         if virtio_devices > VIRTIO_SLOTS {
             return Err(ConfigError::TooManyVirtioDevices(virtio_devices));
         }
+        if let Some(request) = &self.vm.snapshot {
+            self.check_snapshot(request)?;
+        }
         if self.guests.len() > MAX_GUESTS {
             return Err(ConfigError::TooManyGuests(self.guests.len()));
         }
@@ -394,6 +438,30 @@ impl RunConfig {
             });
         }
         Ok(())
+    }
+
+    /// What a snapshot of this version cannot save yet is refused before the guest runs.
+    fn check_snapshot(&self, request: &SnapshotRequest) -> Result<(), ConfigError> {
+        if request.moment == SnapshotMoment::Output(String::new()) {
+            return Err(ConfigError::SnapshotEmptyText);
+        }
+        let unsaved = [
+            (self.guests.len() > 1, "several guests"),
+            (self.vm.cpus > 1, "several vCPUs (--cpus)"),
+            (!self.vm.disks.is_empty(), "a virtio disk (--disk)"),
+            (!self.vm.nets.is_empty(), "a network card (--net)"),
+            (self.vm.rng, "the virtio entropy device (--rng)"),
+            (
+                self.display_on(),
+                "the display (--display, --screen-dump, --screenshot)",
+            ),
+            (self.gdb.is_some(), "a debugger's state (--gdb)"),
+            (self.output == OutputStyle::Tui, "the --tui view's guests"),
+        ];
+        match unsaved.iter().find(|(present, _)| *present) {
+            Some((_, what)) => Err(ConfigError::SnapshotCannotSave(what)),
+            None => Ok(()),
+        }
     }
 
     /// Are lines labelled with their guest? Only when several guests share stdout.

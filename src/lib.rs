@@ -69,6 +69,24 @@ pub fn run_guests(
 }
 
 /// `--gdb`: guest `index`'s GDB stub, listening (src/gdb/); `None` without `--gdb`.
+/// `mini-kvm restore DIR`: builds the guest a snapshot saved (vmm/snapshot/) and runs it on to
+/// its end, its console on `io`. A bad snapshot is an error before any guest code runs.
+pub fn restore_guest(
+    dir: &std::path::Path,
+    vm: &config::VmConfig,
+    timeout: Option<std::time::Duration>,
+    io: GuestIo,
+    cancel: &AtomicBool,
+) -> Result<GuestResult, VmError> {
+    let saved = vmm::snapshot::load(dir)?;
+    let kvm = vmm::kvm::shared_kvm()?;
+    let guest = vmm::vm::Vm::restore(kvm, vm, dir, &saved, io)?;
+    Ok(GuestResult {
+        name: guest.name().to_string(),
+        report: guest.run(timeout, cancel, terminal::quit_flag()),
+    })
+}
+
 fn gdb_stub(
     config: &RunConfig,
     index: usize,

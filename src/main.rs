@@ -11,14 +11,14 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use mini_kvm::config::{OutputStyle, RunConfig};
-use mini_kvm::console::{GuestInput, stdout_sink};
+use mini_kvm::console::{GuestInput, GuestIo, GuestOutput, stdout_sink};
 use mini_kvm::loader::builtin_guests;
 use mini_kvm::loader::initramfs;
 use mini_kvm::output_file::{OutputFile, OutputFileError};
 use mini_kvm::terminal::{self, TerminalInput};
 use mini_kvm::vmm::group::{GuestResult, group_exit_code, summary_table};
 use mini_kvm::vmm::kvm::HostKvm;
-use mini_kvm::vmm::outcome::exit_code;
+use mini_kvm::vmm::outcome::{GuestOutcome, exit_code};
 use mini_kvm::vmm::seccomp;
 
 fn main() -> ExitCode {
@@ -46,6 +46,11 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => fail(&error.to_string()),
             }
+        }
+        Command::Restore(args) => {
+            let status = restore(&args);
+            terminal::restore();
+            status
         }
         Command::Run(args) => {
             let config = match args.into_config() {
@@ -234,6 +239,40 @@ fn run(config: &RunConfig, screen_files: ScreenFiles) -> ExitCode {
 
 /// Everything printed on stderr after the run: fault reports, unclaimed ports (--verbose),
 /// statistics (--stats), and with several guests a summary table.
+/// `mini-kvm restore DIR`: the saved guest, on with this process's stdin and stdout.
+fn restore(args: &cli::RestoreArgs) -> ExitCode {
+    let terminal_input = terminal::stdin_is_terminal();
+    let input = if terminal_input {
+        let input = GuestInput::from_fd(TerminalInput::stdin());
+        input.on_keyboard_claimed(|| {
+            terminal::enter_raw_mode();
+        });
+        input
+    } else {
+        GuestInput::stdin()
+    };
+    let io = GuestIo {
+        output: GuestOutput::to_sink(stdout_sink(), None),
+        input,
+    };
+    let cancel = AtomicBool::new(false);
+    let result = mini_kvm::restore_guest(&args.dir, &args.vm_config(), args.timeout, io, &cancel);
+    terminal::restore();
+    let result = match result {
+        Ok(result) => result,
+        Err(error) => return fail(&error.to_string()),
+    };
+    match &result.report {
+        Ok(report) => {
+            if let Some(message) = report.outcome.report(&result.name) {
+                let _ = writeln!(mini_kvm::console::stderr::stderr(), "{message}");
+            }
+        }
+        Err(error) => return fail(&error.to_string()),
+    }
+    ExitCode::from(group_exit_code(std::slice::from_ref(&result)))
+}
+
 fn report(config: &RunConfig, results: &[GuestResult]) {
     let several = results.len() > 1;
     for (index, result) in results.iter().enumerate() {
@@ -254,6 +293,19 @@ fn report(config: &RunConfig, results: &[GuestResult]) {
         };
         if let Some(message) = report.outcome.report(&result.name) {
             let _ = writeln!(mini_kvm::console::stderr::stderr(), "{message}");
+        }
+        if let Some(request) = &config.vm.snapshot
+            && !matches!(
+                report.outcome,
+                GuestOutcome::Snapshotted(_) | GuestOutcome::SnapshotFailed(_)
+            )
+        {
+            let _ = writeln!(
+                mini_kvm::console::stderr::stderr(),
+                "mini-kvm: guest '{}' ended before {}: no snapshot was taken",
+                result.name,
+                request.moment.describe()
+            );
         }
         if config.vm.verbose {
             for (direction, accesses) in [("reads", "in"), ("writes", "out")] {

@@ -260,6 +260,29 @@ impl GuestInput {
         lock(&self.shared.listeners).clear();
     }
 
+    /// The bytes that have arrived and that no device has taken yet (for a snapshot: typed
+    /// ahead of the guest, they belong to it).
+    pub fn waiting(&self) -> Vec<u8> {
+        lock(&self.shared.state).buffered.iter().copied().collect()
+    }
+
+    /// Puts bytes a snapshot saved (see [`waiting`](Self::waiting)) before anything the source
+    /// gives, at most [`INPUT_BUFFER`] of them; returns false, putting nothing, if there are
+    /// more.
+    pub fn put_back(&self, bytes: &[u8]) -> bool {
+        {
+            let mut state = lock(&self.shared.state);
+            if state.buffered.len() + bytes.len() > INPUT_BUFFER {
+                return false;
+            }
+            for &byte in bytes.iter().rev() {
+                state.buffered.push_front(byte);
+            }
+        }
+        self.arrived();
+        true
+    }
+
     // ---- the event loop's side -----------------------------------------------------------
 
     /// The eventfd that says "look at the source again" (see [`GuestInput::source_state`]).

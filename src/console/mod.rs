@@ -156,6 +156,37 @@ struct OutputState {
     label: Option<LineLabel>,
     /// Bytes ready for the sink (lines with their labels) that it has not taken yet.
     unwritten: Vec<u8>,
+    /// `--snapshot-on-output`: the text looked for in the guest's bytes.
+    watch: Option<TextWatch>,
+}
+
+/// Looks for a text in a stream of bytes that arrive in pieces; remembers only the last
+/// `text.len() - 1` bytes, so memory stays bounded whatever the guest prints.
+struct TextWatch {
+    text: Vec<u8>,
+    tail: Vec<u8>,
+    seen: Arc<AtomicBool>,
+}
+
+impl TextWatch {
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.seen.load(Ordering::Relaxed) || self.text.is_empty() {
+            return;
+        }
+        self.tail.extend_from_slice(bytes);
+        if self
+            .tail
+            .windows(self.text.len())
+            .any(|window| window == self.text)
+        {
+            self.seen.store(true, Ordering::Release);
+            self.tail = Vec::new();
+            return;
+        }
+        let keep = self.text.len() - 1;
+        let cut = self.tail.len().saturating_sub(keep);
+        self.tail.drain(..cut);
+    }
 }
 
 /// How long a write waits for the sink to take bytes.
@@ -187,6 +218,7 @@ impl GuestOutput {
                 sink,
                 label,
                 unwritten: Vec::new(),
+                watch: None,
             })),
             stopping: Arc::new(AtomicBool::new(false)),
         }
@@ -197,6 +229,9 @@ impl GuestOutput {
     /// a line of its own ending in [`CUT_MARKER`], the rest following on a new labelled line.
     pub fn write_bytes(&self, bytes: &[u8]) {
         let mut state = lock(&self.shared);
+        if let Some(watch) = &mut state.watch {
+            watch.feed(bytes);
+        }
         for chunk in bytes.chunks(MAX_PENDING) {
             state.pending.extend_from_slice(chunk);
             if chunk.contains(&b'\n') {
@@ -206,6 +241,18 @@ impl GuestOutput {
                 state.cut_long_line(&self.stopping);
             }
         }
+    }
+
+    /// Watches the guest's bytes, from now on, for `text`: the flag returned is set once the
+    /// guest has written it all (in one write or in several). One watch per stream.
+    pub fn watch_for(&self, text: &[u8]) -> Arc<AtomicBool> {
+        let seen = Arc::new(AtomicBool::new(false));
+        lock(&self.shared).watch = Some(TextWatch {
+            text: text.to_vec(),
+            tail: Vec::new(),
+            seen: Arc::clone(&seen),
+        });
+        seen
     }
 
     /// Writes out what may go out before the line is complete: everything when unlabelled (a
@@ -341,6 +388,25 @@ pub struct GuestIo {
 #[cfg(test)]
 mod tests {
     use super::StdoutWriter;
+
+    #[test]
+    fn a_watched_text_is_seen_across_writes_and_only_whole() {
+        let output = super::GuestOutput::to_writer(Box::new(std::io::sink()));
+        let seen = output.watch_for(b"> ");
+        output.write_bytes(b"menu\n>");
+        assert!(!seen.load(std::sync::atomic::Ordering::Acquire));
+        output.write_bytes(b" ");
+        assert!(seen.load(std::sync::atomic::Ordering::Acquire));
+        // Byte by byte, with a near miss first: seen only once the whole text has come.
+        let output = super::GuestOutput::to_writer(Box::new(std::io::sink()));
+        let seen = output.watch_for(b"Result: 100");
+        for byte in b"Result: 10\nResult: 10" {
+            output.write_bytes(&[*byte]);
+        }
+        assert!(!seen.load(std::sync::atomic::Ordering::Acquire));
+        output.write_bytes(b"0");
+        assert!(seen.load(std::sync::atomic::Ordering::Acquire));
+    }
 
     #[test]
     fn stdout_chunks_end_after_a_newline_where_they_can() {

@@ -41,6 +41,15 @@ impl BusDevice for AcpiPm {
         "acpi-pm"
     }
 
+    /// Nothing is kept between accesses.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        crate::devices::DeviceState::Stateless
+    }
+
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+
     /// No wake events, no sleep in progress: everything reads 0.
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
 
+use super::state::DeviceState;
 use crate::arch::x86::acpi::AcpiId;
 
 /// What the vCPU should do after a device handled a write.
@@ -57,6 +58,16 @@ pub trait BusDevice: Send {
     /// How the ACPI tables name this device, if they list it (arch/x86/acpi.rs).
     fn acpi_id(&self) -> Option<AcpiId> {
         None
+    }
+    /// The device's state for a snapshot (state.rs). A device that does not say cannot be
+    /// saved: a snapshot of a guest that has it is refused, rather than restored wrong.
+    fn save_state(&self) -> DeviceState {
+        DeviceState::NotSaved
+    }
+    /// Puts back the state [`save_state`](Self::save_state) gave, in a device just built the
+    /// same way; the error says what in the value was wrong.
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Err(format!("the {} device cannot be restored", self.name()))
     }
 }
 
@@ -224,6 +235,21 @@ impl Bus {
         let after = self.mappings.partition_point(|m| m.range.base <= address);
         let candidate = self.mappings.get(after.checked_sub(1)?)?;
         candidate.range.contains(address).then_some(candidate)
+    }
+
+    /// Each device on the bus once (a device in pieces has several ranges), in address order,
+    /// with its name: for a snapshot, which saves and restores them by name.
+    pub fn devices(&self) -> Vec<(&'static str, SharedDevice)> {
+        let mut devices: Vec<(&'static str, SharedDevice)> = Vec::new();
+        for mapping in &self.mappings {
+            if !devices
+                .iter()
+                .any(|(_, device)| Arc::ptr_eq(device, &mapping.device))
+            {
+                devices.push((mapping.name, Arc::clone(&mapping.device)));
+            }
+        }
+        devices
     }
 
     /// The name of the device at `address`, or "unclaimed".

@@ -53,6 +53,13 @@ pub struct MachineFacts {
     pub graphics: bool,
 }
 
+/// What a snapshot keeps of fw_cfg.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FwCfgState {
+    selected: Option<usize>,
+    offset: usize,
+}
+
 pub struct FwCfg {
     /// Every item's bytes, by selector.
     items: Vec<(u16, Vec<u8>)>,
@@ -142,6 +149,28 @@ pub fn e820_file(map: &[(u64, u64, u32)]) -> Vec<u8> {
 impl BusDevice for FwCfg {
     fn name(&self) -> &'static str {
         "fw_cfg"
+    }
+
+    /// The selected item and where its reading is; the items themselves are the machine's facts,
+    /// which a restored machine is built with again.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        crate::devices::DeviceState::of(&FwCfgState {
+            selected: self.selected,
+            offset: self.offset,
+        })
+    }
+
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let state: FwCfgState = crate::devices::state::parse_state(state)?;
+        if state
+            .selected
+            .is_some_and(|index| index >= self.items.len())
+        {
+            return Err(format!("item {:?} does not exist", state.selected));
+        }
+        self.selected = state.selected;
+        self.offset = state.offset;
+        Ok(())
     }
 
     /// QEMU's ID for fw_cfg: Linux's qemu_fw_cfg driver binds to it.

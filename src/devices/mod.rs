@@ -11,9 +11,11 @@ pub mod fw_cfg;
 pub mod hypercall;
 pub mod irq;
 pub mod legacy;
+pub mod state;
 pub mod virtio;
 
 pub use bus::{
     Access, AddressSpace, Bus, BusDevice, BusError, BusRange, GuestStop, IoAction, SharedDevice,
 };
 pub use irq::IrqLine;
+pub use state::DeviceState;

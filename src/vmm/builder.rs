@@ -18,6 +18,8 @@ use super::kvm;
 use super::memory::{create_guest_memory, register_memory_slots};
 use super::platform::{attach_devices, attach_display, e820_map, register_display_memory};
 use super::seccomp;
+use super::snapshot::vcpu_state::{self, VcpuCapabilities};
+use super::snapshot::{Machine, Snapshot, SnapshotError, SnapshotTaker, ram, vm_state};
 use super::stats::LiveCounters;
 use super::vcpu::{Vcpu, VcpuOptions};
 use super::vcpu_control::VcpuControl;
@@ -30,7 +32,7 @@ use crate::arch::x86::modes::{
     CR0_PG, EFER_LMA, setup_long_mode, setup_protected_mode, setup_real_mode,
 };
 use crate::arch::x86::{cpuid, gdt, mptable, paging};
-use crate::config::VmConfig;
+use crate::config::{SnapshotMoment, VmConfig};
 use crate::console::GuestIo;
 use crate::devices::acpi_pm::POWER_PORTS;
 use crate::devices::fw_cfg::{MachineFacts, e820_file};
@@ -89,6 +91,9 @@ impl Vm {
 
         if config.seccomp {
             seccomp::prepare()?;
+        }
+        if let Some(request) = &config.snapshot {
+            super::snapshot::prepare_dir(&request.dir)?;
         }
 
         // 3. KVM_CREATE_VM: an empty machine, no memory, no CPUs.
@@ -149,18 +154,16 @@ impl Vm {
 
         // 8. Devices on the buses, with their interrupt lines.
         let mut devices = DeviceManager::new(Arc::clone(&vm_fd), irqchip);
+        let e820 = e820_map(&memory, entry.protocol);
         let facts = MachineFacts {
             ram_size: loader::ram_size(&memory),
             // At most MAX_CPUS (181), checked above.
             cpus: config.cpus as u16,
             cmdline: config.cmdline.clone(),
-            files: vec![(
-                "etc/e820".into(),
-                e820_file(&e820_map(&memory, entry.protocol)),
-            )],
+            files: vec![("etc/e820".into(), e820_file(&e820))],
             graphics: guest.display,
         };
-        attach_devices(&mut devices, &io, &facts, entry.protocol)?;
+        attach_devices(&mut devices, &io, &facts, entry.protocol.is_linux())?;
         let display = match display_memory {
             Some(display_memory) => Some(attach_display(
                 &mut devices,
@@ -209,6 +212,32 @@ impl Vm {
             };
             (stub, target)
         });
+        // `--snapshot DIR`: vCPU 0 (the only one) saves the guest when the moment comes.
+        let mut snapshot = match &config.snapshot {
+            Some(request) => Some(SnapshotTaker {
+                dir: request.dir.clone(),
+                seen: match &request.moment {
+                    SnapshotMoment::Output(text) => Some(io.output.watch_for(text.as_bytes())),
+                    SnapshotMoment::Exits(_) => None,
+                },
+                after_exits: match request.moment {
+                    SnapshotMoment::Exits(count) => Some(count),
+                    SnapshotMoment::Output(_) => None,
+                },
+                vm_fd: Arc::clone(&vm_fd),
+                machine: Machine {
+                    guest: guest.name.to_string(),
+                    ram: ram::regions(&memory),
+                    irqchip,
+                    linux: entry.protocol.is_linux(),
+                    cmdline: config.cmdline.clone(),
+                    e820: Machine::e820_entries(&e820),
+                },
+                capabilities: vcpu_capabilities(kvm, irqchip)?,
+                input: io.input.clone(),
+            }),
+            None => None,
+        };
         let started = Instant::now();
         let several = config.cpus > 1;
         let mut vcpus = Vec::with_capacity(config.cpus);
@@ -235,6 +264,7 @@ impl Vm {
                 debug: debugger
                     .as_ref()
                     .map(|(_, target)| Arc::clone(&target.control)),
+                snapshot: snapshot.take(),
             };
             vcpus.push(Vcpu::new(
                 index,
@@ -263,6 +293,184 @@ impl Vm {
             display,
         })
     }
+}
+
+/// What the host's KVM saves of a vCPU besides the basics (a snapshot's parts).
+fn vcpu_capabilities(kvm: &Kvm, irqchip: bool) -> Result<VcpuCapabilities, VmError> {
+    let msrs = kvm
+        .get_msr_index_list()
+        .map_err(ioctl("KVM_GET_MSR_INDEX_LIST"))?;
+    Ok(VcpuCapabilities {
+        msr_indices: msrs.as_slice().to_vec(),
+        xsave: kvm.check_extension(Cap::Xsave),
+        xcrs: kvm.check_extension(Cap::Xcrs),
+        lapic: irqchip,
+    })
+}
+
+impl Vm {
+    /// Builds the VM a snapshot saved (vmm/snapshot/, [`snapshot::load`] checked it), from
+    /// `dir`: the same machine as [`Vm::create`] makes, in the same order, with saved state
+    /// where `create` loads an image and sets the entry registers. Guest RAM is the snapshot's
+    /// file, mapped copy-on-write: nothing is copied.
+    ///
+    /// [`snapshot::load`]: super::snapshot::load
+    pub fn restore(
+        kvm: &Kvm,
+        config: &VmConfig,
+        dir: &std::path::Path,
+        saved: &Snapshot,
+        io: GuestIo,
+    ) -> Result<Vm, VmError> {
+        if kvm.check_extension_int(Cap::SyncRegs) & 0b11 != 0b11 {
+            return Err(VmError::MissingCapability("KVM_CAP_SYNC_REGS"));
+        }
+        if config.seccomp {
+            seccomp::prepare()?;
+        }
+        let machine = &saved.machine;
+        let vm_fd = Arc::new(kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?);
+        let memory = ram::map(&dir.join(super::snapshot::RAM_FILE), &machine.ram)?;
+        register_memory_slots(&vm_fd, &memory).map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+
+        // The interrupt controllers and the PIT, made as `create` makes them, then set.
+        match (&saved.vm, machine.irqchip) {
+            (Some(state), true) => {
+                vm_fd
+                    .create_irq_chip()
+                    .map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+                vm_fd
+                    .create_pit2(kvm_pit_config::default())
+                    .map_err(ioctl("KVM_CREATE_PIT2"))?;
+                vm_state::restore(&vm_fd, state)?;
+            }
+            (None, false) => {}
+            _ => {
+                return Err(SnapshotError::Invalid(
+                    "\"irqchip\" and \"vm\" disagree: the VM's state is there without the \
+                     irqchip, or missing with it"
+                        .into(),
+                )
+                .into());
+            }
+        }
+        let vcpu_fds = create_vcpus(kvm, &vm_fd, 1, machine.irqchip)?;
+        vcpu_state::restore_cpuid(&vcpu_fds[0], &saved.vcpus[0])?;
+        vcpu_state::restore(&vcpu_fds[0], &saved.vcpus[0])?;
+
+        let mut devices = DeviceManager::new(Arc::clone(&vm_fd), machine.irqchip);
+        let facts = MachineFacts {
+            ram_size: loader::ram_size(&memory),
+            cpus: 1,
+            cmdline: machine.cmdline.clone(),
+            files: vec![("etc/e820".into(), e820_file(&machine.e820_map()))],
+            graphics: false,
+        };
+        // Input typed ahead of the guest goes first; checked at load (at most INPUT_BUFFER).
+        io.input.put_back(&saved.input);
+        attach_devices(&mut devices, &io, &facts, machine.linux)?;
+        // The virtio slots, all empty (a snapshot has no virtio device yet).
+        attach_virtio(&mut devices, &memory, Vec::new())?;
+        let coalescing = if config.coalesce && kvm.check_extension(Cap::CoalescedPio) {
+            OutputCoalescing::new(&vm_fd, devices.coalesced_ports())
+        } else {
+            None
+        };
+        let AttachedDevices {
+            buses,
+            devices: device_info,
+            event_handlers,
+        } = devices.finish();
+        restore_devices(&buses, saved)?;
+        let buses = Arc::new(buses);
+
+        let live = Arc::new(LiveCounters::default());
+        let control = VcpuControl::shared(1);
+        // The CLOCK hypercall goes on from where it was.
+        let clock = std::time::Duration::from_nanos(saved.hypercall_clock_ns);
+        let started = Instant::now()
+            .checked_sub(clock)
+            .unwrap_or_else(Instant::now);
+        let mut vcpus = Vec::with_capacity(1);
+        for (index, mut fd) in vcpu_fds.into_iter().enumerate() {
+            let coalescing = coalescing
+                .clone()
+                .filter(|_| fd.map_coalesced_mmio_ring().is_ok());
+            let hypercalls = HypercallHandler::new(
+                memory.clone(),
+                io.output.clone(),
+                io.input.clone(),
+                started,
+                config.verbose.then(String::new),
+            );
+            let options = VcpuOptions {
+                trace: config.verbose.then(String::new),
+                coalescing,
+                debug: None,
+                snapshot: None,
+            };
+            vcpus.push(Vcpu::new(
+                index,
+                fd,
+                memory.clone(),
+                Arc::clone(&buses),
+                hypercalls,
+                Arc::clone(&control),
+                options,
+                Arc::clone(&live),
+            ));
+        }
+        Ok(Vm {
+            name: machine.guest.clone(),
+            _vm_fd: vm_fd,
+            vcpus,
+            control,
+            devices: device_info,
+            event_handlers,
+            output: io.output,
+            input: io.input,
+            live,
+            seccomp: config.seccomp,
+            linux_memory: machine.linux.then_some(memory),
+            debugger: None,
+            display: None,
+        })
+    }
+}
+
+/// Gives each device of a restored machine its saved state, by name: the snapshot must name
+/// exactly the devices the machine has.
+fn restore_devices(buses: &super::exit::Buses, saved: &Snapshot) -> Result<(), SnapshotError> {
+    let attached: Vec<_> = buses
+        .pio
+        .devices()
+        .into_iter()
+        .chain(buses.mmio.devices())
+        .collect();
+    for (name, device) in &attached {
+        let Some(state) = saved.devices.get(*name) else {
+            return Err(SnapshotError::Invalid(format!(
+                "it has no state for the {name} device"
+            )));
+        };
+        if !state.is_null() {
+            device
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .restore_state(state)
+                .map_err(|reason| SnapshotError::Invalid(format!("the {name} device: {reason}")))?;
+        }
+    }
+    if let Some(name) = saved
+        .devices
+        .keys()
+        .find(|name| !attached.iter().any(|(attached, _)| attached == name))
+    {
+        return Err(SnapshotError::Invalid(format!(
+            "it has a {name} device, which this machine does not have"
+        )));
+    }
+    Ok(())
 }
 
 /// The widest mode a guest runs in, as far as its image tells: a 64-bit ELF file or a Linux

@@ -10,7 +10,9 @@
 //! - `virtio.rs`: the virtio slots, their doorbells (ioeventfd) and interrupts (irqfd);
 //! - `outcome.rs`, `cpu_report.rs`, `stats.rs`: how a guest ended, its registers, its exit counts;
 //! - `group.rs`: several guests at once, each its own VM;
-//! - `seccomp.rs`: the system calls each thread may make once the guest runs.
+//! - `seccomp.rs`: the system calls each thread may make once the guest runs;
+//! - `snapshot/`: a guest saved to a directory, and the checks before one is restored
+//!   (builder.rs builds the restored VM).
 
 pub mod builder;
 pub mod coalesced;
@@ -25,6 +27,7 @@ pub mod memory;
 pub mod outcome;
 pub mod platform;
 pub mod seccomp;
+pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vcpu_control;

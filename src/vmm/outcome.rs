@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::cpu_report::CpuReport;
 use super::kvm::HostKvm;
+use super::snapshot::Taken;
 
 /// Why a guest was stopped by something it did wrong, or by something the VMM cannot handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +180,10 @@ pub enum GuestOutcome {
     },
     /// Stopped by the user (quitting the `--tui` view, Ctrl-C) while still running.
     Cancelled { cpus: AllCpus },
+    /// `--snapshot`: the guest was saved to a snapshot and stopped there.
+    Snapshotted(Taken),
+    /// `--snapshot`: the moment came, and saving failed (the message says why).
+    SnapshotFailed(String),
 }
 
 impl GuestOutcome {
@@ -195,6 +200,8 @@ impl GuestOutcome {
             GuestOutcome::Faulted { fault, .. } => fault.exit_code(),
             GuestOutcome::Cancelled { .. } => exit_code::CANCELLED,
             GuestOutcome::Killed => exit_code::KILLED,
+            GuestOutcome::Snapshotted(_) => 0,
+            GuestOutcome::SnapshotFailed(_) => exit_code::SETUP_ERROR,
         }
     }
 
@@ -211,6 +218,8 @@ impl GuestOutcome {
             GuestOutcome::Cancelled { .. } => "stopped".to_string(),
             GuestOutcome::Quit => "quit (Ctrl-A x)".to_string(),
             GuestOutcome::Killed => "killed by gdb".to_string(),
+            GuestOutcome::Snapshotted(_) => "saved to a snapshot".to_string(),
+            GuestOutcome::SnapshotFailed(_) => "snapshot failed".to_string(),
         }
     }
 
@@ -232,6 +241,17 @@ impl GuestOutcome {
             GuestOutcome::Killed => {
                 Some(format!("mini-kvm: guest '{guest}' stopped: gdb killed it"))
             }
+            GuestOutcome::Snapshotted(taken) => Some(format!(
+                "mini-kvm: guest '{guest}' saved to the snapshot {} and stopped ({} KiB of RAM, \
+                 {} KiB of it written); go on with: mini-kvm restore {}",
+                taken.dir.display(),
+                taken.ram_size >> 10,
+                taken.ram_written >> 10,
+                taken.dir.display()
+            )),
+            GuestOutcome::SnapshotFailed(error) => Some(format!(
+                "mini-kvm: error: guest '{guest}' could not be saved: {error}"
+            )),
             GuestOutcome::TimedOut { after, cpus } => Some(format!(
                 "mini-kvm: guest '{guest}' was still running after {:.1} s (--timeout): stopped\n{}",
                 after.as_secs_f64(),

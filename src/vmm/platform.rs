@@ -52,7 +52,7 @@ pub(super) fn attach_devices(
     devices: &mut DeviceManager,
     io: &GuestIo,
     facts: &MachineFacts,
-    protocol: BootProtocol,
+    linux: bool,
 ) -> Result<(), VmError> {
     let com1 = devices.legacy_irq(COM1_IRQ, "uart")?;
     let uart = Uart::new(io.output.clone(), io.input.clone(), com1);
@@ -64,7 +64,7 @@ pub(super) fn attach_devices(
     // 0x61, between the i8042's two ports, is the PC speaker gate: left unclaimed (with the
     // irqchip, KVM's PIT answers it in the kernel).
     let keyboard_irq = devices.legacy_irq(KEYBOARD_IRQ, "i8042")?;
-    let keyboard_input = if protocol.is_linux() {
+    let keyboard_input = if linux {
         io.input.keyboard_claimed();
         GuestInput::none()
     } else {

@@ -25,6 +25,7 @@ use super::exit::{Buses, ExitAction, VmExit, handle_exit};
 use super::kvm::HostKvm;
 use super::memory::read_prefix;
 use super::outcome::Fault;
+use super::snapshot::{SnapshotTaker, Taken};
 use super::stats::{COALESCED, ExitStats, LiveCounters};
 use super::vcpu_control::{ControlRequest, PausedCpu, VcpuControl};
 use crate::arch::CpuMode;
@@ -47,6 +48,8 @@ pub enum VcpuEnd {
     Interrupted(Box<CpuReport>),
     /// The debugger killed the guest (gdb's `kill`).
     Killed,
+    /// `--snapshot`: the guest was saved (or saving it failed) and stops here.
+    Snapshotted(Result<Taken, String>),
 }
 
 /// How a vCPU reports and what it may rely on.
@@ -58,6 +61,8 @@ pub struct VcpuOptions {
     pub coalescing: Option<Arc<OutputCoalescing>>,
     /// `--gdb`: the debugger's controls (vmm/debug.rs).
     pub debug: Option<Arc<DebugControl>>,
+    /// `--snapshot`: save the guest when its moment comes.
+    pub snapshot: Option<SnapshotTaker>,
 }
 
 pub struct Vcpu {
@@ -82,6 +87,7 @@ pub struct Vcpu {
     /// The guest-debug settings of a vCPU being single-stepped, made again before each
     /// KVM_RUN (see `enter_guest`).
     stepping: Option<kvm_bindings::kvm_guest_debug>,
+    snapshot: Option<SnapshotTaker>,
 }
 
 impl Vcpu {
@@ -112,6 +118,7 @@ impl Vcpu {
             debug: options.debug,
             debug_action: Resume::Continue,
             stepping: None,
+            snapshot: options.snapshot,
         }
     }
 
@@ -155,6 +162,15 @@ impl Vcpu {
                     continue;
                 }
                 ControlRequest::Stop => return self.interrupted(),
+            }
+            // Between two exits, with the last one handled and the coalesced writes before it
+            // drained: the guest's output up to here is all out.
+            if self
+                .snapshot
+                .as_ref()
+                .is_some_and(|taker| taker.due(exit_number))
+            {
+                return self.take_snapshot();
             }
             if let Some(debug) = self.debug.clone()
                 && debug.stop_requested()
@@ -247,6 +263,29 @@ impl Vcpu {
                 }
             }
         }
+    }
+
+    /// Saves the guest to its snapshot (vmm/snapshot/) and ends the loop.
+    fn take_snapshot(&mut self) -> VcpuEnd {
+        let Some(taker) = self.snapshot.take() else {
+            return self.interrupted();
+        };
+        // KVM finishes the last access (the register of an `in`, a hypercall's RAX) at the next
+        // KVM_RUN: one that returns at once (immediate_exit) finishes it without running the
+        // guest, so the registers saved are those after the instruction, as the guest will go on.
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+        let clock = self.hypercalls.clock_ns();
+        let taken = taker
+            .take(
+                &self.fd,
+                &self.memory,
+                [&self.buses.pio, &self.buses.mmio],
+                clock,
+            )
+            .map_err(|error| error.to_string());
+        VcpuEnd::Snapshotted(taken)
     }
 
     /// Where the loop ends when the vCPU set stops it: where the vCPU was.

@@ -62,6 +62,8 @@ pub enum VmError {
     Arch(#[from] ArchError),
     #[error(transparent)]
     Acpi(#[from] AcpiError),
+    #[error(transparent)]
+    Snapshot(#[from] super::snapshot::SnapshotError),
     #[error(
         "the host KVM ({module}) cannot run 32-bit paging: KVM_SET_SREGS dropped CR0.PG, and a \
          guest that sets it itself would triple-fault. kvm_pvm, a software KVM, runs only real \
@@ -320,6 +322,8 @@ fn decide_outcome(
             Some(VcpuEnd::Stopped(GuestStop::PowerOff)) => GuestOutcome::PoweredOff,
             Some(VcpuEnd::Halted) => GuestOutcome::Halted,
             Some(VcpuEnd::Killed) => GuestOutcome::Killed,
+            Some(VcpuEnd::Snapshotted(Ok(taken))) => GuestOutcome::Snapshotted(taken),
+            Some(VcpuEnd::Snapshotted(Err(error))) => GuestOutcome::SnapshotFailed(error),
             Some(VcpuEnd::Faulted(fault, cpu)) => GuestOutcome::Faulted {
                 fault,
                 cpu,

@@ -65,6 +65,11 @@ impl HypercallHandler {
         }
     }
 
+    /// The guest's CLOCK now, in nanoseconds: what a snapshot keeps of the handler.
+    pub fn clock_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
     /// Decodes and runs one call; a failed call is a negative result, never a stop.
     pub fn handle(
         &mut self,

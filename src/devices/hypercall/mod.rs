@@ -26,6 +26,15 @@ impl BusDevice for HypercallDoorbell {
         "hypercall"
     }
 
+    /// Nothing is kept between accesses.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        crate::devices::DeviceState::Stateless
+    }
+
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Nothing to read from port 0x500: all ones, like an unclaimed port.
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);

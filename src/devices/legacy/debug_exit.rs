@@ -22,6 +22,15 @@ impl BusDevice for DebugExit {
         "debug-exit"
     }
 
+    /// Nothing is kept between accesses.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        crate::devices::DeviceState::Stateless
+    }
+
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Nothing to read: all ones, as on QEMU.
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xff);

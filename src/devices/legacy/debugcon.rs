@@ -20,6 +20,15 @@ impl BusDevice for DebugConsole {
         "debugcon"
     }
 
+    /// Nothing is kept between accesses.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        crate::devices::DeviceState::Stateless
+    }
+
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Reading the port returns 0xe9: that is how a guest detects the debug console.
     fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0xe9);

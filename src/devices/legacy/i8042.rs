@@ -73,7 +73,7 @@ const ACK: u8 = 0xfa;
 const SELF_TEST_PASSED: u8 = 0xaa;
 
 /// A command whose data byte comes next on port 0x60.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Pending {
     WriteCommandByte,
     WriteOutputPort,
@@ -193,6 +193,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What a snapshot keeps of the i8042. Not the end of input: that belongs to the process that
+/// ran the guest, and a restored guest reads the new process's stdin.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct I8042State {
+    /// Scancodes and replies the guest has not read, the first one in the output buffer.
+    queue: Vec<u8>,
+    last_read: u8,
+    command_byte: u8,
+    pending: Option<Pending>,
+    last_was_command: bool,
+    /// The guest had used the keyboard: stdin arrives as key presses.
+    keyboard_claimed: bool,
+}
+
 pub struct I8042 {
     controller: Arc<Mutex<Controller>>,
     input: GuestInput,
@@ -287,6 +301,41 @@ impl BusDevice for I8042 {
             name: "KBD_",
             hid: "PNP0303",
         })
+    }
+
+    /// The controller's registers and queue, and whether the guest had taken the keyboard.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        let controller = lock(&self.controller);
+        crate::devices::DeviceState::of(&I8042State {
+            queue: controller.output.iter().copied().collect(),
+            last_read: controller.last_read,
+            command_byte: controller.command_byte,
+            pending: controller.pending,
+            last_was_command: controller.last_was_command,
+            keyboard_claimed: self.keys.is_some(),
+        })
+    }
+
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let state: I8042State = crate::devices::state::parse_state(state)?;
+        if state.queue.len() > OUTPUT_CAPACITY {
+            return Err(format!(
+                "{} bytes queued, more than the {OUTPUT_CAPACITY} the controller holds",
+                state.queue.len()
+            ));
+        }
+        {
+            let mut controller = lock(&self.controller);
+            controller.output = state.queue.into();
+            controller.last_read = state.last_read;
+            controller.command_byte = state.command_byte;
+            controller.pending = state.pending;
+            controller.last_was_command = state.last_was_command;
+        }
+        if state.keyboard_claimed {
+            self.claim_keyboard();
+        }
+        Ok(())
     }
 
     fn read(&mut self, offset: u64, data: &mut [u8]) {

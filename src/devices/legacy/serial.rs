@@ -30,6 +30,8 @@ const THR: u64 = 0;
 /// Interrupt enable register offset and its "received data available" bit.
 const IER: u8 = 1;
 const IER_RECEIVED_DATA: u8 = 0x01;
+/// Line control register bit 7: offsets 0 and 1 are the divisor latch.
+const LCR_DIVISOR_LATCH: u8 = 0x80;
 
 type SerialModel = Serial<IrqLine, vm_superio::serial::NoEvents, GuestOutput>;
 
@@ -93,6 +95,33 @@ impl Uart {
     }
 }
 
+impl Uart {
+    /// Interrupt-driven input: from now on the input hands the UART bytes as they arrive.
+    fn listen(&mut self) {
+        if self.irq.is_connected() && !self.listening {
+            self.listening = true;
+            self.input
+                .add_listener(Arc::new(UartInput(Arc::clone(&self.shared))));
+        }
+    }
+}
+
+/// What a snapshot keeps of the UART: the 16550's registers, by their names in its data sheet,
+/// and the received bytes the guest has not read yet.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UartState {
+    divisor_latch_low: u8,
+    divisor_latch_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    receive_fifo: Vec<u8>,
+}
+
 impl BusDevice for Uart {
     fn name(&self) -> &'static str {
         "uart"
@@ -124,17 +153,63 @@ impl BusDevice for Uart {
         let mut serial = lock(&self.shared);
         let _ = serial.write(offset, value);
         let enables_receive_interrupt = offset == IER && value & IER_RECEIVED_DATA != 0;
-        if enables_receive_interrupt && self.irq.is_connected() && !self.listening {
-            // Offset 1 is the divisor latch's high byte while LCR bit 7 is set, not the IER.
-            let divisor_latch = serial.state().line_control & 0x80 != 0;
-            drop(serial);
-            if !divisor_latch {
-                self.listening = true;
-                self.input
-                    .add_listener(Arc::new(UartInput(Arc::clone(&self.shared))));
-            }
+        // Offset 1 is the divisor latch's high byte while LCR bit 7 is set, not the IER.
+        let divisor_latch = serial.state().line_control & LCR_DIVISOR_LATCH != 0;
+        drop(serial);
+        if enables_receive_interrupt && !divisor_latch {
+            self.listen();
         }
         IoAction::Continue
+    }
+
+    /// The 16550's registers and the bytes waiting in its receive FIFO (vm-superio's state),
+    /// field by field.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        let serial = lock(&self.shared).state();
+        crate::devices::DeviceState::of(&UartState {
+            divisor_latch_low: serial.baud_divisor_low,
+            divisor_latch_high: serial.baud_divisor_high,
+            interrupt_enable: serial.interrupt_enable,
+            interrupt_identification: serial.interrupt_identification,
+            line_control: serial.line_control,
+            line_status: serial.line_status,
+            modem_control: serial.modem_control,
+            modem_status: serial.modem_status,
+            scratch: serial.scratch,
+            receive_fifo: serial.in_buffer,
+        })
+    }
+
+    /// A new model from the saved registers; a guest that had enabled the receive interrupt
+    /// gets its input as interrupts again.
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let state: UartState = crate::devices::state::parse_state(state)?;
+        let serial_state = vm_superio::serial::SerialState {
+            baud_divisor_low: state.divisor_latch_low,
+            baud_divisor_high: state.divisor_latch_high,
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.receive_fifo,
+        };
+        let mut serial = lock(&self.shared);
+        let output = serial.writer().clone();
+        *serial = Serial::from_state(
+            &serial_state,
+            self.irq.clone(),
+            vm_superio::serial::NoEvents,
+            output,
+        )
+        .map_err(|error| format!("{error:?}"))?;
+        drop(serial);
+        if state.interrupt_enable & IER_RECEIVED_DATA != 0 {
+            self.listen();
+        }
+        Ok(())
     }
 
     fn coalesced_offsets(&self) -> &'static [u64] {

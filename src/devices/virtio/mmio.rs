@@ -336,6 +336,15 @@ impl BusDevice for EmptySlot {
         "virtio-empty"
     }
 
+    /// Nothing is kept: the identification registers are constants.
+    fn save_state(&self) -> crate::devices::DeviceState {
+        crate::devices::DeviceState::Stateless
+    }
+
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
             0x000 => MAGIC,
