@@ -557,14 +557,16 @@ fn a_unix_socket_and_a_timeout_while_gdb_waits() {
     let dir = scratch("gdb-unix");
     let socket = dir.join("hello.sock");
     // The guest stays stopped at gdb's prompt past its --timeout: it ends, and gdb's
-    // connection closes.
-    let guest = Guest::start(socket.to_str().unwrap(), &["--timeout", "2", "hello"]);
+    // connection closes. The timeout runs from mini-kvm's start, gdb's start-up included: 2 s
+    // was too short for gdb to connect in the rig (QEMU's emulated CPU), where the guest timed
+    // out first and took its socket with it; 10 s is not.
+    let guest = Guest::start(socket.to_str().unwrap(), &["--timeout", "10", "hello"]);
     assert_eq!(guest.target, socket.display().to_string());
     let session = guest.gdb(
         None,
         &[
             "printf \"= eip=%#x\\n\", $eip",
-            "shell sleep 4",
+            "shell sleep 12",
             "printf \"= still here\\n\"",
             "stepi",
         ],
@@ -578,7 +580,7 @@ fn a_unix_socket_and_a_timeout_while_gdb_waits() {
     assert_eq!(run.status, 124, "{run:?}");
     assert!(
         run.stderr
-            .contains("mini-kvm: guest 'hello' was still running after 2.0 s (--timeout): stopped"),
+            .contains("mini-kvm: guest 'hello' was still running after 10.0 s (--timeout): stopped"),
         "{run:?}"
     );
     // The socket file is gone with the session.
@@ -1052,7 +1054,7 @@ fn a_client_that_never_stops_sending(reads_answers: bool) {
     assert_eq!(run.status, 124, "{run:?}");
     assert!(
         run.stderr
-            .contains("mini-kvm: guest 'hello' was still running after 2.0 s (--timeout): stopped"),
+            .contains("mini-kvm: guest 'hello' was still running after 10.0 s (--timeout): stopped"),
         "{run:?}"
     );
     assert_eq!(run.stdout, b"", "{run:?}");
