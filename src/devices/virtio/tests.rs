@@ -533,7 +533,11 @@ fn a_disk_whose_image_shrank_fails_past_the_new_end_and_never_grows_it() {
     // A write past the new end would grow the file back, with a hole: refused.
     assert_eq!(driver.block(1, 3, Some((512, false))), (1, 1), "write past");
     assert_eq!(file.metadata().unwrap().len(), 1024);
-    assert_eq!(driver.block(1, 0, Some((512, false))), (0, 1), "write before");
+    assert_eq!(
+        driver.block(1, 0, Some((512, false))),
+        (0, 1),
+        "write before"
+    );
     // What was written past the end is gone: a flush cannot say it is kept.
     assert_eq!(driver.block(4, 0, None), (1, 1), "flush");
 }
