@@ -229,6 +229,8 @@ impl Block {
     /// Whether the image is still the file the disk was made on, reaching at least to byte
     /// `end`: not deleted, not truncated before `end`.
     fn image_intact(&self, end: u64) -> Result<(), Trouble> {
+        // fstat on a descriptor we hold does not fail in practice; if it does, the image
+        // cannot be checked, and the request fails as a read of it would.
         let status = image_status(&self.image).map_err(Trouble::Read)?;
         if self.was_linked && status.links == 0 {
             return Err(Trouble::Deleted);
