@@ -177,6 +177,9 @@ fn extra_calls(role: Role) -> &'static [i64] {
             libc::SYS_pread64,
             libc::SYS_pwrite64,
             libc::SYS_fdatasync,
+            // virtio-blk checks that its image is still there, whole, before a write or a
+            // flush: fstat, which takes only a descriptor.
+            libc::SYS_fstat,
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_ctl,

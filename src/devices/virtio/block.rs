@@ -19,6 +19,16 @@
 //! guest's administrator likes). A request whose data is longer than [`MAX_REQUEST_BYTES`]
 //! gets IOERR without a byte moved, and a chain of more than 256 descriptors is not read at
 //! all (mod.rs).
+//!
+//! **When the host fails.** The image can fail under a running guest: the host's disk fills up
+//! (`pwrite` gets ENOSPC), its disk fails (EIO), someone truncates or deletes the file. The
+//! guest then gets IOERR, as a real disk's driver would, and mini-kvm says what happened on
+//! stderr, once for each kind of trouble (a guest that retries must not flood it). A read
+//! past the end of a file that shrank, where `pread` returns fewer bytes than asked, is an
+//! IOERR, never zeros; a write past that end is refused (it would grow the file again, with
+//! holes where the guest's data was). Writes and flushes to an image that was deleted get
+//! IOERR: what the guest writes there is lost when mini-kvm ends, so a flush must not say it
+//! is kept.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -66,6 +76,13 @@ unsafe impl ByteValued for RequestHeader {}
 
 pub struct Block {
     image: File,
+    /// The image as the user named it (its path), for the messages on stderr.
+    shown: String,
+    /// Whether the image had a name in a directory when the disk was made: only such an image
+    /// can be deleted under the guest (an unnamed temporary file never had one).
+    was_linked: bool,
+    /// The kinds of [`Trouble`] already reported on stderr (bit [`Trouble::bit`]).
+    reported: u8,
     capacity_sectors: u64,
     read_only: bool,
     /// GET_ID's answer: up to 20 bytes, NUL-padded (the image's file name).
@@ -81,8 +98,12 @@ impl Block {
         let id = id.as_bytes();
         let len = id.len().min(id_bytes.len());
         id_bytes[..len].copy_from_slice(&id[..len]);
+        let was_linked = image_status(&image).is_ok_and(|status| status.links > 0);
         Block {
             image,
+            shown: String::from_utf8_lossy(id).into_owned(),
+            was_linked,
+            reported: 0,
             capacity_sectors: size / SECTOR_SIZE,
             read_only,
             id: id_bytes,
@@ -108,18 +129,19 @@ impl Block {
             VIRTIO_BLK_T_OUT => match self.transfer_range(header.sector, data_in.available_bytes())
             {
                 Some(offset) => {
+                    let end = offset + data_in.available_bytes() as u64;
+                    if let Err(trouble) = self.image_intact(end) {
+                        self.report(trouble);
+                        return (VIRTIO_BLK_S_IOERR as u8, 0, 0);
+                    }
                     let header_read = data_in.bytes_read();
                     let status = self.write_from_guest(offset, data_in);
                     return (status, 0, data_in.bytes_read() - header_read);
                 }
                 None => (VIRTIO_BLK_S_IOERR as u8, 0),
             },
-            // fdatasync: when the guest sees this request done, what it wrote is on the host's
-            // disk, not only in the host's page cache.
-            VIRTIO_BLK_T_FLUSH => match self.read_only || self.image.sync_data().is_ok() {
-                true => (VIRTIO_BLK_S_OK as u8, 0),
-                false => (VIRTIO_BLK_S_IOERR as u8, 0),
-            },
+            VIRTIO_BLK_T_FLUSH if self.read_only => (VIRTIO_BLK_S_OK as u8, 0),
+            VIRTIO_BLK_T_FLUSH => (self.flush(), 0),
             VIRTIO_BLK_T_GET_ID => {
                 let len = self.id.len().min(data_out.available_bytes());
                 match data_out.write_all(&self.id[..len]) {
@@ -150,9 +172,17 @@ impl Block {
         while data_out.available_bytes() > 0 {
             let chunk = data_out.available_bytes().min(CHUNK);
             let buffer = &mut self.buffer[..chunk];
-            if self.image.read_exact_at(buffer, offset).is_err()
-                || data_out.write_all(buffer).is_err()
-            {
+            // read_exact_at: a `pread` that returns fewer bytes than asked (the file ends
+            // sooner: it shrank) is an error, not a buffer left with stale bytes.
+            if let Err(error) = self.image.read_exact_at(buffer, offset) {
+                let trouble = match self.image_intact(offset + chunk as u64) {
+                    Err(trouble @ Trouble::Shrunk { .. }) => trouble,
+                    _ => Trouble::Read(error),
+                };
+                self.report(trouble);
+                return (VIRTIO_BLK_S_IOERR as u8, moved);
+            }
+            if data_out.write_all(buffer).is_err() {
                 return (VIRTIO_BLK_S_IOERR as u8, moved);
             }
             offset += chunk as u64;
@@ -165,14 +195,78 @@ impl Block {
         while data_in.available_bytes() > 0 {
             let chunk = data_in.available_bytes().min(CHUNK);
             let buffer = &mut self.buffer[..chunk];
-            if data_in.read_exact(buffer).is_err()
-                || self.image.write_all_at(buffer, offset).is_err()
-            {
+            if data_in.read_exact(buffer).is_err() {
+                return VIRTIO_BLK_S_IOERR as u8;
+            }
+            // write_all_at: a short `pwrite` (the host's disk filled up halfway) is tried again
+            // for the rest, which then fails with ENOSPC.
+            if let Err(error) = self.image.write_all_at(buffer, offset) {
+                self.report(Trouble::Write(error));
                 return VIRTIO_BLK_S_IOERR as u8;
             }
             offset += chunk as u64;
         }
         VIRTIO_BLK_S_OK as u8
+    }
+
+    /// FLUSH: `fdatasync`. When the guest sees OK, every write it was told was OK is on the
+    /// host's disk, in the image the user named: so IOERR if the image shrank or was deleted
+    /// since (what was written there is gone, or will be), or if `fdatasync` fails.
+    fn flush(&mut self) -> u8 {
+        let capacity = self.capacity_sectors * SECTOR_SIZE;
+        let outcome = self
+            .image_intact(capacity)
+            .and_then(|()| self.image.sync_data().map_err(Trouble::Flush));
+        match outcome {
+            Ok(()) => VIRTIO_BLK_S_OK as u8,
+            Err(trouble) => {
+                self.report(trouble);
+                VIRTIO_BLK_S_IOERR as u8
+            }
+        }
+    }
+
+    /// Whether the image is still the file the disk was made on, reaching at least to byte
+    /// `end`: not deleted, not truncated before `end`.
+    fn image_intact(&self, end: u64) -> Result<(), Trouble> {
+        // fstat on a descriptor we hold does not fail in practice; if it does, the image
+        // cannot be checked, and the request fails as a read of it would.
+        let status = image_status(&self.image).map_err(Trouble::Read)?;
+        if self.was_linked && status.links == 0 {
+            return Err(Trouble::Deleted);
+        }
+        if status.size < end {
+            return Err(Trouble::Shrunk { size: status.size });
+        }
+        Ok(())
+    }
+
+    /// Says what went wrong on stderr, the first time this kind of trouble happens.
+    fn report(&mut self, trouble: Trouble) {
+        if self.reported & trouble.bit() != 0 {
+            return;
+        }
+        self.reported |= trouble.bit();
+        let capacity = self.capacity_sectors * SECTOR_SIZE;
+        let what = match &trouble {
+            Trouble::Read(error) => format!("a read failed: {error}"),
+            Trouble::Write(error) => format!("a write failed: {error}"),
+            Trouble::Flush(error) => format!("a flush (fdatasync) failed: {error}"),
+            Trouble::Shrunk { size } => format!(
+                "it shrank under the running guest, to {size} bytes from {capacity}: \
+                 requests past its end fail"
+            ),
+            Trouble::Deleted => "it was deleted under the running guest: writes and flushes \
+                                 fail (what it holds is lost when mini-kvm ends)"
+                .to_string(),
+        };
+        // Not eprintln!: a closed stderr must not panic the event loop.
+        let _ = writeln!(
+            crate::console::stderr::stderr(),
+            "mini-kvm: virtio-blk: the disk image {}: {what}; the guest gets I/O errors \
+             (said once)",
+            self.shown
+        );
     }
 }
 
@@ -251,6 +345,52 @@ impl Block {
     }
 }
 
+/// What can go wrong with the image under a running guest (each is reported once).
+#[derive(Debug)]
+enum Trouble {
+    Read(std::io::Error),
+    Write(std::io::Error),
+    Flush(std::io::Error),
+    Shrunk { size: u64 },
+    Deleted,
+}
+
+impl Trouble {
+    fn bit(&self) -> u8 {
+        match self {
+            Trouble::Read(_) => 1,
+            Trouble::Write(_) => 2,
+            Trouble::Flush(_) => 4,
+            Trouble::Shrunk { .. } => 8,
+            Trouble::Deleted => 16,
+        }
+    }
+}
+
+/// The image's size and how many names it has in directories (0: deleted).
+struct ImageStatus {
+    size: u64,
+    links: u64,
+}
+
+/// `fstat` on the image. The system call itself, not glibc's `fstat` (or std's metadata):
+/// those make `newfstatat`/`statx`, which take a path, and the event loop's seccomp filter
+/// allows only `fstat`, which takes nothing but a descriptor (src/vmm/seccomp.rs).
+fn image_status(image: &File) -> std::io::Result<ImageStatus> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero bytes are a valid `stat` (plain integers).
+    let mut status: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into memory we own, for a descriptor we own.
+    let result = unsafe { libc::syscall(libc::SYS_fstat, image.as_raw_fd(), &mut status) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ImageStatus {
+        size: status.st_size as u64,
+        links: status.st_nlink,
+    })
+}
+
 /// Why a disk image cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -324,7 +464,9 @@ impl Block {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Block::new(image, metadata.len(), read_only, &id))
+        let mut block = Block::new(image, metadata.len(), read_only, &id);
+        block.shown = shown;
+        Ok(block)
     }
 
     /// The disk's size in 512-byte sectors.

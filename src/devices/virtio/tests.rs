@@ -521,6 +521,28 @@ fn a_read_only_disk_refuses_writes() {
 }
 
 #[test]
+fn a_disk_whose_image_shrank_fails_past_the_new_end_and_never_grows_it() {
+    let (block, file) = disk(&[9u8; 2048], false);
+    let mut driver = Driver::new(Box::new(block), VERSION_1_AND_FLUSH).ready();
+    // Someone truncates the image to 2 of its 4 sectors under the running guest.
+    file.set_len(1024).unwrap();
+    // `pread` returns 0 bytes past the end, or fewer than asked across it: IOERR, no data.
+    assert_eq!(driver.block(0, 3, Some((512, true))), (1, 1), "past");
+    assert_eq!(driver.block(0, 1, Some((1024, true))), (1, 1), "across");
+    assert_eq!(driver.block(0, 1, Some((512, true))), (0, 513), "before");
+    // A write past the new end would grow the file back, with a hole: refused.
+    assert_eq!(driver.block(1, 3, Some((512, false))), (1, 1), "write past");
+    assert_eq!(file.metadata().unwrap().len(), 1024);
+    assert_eq!(
+        driver.block(1, 0, Some((512, false))),
+        (0, 1),
+        "write before"
+    );
+    // What was written past the end is gone: a flush cannot say it is kept.
+    assert_eq!(driver.block(4, 0, None), (1, 1), "flush");
+}
+
+#[test]
 fn requests_before_driver_ok_wait() {
     let (block, _) = disk(&[0; 1024], false);
     let mut driver = Driver::new(Box::new(block), VERSION_1_AND_FLUSH);
