@@ -463,6 +463,20 @@ fn a_truncated_or_corrupted_state_file_is_refused() {
         "{run:?}"
     );
 
+    // A state file far larger than any snapshot's (sparse: no disk space): refused before it
+    // is read whole.
+    let huge = std::fs::File::create(&state).unwrap();
+    huge.set_len(1 << 30).unwrap();
+    drop(huge);
+    assert_refused(
+        &dir,
+        &format!(
+            "{} is not a readable snapshot state: it is larger than 16 MiB, which no snapshot's \
+             state is",
+            state.display()
+        ),
+    );
+
     std::fs::write(&state, "{ not json").unwrap();
     assert_refused(
         &dir,

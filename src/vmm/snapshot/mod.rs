@@ -298,6 +298,20 @@ pub fn prepare_dir(dir: &Path) -> Result<(), SnapshotError> {
     })
 }
 
+/// The most of a state file `restore` reads. A one-vCPU guest's is about 35 KB; the bound keeps
+/// a file that is not a snapshot (or a hostile one) from filling memory before it is parsed.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+/// The state file's text, or None when it is longer than [`MAX_STATE_BYTES`] (read no further).
+fn read_bounded(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut text = String::new();
+    fs::File::open(path)?
+        .take(MAX_STATE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    Ok((text.len() as u64 <= MAX_STATE_BYTES).then_some(text))
+}
+
 /// Reads and checks `dir`'s state file: its format, version and host, before anything else is
 /// looked at, so that a snapshot of another kind gets the one error that says so.
 pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
@@ -308,13 +322,19 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
         });
     }
     let path = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&path).map_err(|error| SnapshotError::NotFound {
+    let text = read_bounded(&path).map_err(|error| SnapshotError::NotFound {
         dir: dir.to_path_buf(),
         reason: format!("cannot read {STATE_FILE}: {error}"),
     })?;
     let bad = |reason: String| SnapshotError::BadState {
         path: path.clone(),
         reason,
+    };
+    let Some(text) = text else {
+        return Err(bad(format!(
+            "it is larger than {} MiB, which no snapshot's state is",
+            MAX_STATE_BYTES >> 20
+        )));
     };
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|error| bad(error.to_string()))?;
